@@ -1,0 +1,44 @@
+# make test  : create .venv if missing, install pinned deps, build the extension (CPU + CUDA sources), run tests
+# make demo  : same set-up, then the main job (python -m srops.demo)
+# make gpu-check : on a GPU machine that already has torch (no network): build in place,
+#                  run GPU tests and benchmarks, write results to bench/results/<device>/ or $SROPS_RESULTS_DIR
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEPS := $(VENV)/.deps-stamp
+GPU_PY ?= python
+SHELL := /bin/bash
+
+.PHONY: test demo build gpu-check bench clean
+
+$(DEPS): requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $(DEPS)
+
+build: $(DEPS)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+
+test: build
+	$(PY) -m srops.info
+	$(PY) -m pytest tests -ra -q
+	$(PY) -m pytest bench --benchmark-only -q --benchmark-min-rounds=1 --benchmark-max-time=0 \
+		--benchmark-warmup=off --benchmark-columns=min,mean,rounds --smoke
+
+bench: build
+	$(PY) -m pytest bench --benchmark-only
+
+demo: build
+	$(PY) -m srops.demo
+
+gpu-check:
+	$(GPU_PY) -m pip install --no-build-isolation --no-deps -e .
+	out=$$($(GPU_PY) -m srops.info --results-dir); \
+	$(GPU_PY) -m srops.info | tee $$out/info.txt; \
+	$(GPU_PY) -m pytest tests -ra -m gpu --junitxml=$$out/gpu-tests.xml > $$out/gpu-tests.txt 2>&1; status=$$?; \
+	tail -n 30 $$out/gpu-tests.txt; \
+	$(GPU_PY) -m pytest bench --benchmark-only --benchmark-json=$$out/bench.json > $$out/bench.txt 2>&1 || status=1; \
+	tail -n 60 $$out/bench.txt; exit $$status
+
+clean:
+	rm -rf build srops/_C*.so srops/_build_info.py *.egg-info

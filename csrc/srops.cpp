@@ -1,0 +1,25 @@
+// The one list of srops operator schemas. Kernels register against these names
+// with TORCH_LIBRARY_IMPL in csrc/<op>/<op>_{cpu.cpp,cuda.cu}; autograd and fake
+// (meta) implementations are attached in Python (srops/ops/<op>/ext_impl.py).
+#include <Python.h>
+#include <torch/library.h>
+
+#include "info.h"
+
+TORCH_LIBRARY(srops, m) {
+  // Covariance pooling: x [B, C, M] (float32/float64) -> [B, C, C].
+  m.def("covpool_fwd(Tensor x) -> Tensor");
+  m.def("covpool_bwd(Tensor grad, Tensor x) -> Tensor");
+
+  // Build facts (no tensors: catch-all kernels).
+  m.def("_compiled_with_cuda() -> bool", &srops::compiled_with_cuda);
+  m.def("_cuda_compile_version() -> int", &srops::cuda_compile_version);
+}
+
+// `import srops._C` loads this library (and with it the registrations above).
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "srops compiled operators", -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}

@@ -1,0 +1,4 @@
+"""Network definitions, one file per network; each file registers itself on import.
+
+Explicit import list (no directory scan).
+"""

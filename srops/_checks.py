@@ -1,0 +1,66 @@
+"""Argument checks shared by every functional.
+
+Messages read ``srops.<op>: '<arg>' must <expectation>, got <actual>``; shape
+and value problems raise ``ValueError``, type, dtype and device problems
+``TypeError``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_DTYPE_NAMES = "float16, bfloat16, float32 or float64"
+
+
+def check_tensor(op: str, arg: str, t: object, ndim: int | Sequence[int], layout: str) -> torch.Tensor:
+    """Check that ``t`` is a non-empty floating tensor of rank ``ndim`` (an int or a choice of ints)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"srops.{op}: '{arg}' must be a torch.Tensor {layout}, got {type(t).__name__}")
+    dims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if t.dim() not in dims:
+        want = " or ".join(f"{d}-D" for d in dims)
+        raise ValueError(f"srops.{op}: '{arg}' must be a {want} tensor {layout}, got shape {tuple(t.shape)}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"srops.{op}: '{arg}' must have dtype {_DTYPE_NAMES}, got {t.dtype}")
+    if t.numel() == 0:
+        raise ValueError(f"srops.{op}: '{arg}' must be non-empty {layout}, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_same(op: str, **tensors: torch.Tensor) -> None:
+    """All tensors on one device and of one dtype (the first one's)."""
+    items = list(tensors.items())
+    name0, t0 = items[0]
+    for name, t in items[1:]:
+        if t.device != t0.device:
+            raise TypeError(f"srops.{op}: '{name}' must be on {t0.device} like '{name0}', got {t.device}")
+        if t.dtype != t0.dtype:
+            raise TypeError(f"srops.{op}: '{name}' must have dtype {t0.dtype} like '{name0}', got {t.dtype}")
+
+
+def check_dim_size(op: str, arg: str, t: torch.Tensor, dim: int, expected: int, what: str) -> None:
+    if t.shape[dim] != expected:
+        raise ValueError(
+            f"srops.{op}: '{arg}' must have {what} = {expected} (dim {dim}), got shape {tuple(t.shape)}"
+        )
+
+
+def check_int(op: str, arg: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"srops.{op}: '{arg}' must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"srops.{op}: '{arg}' must be an int >= {minimum}, got {value}")
+    return value
+
+
+def check_float(op: str, arg: str, value: object, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"srops.{op}: '{arg}' must be a float, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        want = "a finite positive float" if positive else "a finite float"
+        raise ValueError(f"srops.{op}: '{arg}' must be {want}, got {value}")
+    return value

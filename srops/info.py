@@ -1,0 +1,109 @@
+"""``python -m srops.info``: build, CUDA, Triton and per-op backend report.
+
+``python -m srops.info --results-dir`` creates and prints the folder where
+benchmark and GPU-test results of this machine go: ``$SROPS_RESULTS_DIR`` if
+set, else ``bench/results/<device>/``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+import srops
+from srops import _backend, _ext
+
+
+def triton_version() -> str | None:
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+def device_name() -> str:
+    """The CUDA device's name if one is visible, else the CPU's, as a folder-safe slug."""
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+    else:
+        name = "cpu-" + (_cpu_model() or platform.machine())
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def environment() -> dict[str, str]:
+    """Versions and device facts recorded beside every benchmark result."""
+    build = {}
+    try:
+        from srops import _build_info as bi
+
+        build = {"built against torch": bi.TORCH_VERSION, "CUDA archs": bi.CUDA_ARCH_LIST or "-"}
+    except ImportError:
+        build = {"built against torch": "unknown (no srops/_build_info.py)"}
+    cuda_rt = torch.ops.srops._cuda_compile_version() if _ext.HAS_CUDA_EXT else 0
+    info = {
+        "srops": srops.__version__,
+        "torch": torch.__version__,
+        "torch CUDA": str(torch.version.cuda),
+        "triton": triton_version() or "not installed",
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else (_cpu_model() or "cpu"),
+        "CPU threads": str(torch.get_num_threads()),
+        "extension": "loaded" if _ext.HAS_EXT else f"missing ({_ext.EXT_ERROR})",
+        "compiled with": "CPU + CUDA" if _ext.HAS_CUDA_EXT else ("CPU" if _ext.HAS_EXT else "-"),
+        "CUDA compiled against": f"{cuda_rt // 1000}.{cuda_rt % 1000 // 10}" if cuda_rt else "-",
+        "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", ""),
+    }
+    info.update(build)
+    return info
+
+
+def results_dir() -> Path:
+    path = Path(os.environ.get("SROPS_RESULTS_DIR") or Path("bench") / "results" / device_name())
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def report() -> str:
+    lines = ["srops build and environment"]
+    for key, value in environment().items():
+        lines.append(f"  {key:22s} {value}")
+    lines.append(f"  {'registered ops':22s} {', '.join(_ext.registered_ops()) or '-'}")
+    lines.append("")
+    lines.append("backends per op (first runnable in preference order is the default)")
+    for op, per_backend in _backend.backends().items():
+        lines.append(f"  {op}")
+        lines.append(f"    default order cpu: {', '.join(_backend.default_order(op, 'cpu'))}; "
+                     f"cuda: {', '.join(_backend.default_order(op, 'cuda'))}")
+        for name, row in per_backend.items():
+            for dt, why in row.items():
+                lines.append(f"    {name:10s} {dt:5s} {why}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m srops.info", description=__doc__.splitlines()[0])
+    parser.add_argument("--results-dir", action="store_true", help="create and print this machine's results folder")
+    args = parser.parse_args(argv)
+    if args.results_dir:
+        print(results_dir())
+    else:
+        print(report())
+
+
+if __name__ == "__main__":
+    main()

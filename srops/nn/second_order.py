@@ -1,0 +1,65 @@
+"""SecondOrderAttention: SAN's second-order channel attention (SOCA)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from srops.ops.covpool.frontend import covpool_sqrtm
+
+
+def centre_crop(x: torch.Tensor, max_size: int) -> torch.Tensor:
+    """Centre crop of x ``[B, C, H, W]`` to at most ``max_size`` along each side."""
+    h, w = x.shape[-2:]
+    top, left = max(0, (h - max_size) // 2), max(0, (w - max_size) // 2)
+    return x[..., top : top + min(h, max_size), left : left + min(w, max_size)]
+
+
+class SecondOrderAttention(nn.Module):
+    """x · σ(W₂ ReLU(W₁ s + b₁) + b₂), s = row mean of Σ^½, Σ = covariance of x over H·W.
+
+    Args:
+        channels: C of the input ``[B, C, H, W]``.
+        reduction: hidden width ``max(1, C // reduction)`` of the gate (SAN: 16, so 64→4→64).
+        iterations: Newton–Schulz iterations (SAN: 5).
+        max_size: if set, the statistic is computed on a centre crop of at most
+            ``max_size`` per side (SAN uses 1000; unlike SAN's code, a side of
+            exactly ``max_size`` is kept whole). The gate multiplies the whole of x.
+        eps: added to the covariance trace before normalising.
+        backend: backend of :func:`srops.functional.covpool_sqrtm`.
+
+    The statistic is computed in float32 whatever the input dtype.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        iterations: int = 5,
+        max_size: int | None = None,
+        eps: float = 1e-5,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"srops.SecondOrderAttention: 'channels' must be an int >= 1, got {channels!r}")
+        if max_size is not None and max_size < 1:
+            raise ValueError(f"srops.SecondOrderAttention: 'max_size' must be None or >= 1, got {max_size!r}")
+        hidden = max(1, channels // reduction)
+        self.channels, self.iterations, self.max_size, self.eps, self.backend = (
+            channels, iterations, max_size, eps, backend
+        )
+        self.conv_down = nn.Conv2d(channels, hidden, 1)
+        self.conv_up = nn.Conv2d(hidden, channels, 1)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, iterations={self.iterations}, max_size={self.max_size}, backend={self.backend!r}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(
+                f"srops.SecondOrderAttention: input must be [B, {self.channels}, H, W], got shape {tuple(x.shape)}"
+            )
+        sub = centre_crop(x, self.max_size) if self.max_size is not None else x
+        stat = covpool_sqrtm(sub, self.iterations, self.eps, row_mean=True, backend=self.backend)
+        w = torch.sigmoid(self.conv_up(torch.relu(self.conv_down(stat[:, :, None, None].to(x.dtype)))))
+        return x * w

@@ -1,0 +1,99 @@
+"""CBAM functionals: checks, backend registration, dispatch.
+
+The MLP and the spatial convolution (with their optional BatchNorms) are passed
+as callables, usually the owning module's layers; the fused backends run the
+tensor-sized passes as kernels and call these on the small pooled tensors.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from srops import _backend
+from srops._checks import check_tensor
+from srops.ops.cbam.reference import (
+    cbam_ref,
+    channel_attention_ref,
+    channel_gate_ref,
+    spatial_attention_ref,
+    spatial_gate_ref,
+)
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+POOL_TYPES = ("avg", "max")
+_ALL = ("cpu", "cuda")
+
+for _op, _fn in (
+    ("channel_gate", channel_gate_ref),
+    ("spatial_gate", spatial_gate_ref),
+    ("channel_attention", channel_attention_ref),
+    ("spatial_attention", spatial_attention_ref),
+    ("cbam", cbam_ref),
+):
+    _backend.register(_backend.Backend(_op, "reference", _fn, devices=_ALL))
+
+
+def check_pool(op: str, pool: Sequence[str]) -> tuple[str, ...]:
+    pool = (pool,) if isinstance(pool, str) else tuple(pool)
+    if not pool or len(set(pool)) != len(pool) or any(p not in POOL_TYPES for p in pool):
+        raise ValueError(f"srops.{op}: 'pool' must be a non-empty subset of {POOL_TYPES} without repeats, got {pool!r}")
+    return pool
+
+
+def _check_x(op: str, x: torch.Tensor) -> None:
+    check_tensor(op, "x", x, 4, "[B, C, H, W]")
+
+
+def _check_fn(op: str, arg: str, fn: object) -> None:
+    if not callable(fn):
+        raise TypeError(f"srops.{op}: '{arg}' must be a callable (module or function), got {type(fn).__name__}")
+
+
+def channel_gate(x: torch.Tensor, mlp: Fn, pool: Sequence[str] = POOL_TYPES, backend: str | None = None) -> torch.Tensor:
+    """CBAM channel gate c = σ(Σ_p mlp(pool_p(x))) ``[B, C, 1, 1]`` for x ``[B, C, H, W]``.
+
+    ``mlp`` maps ``[B, C]`` to ``[B, C]`` logits and is applied to each pooled vector separately.
+    """
+    _check_x("channel_gate", x)
+    _check_fn("channel_gate", "mlp", mlp)
+    pool = check_pool("channel_gate", pool)
+    return _backend.select("channel_gate", (x,), backend).fn(x, mlp, pool)
+
+
+def spatial_gate(x: torch.Tensor, conv: Fn, backend: str | None = None) -> torch.Tensor:
+    """CBAM spatial gate s = σ(conv(cat[max_c x, mean_c x])) ``[B, 1, H, W]``.
+
+    ``conv`` maps ``[B, 2, H, W]`` to ``[B, 1, H, W]`` logits (7×7 conv, optional BatchNorm).
+    """
+    _check_x("spatial_gate", x)
+    _check_fn("spatial_gate", "conv", conv)
+    return _backend.select("spatial_gate", (x,), backend).fn(x, conv)
+
+
+def channel_attention(
+    x: torch.Tensor, mlp: Fn, pool: Sequence[str] = POOL_TYPES, backend: str | None = None
+) -> torch.Tensor:
+    """x · channel_gate(x): CBAM's channel attention; ``pool=("avg",)`` is RCAN's."""
+    _check_x("channel_attention", x)
+    _check_fn("channel_attention", "mlp", mlp)
+    pool = check_pool("channel_attention", pool)
+    return _backend.select("channel_attention", (x,), backend).fn(x, mlp, pool)
+
+
+def spatial_attention(x: torch.Tensor, conv: Fn, backend: str | None = None) -> torch.Tensor:
+    """x · spatial_gate(x)."""
+    _check_x("spatial_attention", x)
+    _check_fn("spatial_attention", "conv", conv)
+    return _backend.select("spatial_attention", (x,), backend).fn(x, conv)
+
+
+def cbam(
+    x: torch.Tensor, mlp: Fn, conv: Fn, pool: Sequence[str] = POOL_TYPES, backend: str | None = None
+) -> torch.Tensor:
+    """CBAM: y = x·c, then y·spatial_gate(y), for x ``[B, C, H, W]``; returns ``[B, C, H, W]``."""
+    _check_x("cbam", x)
+    _check_fn("cbam", "mlp", mlp)
+    _check_fn("cbam", "conv", conv)
+    pool = check_pool("cbam", pool)
+    return _backend.select("cbam", (x,), backend).fn(x, mlp, conv, pool)

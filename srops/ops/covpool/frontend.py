@@ -1,0 +1,80 @@
+"""``covpool``, ``sqrtm_ns``, ``covpool_sqrtm``: checks, backend registration, dispatch."""
+from __future__ import annotations
+
+import torch
+
+from srops import _backend, _ext
+from srops._checks import check_dim_size, check_float, check_int, check_tensor
+from srops.ops.covpool.reference import covpool_ref, covpool_sqrtm_ref, sqrtm_ns_ref
+
+_ALL = ("cpu", "cuda")
+_backend.register(_backend.Backend("covpool", "reference", covpool_ref, devices=_ALL))
+_backend.register(_backend.Backend("sqrtm_ns", "reference", sqrtm_ns_ref, devices=_ALL))
+_backend.register(_backend.Backend("covpool_sqrtm", "reference", covpool_sqrtm_ref, devices=_ALL))
+
+if _ext.HAS_EXT:
+    from srops.ops.covpool.ext_impl import covpool_ext
+else:
+    covpool_ext = None  # type: ignore[assignment]
+
+
+def _cpu_kernel_missing() -> str | None:
+    reason = _ext.ext_unavailable()
+    if reason is None and not _ext.has_kernel("covpool_fwd", "CPU"):
+        reason = "srops._C has no CPU kernel for covpool_fwd"
+    return reason
+
+
+_backend.register(_backend.Backend("covpool", "cpu", covpool_ext, devices=("cpu",), available=_cpu_kernel_missing))
+_backend.set_order("covpool", "cpu", ("cpu", "reference"))
+_backend.set_order("covpool", "cuda", ("cuda", "reference"))
+
+
+def _as_bcm(op: str, x: torch.Tensor) -> torch.Tensor:
+    check_tensor(op, "x", x, (3, 4), "[B, C, H, W] or [B, C, M]")
+    return x.flatten(2) if x.dim() == 4 else x
+
+
+def covpool(x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """Biased covariance pooling (iSQRT-COV's Covpool) by the centred formula.
+
+    Args:
+        x: features ``[B, C, H, W]`` (or ``[B, C, M]``), any float dtype, any device.
+        backend: ``None``, ``"cpu"`` (C++ kernel), ``"cuda"`` or ``"reference"``.
+
+    Returns ``[B, C, C]`` = (1/M)(X − μ1ᵀ)(X − μ1ᵀ)ᵀ with M = H·W, computed in
+    float32 (float64 for float64 input) and returned in the input dtype.
+    """
+    xm = _as_bcm("covpool", x)
+    return _backend.select("covpool", (xm,), backend).fn(xm)
+
+
+def sqrtm_ns(a: torch.Tensor, iterations: int = 5, eps: float = 1e-5, backend: str | None = None) -> torch.Tensor:
+    """Matrix square root of SPD ``a`` ``[B, C, C]`` by ``iterations`` coupled Newton–Schulz steps.
+
+    Pre-normalised by t = trace + ``eps`` and post-compensated by √t, so a zero
+    matrix gives a finite (zero) result. Converges for SPD input as iterations grow.
+    """
+    check_tensor("sqrtm_ns", "a", a, 3, "[B, C, C]")
+    check_dim_size("sqrtm_ns", "a", a, 2, a.shape[1], "square matrices: last dim = C")
+    iterations = check_int("sqrtm_ns", "iterations", iterations, 1)
+    eps = check_float("sqrtm_ns", "eps", eps)
+    return _backend.select("sqrtm_ns", (a,), backend).fn(a, iterations, eps)
+
+
+def covpool_sqrtm(
+    x: torch.Tensor, iterations: int = 5, eps: float = 1e-5, row_mean: bool = False, backend: str | None = None
+) -> torch.Tensor:
+    """``sqrtm_ns(covpool(x))``, optionally reduced to SOCA's statistic.
+
+    Args:
+        x: features ``[B, C, H, W]`` (or ``[B, C, M]``).
+        iterations: Newton–Schulz iterations (SAN and fast-MPN-COV use 5).
+        eps: added to the trace before normalising.
+        row_mean: return the row mean of Σ^½, ``[B, C]`` (SAN's SOCA statistic)
+            instead of Σ^½ ``[B, C, C]``.
+    """
+    xm = _as_bcm("covpool_sqrtm", x)
+    iterations = check_int("covpool_sqrtm", "iterations", iterations, 1)
+    eps = check_float("covpool_sqrtm", "eps", eps)
+    return _backend.select("covpool_sqrtm", (xm,), backend).fn(xm, iterations, eps, bool(row_mean))

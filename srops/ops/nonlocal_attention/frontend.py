@@ -1,0 +1,44 @@
+"""``nonlocal_attention``: argument checks, backend registration and dispatch."""
+from __future__ import annotations
+
+import torch
+
+from srops import _backend
+from srops._checks import check_dim_size, check_float, check_same, check_tensor
+from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
+from srops.ops.nonlocal_attention.sdpa_impl import nonlocal_attention_sdpa
+
+OP = "nonlocal_attention"
+
+_backend.register(_backend.Backend(OP, "reference", nonlocal_attention_ref, devices=("cpu", "cuda")))
+_backend.register(_backend.Backend(OP, "sdpa", nonlocal_attention_sdpa, devices=("cpu", "cuda")))
+# CPU: SDPA measured faster than the reference (bench/bench_nonlocal_attention.py).
+_backend.set_order(OP, "cpu", ("sdpa", "reference"))
+_backend.set_order(OP, "cuda", ("triton", "sdpa", "reference"))
+
+
+def nonlocal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float = 1.0, backend: str | None = None
+) -> torch.Tensor:
+    """Single-head attention softmax(q kᵀ · scale) v, the core of a non-local block.
+
+    Args:
+        q: queries (θ) ``[B, N, d]``.
+        k: keys (φ) ``[B, M, d]``.
+        v: values (g) ``[B, M, dv]``.
+        scale: logit scale; 1.0 for SAN/AlexHex7 (no 1/√d), ``d ** -0.5`` for FB's ``USE_SCALE``.
+        backend: ``None`` (fastest available), ``"triton"``, ``"sdpa"`` or ``"reference"``.
+
+    All three tensors share device and dtype (float16, bfloat16, float32, float64).
+    Returns ``[B, N, dv]`` in the input dtype.
+    """
+    check_tensor(OP, "q", q, 3, "[B, N, d]")
+    check_tensor(OP, "k", k, 3, "[B, M, d]")
+    check_tensor(OP, "v", v, 3, "[B, M, dv]")
+    check_same(OP, q=q, k=k, v=v)
+    check_dim_size(OP, "k", k, 0, q.shape[0], "batch size B of q")
+    check_dim_size(OP, "v", v, 0, q.shape[0], "batch size B of q")
+    check_dim_size(OP, "k", k, 2, q.shape[2], "head dim d of q")
+    check_dim_size(OP, "v", v, 1, k.shape[1], "key count M of k")
+    scale = check_float(OP, "scale", scale)
+    return _backend.select(OP, (q, k, v), backend).fn(q, k, v, scale)

@@ -1,0 +1,51 @@
+"""Shared fixtures and markers.
+
+* ``gpu``: needs a CUDA device; skipped with a visible reason otherwise.
+* ``slow``: long sweeps; run with ``--runslow``.
+* Triton kernels run on CPU tensors under ``TRITON_INTERPRET=1``, which must be
+  set before the kernel modules are imported: this file sets it when no CUDA
+  device is visible.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import srops  # noqa: E402  (after TRITON_INTERPRET)
+from srops import _ext  # noqa: E402
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [
+        f"srops {srops.__version__}: torch {torch.__version__}, extension "
+        f"{'loaded' if _ext.HAS_EXT else 'missing: ' + str(_ext.EXT_ERROR)}, CUDA kernels {_ext.HAS_CUDA_EXT}, "
+        f"CUDA device {torch.cuda.is_available()}, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '')}"
+    ]
+    return lines
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device; none is visible (run `make gpu-check` on a GPU machine)")
+    no_slow = pytest.mark.skip(reason="slow sweep; run with --runslow")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(no_slow)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+requires_ext = pytest.mark.skipif(not _ext.HAS_EXT, reason=f"srops._C not available: {_ext.EXT_ERROR}")
