@@ -101,3 +101,17 @@ def test_bad_scale_and_backend_names():
         F.nonlocal_attention(q, k, v, backend="fastest")
     with pytest.raises(BackendUnavailableError, match="'cpu'.*not implemented for this op"):
         F.nonlocal_attention(q, k, v, backend="cpu")
+
+
+def test_sdpa_on_strided_views_does_not_store_the_score_matrix():
+    from srops.profiling import peak_memory_mb
+
+    n, m, d = 4096, 1024, 32
+    # the layout NonLocal2d produces: [B, d, N] maps viewed as [B, N, d]
+    q = torch.randn(1, d, n).transpose(1, 2)
+    k = torch.randn(1, d, m).transpose(1, 2)
+    scores_mb = n * m * 4 / 2**20
+    ref_mb = peak_memory_mb(lambda: F.nonlocal_attention(q, k, k, backend="reference"), "cpu")
+    sdpa_mb = peak_memory_mb(lambda: F.nonlocal_attention(q, k, k, backend="sdpa"), "cpu")
+    assert ref_mb >= scores_mb  # the measurement sees the score matrix when there is one
+    assert sdpa_mb < scores_mb / 4
