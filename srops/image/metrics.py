@@ -21,7 +21,6 @@ that are identical after quantisation is ``inf``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from srops.image.color import rgb_to_y
 
@@ -100,13 +99,25 @@ def psnr(sr: torch.Tensor, hr: torch.Tensor, crop_border: int, test_y_channel: b
     return 10.0 * torch.log10(_PEAK ** 2 / mse)
 
 
-def _gaussian_window(device: torch.device) -> torch.Tensor:
-    """MATLAB ``fspecial('gaussian', 11, 1.5)``: ``[1, 1, 11, 11]`` float64, sums to 1."""
+def _gaussian_1d(device: torch.device) -> torch.Tensor:
+    """1-D factor of MATLAB ``fspecial('gaussian', 11, 1.5)``: ``[11]`` float64 summing to 1.
+
+    The 2-D window is the outer product of this vector with itself (the
+    Gaussian is separable and its normalisation factors), so 'valid'
+    filtering with it is two 1-D passes.
+    """
     r = (_SSIM_SIZE - 1) / 2
     t = torch.arange(_SSIM_SIZE, dtype=torch.float64, device=device) - r
     g = torch.exp(-(t * t) / (2 * _SSIM_SIGMA ** 2))
-    win = g[:, None] * g[None, :]
-    return (win / win.sum())[None, None]
+    return g / g.sum()
+
+
+def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """'valid' 2-D filtering of ``[..., H, W]`` with the separable window ``outer(g, g)``."""
+    k = g.numel()
+    h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
+    rows = sum(g[i] * x[..., i:i + h, :] for i in range(k))
+    return sum(g[j] * rows[..., :, j:j + w] for j in range(k))
 
 
 def ssim(sr: torch.Tensor, hr: torch.Tensor, crop_border: int, test_y_channel: bool = True) -> torch.Tensor:
@@ -123,17 +134,11 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor, crop_border: int, test_y_channel: b
         float64 ``[B]``; 1 for identical images.
     """
     a, b = _prepare("ssim", sr, hr, crop_border, test_y_channel, _SSIM_SIZE)
-    bsz, ch, h, w = a.shape
-    a = a.reshape(bsz * ch, 1, h, w)
-    b = b.reshape(bsz * ch, 1, h, w)
-    win = _gaussian_window(a.device)
+    g = _gaussian_1d(a.device)
     c1 = (0.01 * _PEAK) ** 2
     c2 = (0.03 * _PEAK) ** 2
-    mu_a = F.conv2d(a, win)
-    mu_b = F.conv2d(b, win)
+    mu_a, mu_b, e_aa, e_bb, e_ab = _filter_valid(torch.stack([a, b, a * a, b * b, a * b]), g)
     mu_aa, mu_bb, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
-    var_a = F.conv2d(a * a, win) - mu_aa
-    var_b = F.conv2d(b * b, win) - mu_bb
-    cov = F.conv2d(a * b, win) - mu_ab
+    var_a, var_b, cov = e_aa - mu_aa, e_bb - mu_bb, e_ab - mu_ab
     ssim_map = ((2 * mu_ab + c1) * (2 * cov + c2)) / ((mu_aa + mu_bb + c1) * (var_a + var_b + c2))
-    return ssim_map.reshape(bsz, ch, -1).mean(dim=2).mean(dim=1)
+    return ssim_map.flatten(2).mean(dim=2).mean(dim=1)
