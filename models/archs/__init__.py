@@ -3,6 +3,7 @@
 Explicit import list (no directory scan).
 """
 from srops.models.archs import amms_arch  # noqa: F401
+from srops.models.archs import bicubic_arch  # noqa: F401
 from srops.models.archs import drfn_arch  # noqa: F401
 from srops.models.archs import edsr_arch  # noqa: F401
 from srops.models.archs import edsr_cbam_arch  # noqa: F401
