@@ -13,6 +13,7 @@ import torch
 import srops
 import srops.models as M
 from srops.models.archs.common import srops_ops
+from srops.testing import assert_close_normwise
 
 # Small depths keep float64 fast; the srops modules and their wiring are the defaults'.
 NETS = {
@@ -61,10 +62,14 @@ def test_same_state_dict_same_results_on_every_backend(name: str) -> None:
         net = M.build(name, backend=backend, **kwargs).double().train()
         net.load_state_dict(state)
         y, gx, gp = run(net, x)
-        torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-9, msg=lambda m: f"{name} {backend}: {m}")
-        torch.testing.assert_close(gx, gx_ref, rtol=1e-8, atol=1e-9, msg=lambda m: f"{name} {backend} dx: {m}")
+        # Normwise: backends sum in different orders (sdpa's online softmax vs stored scores), and
+        # with rgb_range-255 inputs the non-local logits reach ~1e5, so single elements of a
+        # gradient can differ by more than an elementwise float64 tolerance while the worst error
+        # relative to the tensor's largest entry stays ~1e-12.
+        assert_close_normwise(y, y_ref, 1e-10, f"{name} {backend} out")
+        assert_close_normwise(gx, gx_ref, 1e-10, f"{name} {backend} dx")
         for pname, g in gp.items():
-            torch.testing.assert_close(g, gp_ref[pname], rtol=1e-8, atol=1e-9, msg=lambda m: f"{name} {backend} {pname}: {m}")
+            assert_close_normwise(g, gp_ref[pname], 1e-10, f"{name} {backend} {pname}")
 
 
 def test_global_nonlocal_amms_matches_across_backends() -> None:
