@@ -1,0 +1,40 @@
+"""nonlocal_attention: every backend vs reference vs torch.compile(reference), fwd and fwd+bwd."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import srops.functional as F
+from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark
+from bench.shapes import NONLOCAL_CPU, NONLOCAL_GPU, NONLOCAL_SMOKE, pick
+from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
+
+OP = "nonlocal_attention"
+ALL_SHAPES = sorted(set(NONLOCAL_GPU) | set(NONLOCAL_CPU) | set(NONLOCAL_SMOKE))
+REF_LIMIT_BYTES = 8 * 2**30  # the reference materialises B·N·M scores (twice with autograd)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("shape", ALL_SHAPES)
+@pytest.mark.parametrize("backend", backend_params(OP, torch.device("cuda" if torch.cuda.is_available() else "cpu")))
+def test_nonlocal_attention(benchmark, device, smoke, backend, shape, mode):
+    shapes = pick(NONLOCAL_GPU, NONLOCAL_CPU, NONLOCAL_SMOKE, device.type, smoke)
+    if shape not in shapes:
+        pytest.skip(f"shape {shape} is not benchmarked on {device.type}{' (smoke run)' if smoke else ''}")
+    s = shapes[shape]
+    score_bytes = s["B"] * s["N"] * s["M"] * 4 * (2 if mode == "fwd+bwd" else 1)
+    if backend in ("reference", COMPILED) and score_bytes > REF_LIMIT_BYTES:
+        pytest.skip(f"{backend} would materialise {score_bytes / 2**30:.0f} GiB of scores")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    grad = mode == "fwd+bwd"
+    q = torch.randn(s["B"], s["N"], s["d"], device=device, dtype=dtype, requires_grad=grad)
+    k = torch.randn(s["B"], s["M"], s["d"], device=device, dtype=dtype, requires_grad=grad)
+    v = torch.randn(s["B"], s["M"], s["d"], device=device, dtype=dtype, requires_grad=grad)
+    scale = s["d"] ** -0.5
+    if backend == COMPILED:
+        fn = compiled(lambda a, b, c: nonlocal_attention_ref(a, b, c, scale))
+    else:
+        fn = lambda a, b, c: F.nonlocal_attention(a, b, c, scale, backend=backend)  # noqa: E731
+    call = make_callable(fn, (q, k, v), mode)
+    run_benchmark(benchmark, call, device, group=f"{OP} {shape} {mode}", backend=backend, shape=shape,
+                  mode=mode, dtype=str(dtype), **s)

@@ -1,0 +1,79 @@
+"""Timing and peak-memory helpers for the benchmarks."""
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Callable, Sequence
+
+import pytest
+import torch
+
+from srops import _backend
+from srops.info import environment
+from srops.profiling import peak_memory_mb
+
+COMPILED = "compile(reference)"
+
+
+@functools.lru_cache(maxsize=1)
+def env_info() -> dict[str, str]:
+    return environment()
+
+
+def backend_params(op: str, device: torch.device, extra: Sequence[str] = (COMPILED,)) -> list:
+    """pytest params over the op's backends (plus ``extra`` peers); those that cannot run here are skipped
+    with their reason."""
+    params = []
+    names = [n for n in _backend.BACKEND_NAMES if n in _backend._OPS[op].backends] + list(extra)
+    for name in names:
+        reason = None
+        if name != COMPILED:
+            reason = _backend._OPS[op].backends[name].device_reason(device.type)
+        marks = [pytest.mark.skip(reason=f"{name}: {reason}")] if reason else []
+        params.append(pytest.param(name, id=name, marks=marks))
+    return params
+
+
+def make_callable(
+    fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], mode: str
+) -> Callable[[], object]:
+    """A zero-argument call of ``fn(*inputs)``: forward only, or forward + backward of a fixed gradient."""
+    if mode == "fwd":
+        def run() -> object:
+            with torch.no_grad():
+                return fn(*inputs)
+        return run
+    leaves = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+    out = fn(*inputs)
+    grad = torch.randn_like(out)
+
+    def run_bwd() -> object:
+        for t in leaves:
+            t.grad = None
+        y = fn(*inputs)
+        y.backward(grad)
+        return y
+
+    return run_bwd
+
+
+def compiled(fn: Callable) -> Callable:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.compile(fn, dynamic=False)
+
+
+def run_benchmark(benchmark, call: Callable[[], object], device: torch.device, group: str, **info) -> None:
+    """Time ``call`` (synchronising on CUDA) and record peak memory and environment in extra_info."""
+    if device.type == "cuda":
+        def timed() -> None:
+            call()
+            torch.cuda.synchronize()
+    else:
+        timed = call
+    timed()  # warm-up (autotuning, compilation)
+    benchmark.group = group
+    benchmark.extra_info.update(info)
+    benchmark.extra_info["peak_mb"] = round(peak_memory_mb(call, device), 3)
+    benchmark.extra_info.update(env_info())
+    benchmark(timed)

@@ -1,0 +1,35 @@
+"""pytest-benchmark harness shared by bench_*.py.
+
+``pytest bench/ --benchmark-only`` times every backend of every op on the
+device at hand (CUDA if visible, else CPU with smaller shapes), forward and
+forward+backward. Each result carries, in ``extra_info``: backend, pass, shape,
+peak extra memory in MB during one call, and the environment (device, torch,
+triton, CUDA versions). Results are grouped by op, shape and pass, so the
+backends of one case sit side by side; ``reference`` is the baseline.
+
+``--smoke`` shrinks every shape to a toy size (used by ``make test`` for a
+one-round run that proves the harness works).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--smoke", action="store_true", help="toy shapes only (harness smoke run)")
+
+
+@pytest.fixture(scope="session")
+def smoke(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--smoke"))
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

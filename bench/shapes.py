@@ -1,0 +1,36 @@
+"""SR shapes for the benchmarks: GPU sizes are the real ones, CPU sizes shrink the batch or the map.
+
+Non-local attention, single head (q [B, N, d], k/v [B, M, d]):
+  train-regions: B=16 patches × 2×2 regions of a 48² LR map, φ/g sub-sampled → N=576, M=144, d=32
+  train-full:    B=16, whole 48² map without sub-sampling → N=M=2304, d=32
+  infer-<size>:  B=1 full LR map, no regions, no sub-sampling, d=32
+Covariance pooling: x [B, C, H, W] with C=64.
+"""
+from __future__ import annotations
+
+NONLOCAL_GPU = {
+    "train-regions": dict(B=64, N=576, M=144, d=32),
+    "train-full": dict(B=16, N=2304, M=2304, d=32),
+    "infer-256x256": dict(B=1, N=256 * 256, M=256 * 256, d=32),
+    "infer-512x512": dict(B=1, N=512 * 512, M=512 * 512, d=32),
+    "infer-960x540": dict(B=1, N=960 * 540, M=960 * 540, d=32),
+}
+NONLOCAL_CPU = {
+    "train-regions": dict(B=16, N=576, M=144, d=32),
+    "train-full": dict(B=2, N=2304, M=2304, d=32),
+    "infer-128x128-sub": dict(B=1, N=128 * 128, M=64 * 64, d=32),
+}
+NONLOCAL_SMOKE = {"smoke": dict(B=2, N=64, M=16, d=8)}
+
+COVPOOL_GPU = {
+    "train-48x48": dict(B=16, C=64, H=48, W=48),
+    "infer-512x512": dict(B=1, C=64, H=512, W=512),
+}
+COVPOOL_CPU = COVPOOL_GPU
+COVPOOL_SMOKE = {"smoke": dict(B=2, C=8, H=7, W=9)}
+
+
+def pick(gpu: dict, cpu: dict, smoke_shapes: dict, device_type: str, smoke: bool) -> dict:
+    if smoke:
+        return smoke_shapes
+    return gpu if device_type == "cuda" else cpu
