@@ -3,7 +3,8 @@ and the seed-003 GAN loop (discriminator step, then the generator's adversarial 
 
 Config blocks:
 
-* ``loss: {name: l1 | mse | charbonnier, eps: 1e-3}``
+* ``loss: {name: l1 | mse | charbonnier, eps: 1e-3, pyramid: false}`` (``pyramid``: train on
+  ``net.forward_pyramid``, LapSRN, each level against MATLAB-bicubic-downscaled HR)
 * ``gan: {discriminator: {name: srgan_discriminator, ...kwargs}, adv_weight: 1e-3,
   optim: {...Adam...}, schedule: {...}}``
 """
@@ -16,13 +17,50 @@ from torch import nn
 from srops.models import build
 
 
+class NetIO(nn.Module):
+    """Adapts a network to the project's [0, 1] data: ``net(x · rgb_range) / rgb_range``.
+
+    EDSR-family networks (AMMS, DRFN, EDSR) work on 0..rgb_range (255 by default, as in their papers'
+    code). ``pyramid=True`` calls ``net.forward_pyramid`` (LapSRN) and returns the list of levels.
+    Holds no parameters of its own, so ``state_dict`` files of the bare network stay interchangeable.
+    """
+
+    def __init__(self, net: nn.Module, rgb_range: float = 1.0, pyramid: bool = False) -> None:
+        super().__init__()
+        self.net, self.rgb_range, self.pyramid = net, float(rgb_range), pyramid
+
+    def forward(self, x: torch.Tensor):
+        r = self.rgb_range
+        out = (self.net.forward_pyramid if self.pyramid else self.net)(x * r if r != 1.0 else x)
+        if r == 1.0:
+            return out
+        return [o / r for o in out] if isinstance(out, (list, tuple)) else out / r
+
+
+def model_rgb_range(name: str, kwargs: dict) -> float:
+    """The data range a registered network expects: its ``rgb_range`` argument (given or default), else 1."""
+    import inspect
+
+    from srops.models.registry import _REGISTRY
+
+    if "rgb_range" in kwargs:
+        return float(kwargs["rgb_range"])
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        return 1.0
+    param = inspect.signature(cls.__init__).parameters.get("rgb_range")
+    return 1.0 if param is None or param.default is inspect.Parameter.empty else float(param.default)
+
+
 def _pixel_loss(name: str, sr: torch.Tensor, hr: torch.Tensor, eps: float) -> torch.Tensor:
+    from srops.models.losses import charbonnier
+
     if name == "l1":
         return F.l1_loss(sr, hr)
     if name == "mse":
         return F.mse_loss(sr, hr)
     if name == "charbonnier":
-        return torch.sqrt((sr - hr) ** 2 + eps * eps).mean()
+        return charbonnier(sr, hr, eps)
     raise ValueError(f"srops.models.train: 'loss.name' must be 'l1', 'mse' or 'charbonnier', got {name!r}")
 
 
@@ -74,8 +112,10 @@ class GanObjective:
     def discriminator_step(self, sr, hr: torch.Tensor, autocast, scaler) -> float:
         self.disc.train()
         sr = final_output(sr).detach()
+        from srops.models.losses import SRGANDiscriminatorLoss
+
         with autocast:
-            d_loss = 1 - self.d_model(hr).float().mean() + self.d_model(sr).float().mean()
+            d_loss = SRGANDiscriminatorLoss()(self.d_model(hr).float(), self.d_model(sr).float())
         self.opt.zero_grad(set_to_none=True)
         scaler.scale(d_loss).backward()
         scaler.step(self.opt)

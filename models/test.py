@@ -104,25 +104,8 @@ def save_png(img: torch.Tensor, path: Path) -> None:
     Image.fromarray(arr).save(path)
 
 
-class _Bicubic(nn.Module):
-    """MATLAB bicubic upscaling ``[B, 3, h, w]`` → ``[B, 3, sh, sw]`` (used when no 'bicubic' model is registered)."""
-
-    def __init__(self, scale: int) -> None:
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from srops.image import imresize
-
-        return imresize(x, float(self.scale))
-
-
 def load_model(name: str, scale: int, checkpoint: str | None, device: torch.device) -> nn.Module:
     """Build ``name`` at ``scale``; with a checkpoint, use its stored model config and weights."""
-    from srops.models import list_models
-
-    if name == "bicubic" and checkpoint is None and "bicubic" not in list_models():
-        return _Bicubic(scale).to(device)
     kwargs: dict = {}
     state = None
     if checkpoint is not None:
@@ -142,10 +125,12 @@ def load_model(name: str, scale: int, checkpoint: str | None, device: torch.devi
 
             import_modules(mcfg.pop("imports", None))
             kwargs = mcfg
+    from srops.models.objectives import NetIO, model_rgb_range
+
     model = build(name, scale=scale, **kwargs)
     if state is not None:
         model.load_state_dict(state)
-    return model.to(device).eval()
+    return NetIO(model, model_rgb_range(name, kwargs)).to(device).eval()
 
 
 def format_table(rows: list[tuple[str, list[tuple[float, float]]]], datasets: list[str], scale: int) -> str:

@@ -35,7 +35,7 @@ from torch import nn
 
 from srops.models import build
 from srops.models.data import TrainPatches, ValImages
-from srops.models.objectives import GanObjective, content_loss
+from srops.models.objectives import GanObjective, NetIO, content_loss, model_rgb_range
 from srops.models.test import evaluate
 
 DEFAULTS: dict[str, Any] = {
@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "optim": {"lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
     "schedule": {"step_size": 200000, "gamma": 0.5},
     "loss": {"name": "l1"},
-    "train": {"iters": 1000, "seed": 0, "amp": None, "grad_clip": None, "out_dir": "runs/default",
+    "train": {"iters": 1000, "epochs": None, "seed": 0, "amp": None, "grad_clip": None, "out_dir": "runs/default",
               "log_every": 50, "ckpt_every": 1000, "time_budget": None, "device": "auto",
               "progress": True, "tensorboard": True},
     "val": {"every": 1000, "max_images": None, "crop_border": None},
@@ -192,7 +192,11 @@ class Trainer:
         m = dict(cfg["model"])
         import_modules(m.pop("imports", None))
         self.scale = int(m.pop("scale"))
-        self.net = build(m.pop("name"), scale=self.scale, **m).to(self.device)
+        name = m.pop("name")
+        self.net = build(name, scale=self.scale, **m).to(self.device)
+        io_range = model_rgb_range(name, m)
+        self.eval_model = NetIO(self.net, io_range)
+        train_model = NetIO(self.net, io_range, pyramid=bool(cfg["loss"].get("pyramid", False)))
         dc = cfg["data"]
         self.patches = TrainPatches(dc["train"], self.scale, int(dc["lr_patch"]), bool(dc["augment"]),
                                     seed=seed, cache_dir=dc.get("cache_dir"))
@@ -200,7 +204,9 @@ class Trainer:
                              cache_dir=dc.get("cache_dir"), max_images=cfg["val"].get("max_images")) \
             if (dc.get("val") or cfg["val"].get("folders")) else None
         ipe = int(dc["iters_per_epoch"])
-        self.total = int(tc["epochs"]) * ipe if tc.get("epochs") is not None else int(tc["iters"])
+        if tc.get("iters") is None and tc.get("epochs") is None:
+            raise ValueError("srops.models.train: give 'train.iters' or 'train.epochs', got neither")
+        self.total = int(tc["iters"]) if tc.get("iters") is not None else int(tc["epochs"]) * ipe
         self.opt, self.sched = _make_optim(self.net.parameters(), cfg["optim"], cfg["schedule"], ipe)
         amp = tc.get("amp")
         if amp not in (None, "bf16", "fp16"):
@@ -210,13 +216,14 @@ class Trainer:
         self.gan = None
         if cfg.get("gan"):
             self.gan = GanObjective(cfg["gan"], self.scale, self.device, ipe)
-        self.model = self.net
+        self.model: nn.Module = train_model
         if self.world > 1:
             ids = [self.device.index] if use_cuda else None
-            self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+            self.model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
             if self.gan is not None:
                 self.gan.wrap_ddp(ids)
         self.iteration = 0
+        self.decays_done = 0  # progress_milestones already applied
         self.best_psnr = -math.inf
         if resume:
             self._load(self.ckpt_path)
@@ -226,7 +233,8 @@ class Trainer:
         st = {"iteration": self.iteration, "config": self.cfg, "model": self.net.state_dict(),
               "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
               "scaler": self.scaler.state_dict(), "rng": _rng_state(),
-              "sampler": {"next_step": self.iteration, "seed": self.patches.seed}, "best_psnr": self.best_psnr}
+              "sampler": {"next_step": self.iteration, "seed": self.patches.seed}, "best_psnr": self.best_psnr,
+              "decays_done": self.decays_done}
         if self.gan is not None:
             st["gan"] = self.gan.state_dict()
         return st
@@ -246,6 +254,7 @@ class Trainer:
         _set_rng_state(rng)
         self.iteration = int(st["sampler"]["next_step"])
         self.best_psnr = float(st.get("best_psnr", -math.inf))
+        self.decays_done = int(st.get("decays_done", 0))
 
     def save(self) -> None:
         if not self.main:
@@ -295,7 +304,7 @@ class Trainer:
         if self.val is None:
             return {}
         crop = self.cfg["val"].get("crop_border")
-        res = evaluate(self.net, self.val, self.scale, self.device,
+        res = evaluate(self.eval_model, self.val, self.scale, self.device,
                        crop_border=self.scale if crop is None else int(crop))
         return {"psnr": res["psnr"], "ssim": res["ssim"]}
 
@@ -336,6 +345,7 @@ class Trainer:
             for lr, hr in loader:
                 logs = self.step(lr, hr)
                 self.iteration += 1
+                self._progress_decay(time.perf_counter() - t0, budget)
                 running, count = running + logs["loss"], count + 1
                 it = self.iteration
                 if self.main and (it % int(tc["log_every"]) == 0 or it == self.total):
@@ -378,6 +388,18 @@ class Trainer:
         last.update({"iteration": self.iteration, "seconds": time.perf_counter() - t0,
                      "stopped_early": stopped_early})
         return last
+
+    def _progress_decay(self, elapsed: float, budget) -> None:
+        """``schedule.progress_milestones``: multiply the lr by ``schedule.progress_gamma`` once the run is
+        that far along, by iterations or by the time budget, whichever is further (time-budgeted runs)."""
+        marks = self.cfg["schedule"].get("progress_milestones") or []
+        frac = self.iteration / max(1, self.total)
+        if budget:
+            frac = max(frac, elapsed / float(budget))
+        while self.decays_done < len(marks) and frac >= float(marks[self.decays_done]):
+            for group in self.opt.param_groups:
+                group["lr"] *= float(self.cfg["schedule"].get("progress_gamma", 0.5))
+            self.decays_done += 1
 
     def _validate_and_log(self, log, csv_fh, writer, t0) -> dict[str, float]:
         res: dict[str, float] = {}
