@@ -16,12 +16,10 @@ continues exactly where the run stopped. A non-finite loss stops training with
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import math
 import os
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -30,78 +28,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from torch import nn
 
 from srops.models import build
+from srops.models.config import DEFAULTS, load_config, parse_yaml  # noqa: F401  (re-exported)
 from srops.models.data import TrainPatches, ValImages
 from srops.models.objectives import GanObjective, NetIO, content_loss, model_rgb_range
 from srops.models.test import evaluate
 
-DEFAULTS: dict[str, Any] = {
-    "model": {"name": "amms", "scale": 2},
-    "data": {"train": ["data/T91"], "val": ["data/Set5"], "lr_patch": 48, "batch_size": 16,
-             "augment": True, "iters_per_epoch": 1000, "cache_dir": None, "num_workers": 0},
-    "optim": {"lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
-    "schedule": {"step_size": 200000, "gamma": 0.5},
-    "loss": {"name": "l1"},
-    "train": {"iters": 1000, "epochs": None, "seed": 0, "amp": None, "grad_clip": None, "out_dir": "runs/default",
-              "log_every": 50, "ckpt_every": 1000, "time_budget": None, "device": "auto",
-              "progress": True, "tensorboard": True},
-    "val": {"every": 1000, "max_images": None, "crop_border": None},
-    "gan": None,
-}
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-4`` (no dot) as a float, as YAML 1.2 does."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|" r"^[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?$|"
-               r"^[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."))
-
-
-def parse_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)
-
-
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """DEFAULTS ← YAML file ← ``key.path=value`` overrides (values parsed as YAML)."""
-    cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"srops.models.train: config file {str(path)!r} does not exist")
-        with open(path) as fh:
-            cfg = _merge(cfg, parse_yaml(fh.read()) or {})
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"srops.models.train: '--set' expects key.path=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        node = cfg
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if node.get(part) is None:
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = parse_yaml(raw)
-    return cfg
 
 
 def import_modules(names) -> None:
@@ -365,7 +301,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                 over = budget is not None and time.perf_counter() - t0 > float(budget)
-                if over and self.world > 1:  # every rank must stop at the same iteration
+                if budget is not None and self.world > 1:  # every rank must stop at the same iteration
                     flag = torch.tensor([1.0 if over else 0.0], device=self.device)
                     dist.all_reduce(flag)
                     over = bool(flag.item() > 0)

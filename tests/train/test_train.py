@@ -66,11 +66,16 @@ def test_resume_bit_identical(tmp_path: Path, tiny_train: Path, tiny_val: Path) 
 
 
 def test_checkpoint_contents(tmp_path: Path, tiny_train: Path) -> None:
-    trainer, _ = run(tiny_cfg(tmp_path, tiny_train, None, iters=3, amp="fp16", grad_clip=0.5))
+    trainer, _ = run(tiny_cfg(tmp_path, tiny_train, None, iters=3, amp="fp16", grad_clip=0.5, tensorboard=True))
     st = torch.load(tmp_path / "last.pt", weights_only=False)
     assert set(st) >= {"model", "optimizer", "scheduler", "scaler", "rng", "sampler", "iteration", "config"}
     assert set(st["rng"]) >= {"torch", "numpy", "python"} and st["sampler"]["next_step"] == 3
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    bf16, _ = run(tiny_cfg(tmp_path / "bf16", tiny_train, None, iters=2, amp="bf16"))
+    assert bf16.iteration == 2 and all(torch.isfinite(p).all() for p in bf16.net.parameters())
+    with pytest.raises(ValueError, match="train.amp"):
+        run(tiny_cfg(tmp_path / "bad", tiny_train, None, amp="fp8"))
 
 
 def test_nan_loss_stops_and_keeps_last_good(tmp_path: Path, tiny_train: Path, monkeypatch) -> None:
