@@ -49,7 +49,7 @@ def make_config(profile: dict, out: Path, budget: float, data_root: Path, iters:
     cfg["optim"]["lr"] = profile["lr"]
     # halve the lr at 65 % and 85 % of the run, measured by iterations or by the time budget
     cfg["schedule"] = {"step_size": 10**9, "gamma": 1.0, "progress_milestones": [0.65, 0.85], "progress_gamma": 0.5}
-    cfg["train"].update({"iters": iters, "out_dir": str(out / "run"), "time_budget": budget, "log_every": 20,
+    cfg["train"].update({"iters": iters, "out_dir": str(out / "run"), "time_budget": budget, "log_every": 10,
                          "ckpt_every": 10**9, "seed": 0})
     cfg["val"]["every"] = 10**9
     return cfg
