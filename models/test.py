@@ -111,7 +111,10 @@ def load_model(name: str, scale: int, checkpoint: str | None, device: torch.devi
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"srops.models.test: checkpoint file {checkpoint!r} does not exist")
-        blob = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        try:
+            blob = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated or foreign file
+            raise ValueError(f"srops.models.test: cannot read checkpoint {checkpoint!r}: {exc}") from exc
         state = blob["model"] if isinstance(blob, dict) and "model" in blob else blob
         mcfg = dict((blob.get("config") or {}).get("model") or {}) if isinstance(blob, dict) else {}
         if mcfg:

@@ -176,7 +176,10 @@ class Trainer:
         return st
 
     def _load(self, path: Path) -> None:
-        st = torch.load(path, map_location=self.device, weights_only=False)
+        try:
+            st = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # truncated or foreign file
+            raise ValueError(f"srops.models.train: cannot read checkpoint {str(path)!r}: {exc}") from exc
         self.net.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])

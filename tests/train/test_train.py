@@ -110,6 +110,10 @@ def test_missing_checkpoint_clear_error(tmp_path: Path, tiny_train: Path, capsys
     assert "last.pt" in err and "does not exist" in err
     with pytest.raises(FileNotFoundError, match="last.pt"):
         run(load_config(cfg_path), resume=True)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        run(load_config(cfg_path), resume=True)
 
 
 def _free_port() -> int:
