@@ -146,3 +146,12 @@ def test_two_process_gloo_matches_single(tmp_path: Path, tiny_train: Path) -> No
     for k, v in single.net.state_dict().items():
         torch.testing.assert_close(ddp["model"][k], v, rtol=1e-4, atol=1e-6)
     assert (tmp_path / "ddp" / "log.csv").read_text().count("\n") >= 2  # rank 0 logged
+
+
+def test_loader_workers_same_batches(tmp_path: Path, tiny_train: Path) -> None:
+    """Batches are a function of the step alone: worker processes give the same training run."""
+    a, _ = run(tiny_cfg(tmp_path / "w0", tiny_train, None, iters=3))
+    cfg = tiny_cfg(tmp_path / "w2", tiny_train, None, iters=3)
+    cfg["data"]["num_workers"] = 2
+    b, _ = run(cfg)
+    assert all(torch.equal(v, b.net.state_dict()[k]) for k, v in a.net.state_dict().items())
