@@ -155,3 +155,17 @@ def test_loader_workers_same_batches(tmp_path: Path, tiny_train: Path) -> None:
     cfg["data"]["num_workers"] = 2
     b, _ = run(cfg)
     assert all(torch.equal(v, b.net.state_dict()[k]) for k, v in a.net.state_dict().items())
+
+
+def test_two_process_gloo_gan(tmp_path: Path, tiny_train: Path) -> None:
+    """The GAN loop (D step, then G step) under DistributedDataParallel, 2 CPU ranks."""
+    cfg = tiny_cfg(tmp_path / "gan", tiny_train, None, iters=2, ckpt_every=2, device="cpu")
+    cfg["gan"] = {"discriminator": {"name": "srgan_discriminator"}, "adv_weight": 1e-3}
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "srops.models.train", "-c", _write(tmp_path / "gan.yml", cfg)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    st = torch.load(tmp_path / "gan" / "last.pt", weights_only=False)
+    assert st["iteration"] == 2 and st["gan"]["optimizer"]["state"]
