@@ -1,5 +1,5 @@
 # make test  : create .venv if missing, install pinned deps, build the extension (CPU + CUDA sources), run tests
-# make demo  : same set-up, then the main job (python -m srops.demo)
+# make demo  : same set-up, then the main job (python -m srops.models.demo: train a small AMMS ×2 on data/T91, evaluate on data/Set5 against bicubic)
 # make bench : all benchmarks on this machine, JSON + report.md + charts in bench/results/<device>/
 # make gpu-check : on a GPU machine that already has torch (no network): build in place,
 #                  run GPU tests and benchmarks, write results to bench/results/<device>/ or $SROPS_RESULTS_DIR
@@ -31,7 +31,7 @@ bench: build
 	$(PY) -m pytest bench --benchmark-only --benchmark-json=$$out/bench.json && $(PY) bench/report.py $$out/bench.json
 
 demo: build
-	$(PY) -m srops.demo
+	$(PY) -m srops.models.demo
 
 gpu-check:
 	$(GPU_PY) -m pip install --no-build-isolation --no-deps -e .
