@@ -4,11 +4,15 @@ Layouts (single head): q ``[B, N, d]``, k ``[B, M, d]``, v ``[B, M, dv]`` → ou
 
 * Forward: one program per (query block, batch item) streams the keys in blocks
   with an online softmax, so the ``N × M`` scores are never stored. It saves the
-  output and the row log-sum-exp ``lse [B, N]`` (float32, base 2, of the scaled
-  logits: ``lse = log2 Σ_j 2^(q·k_j · scale · log2 e)``).
+  output and the row softmax statistics ``stats [B, 2, N]`` (float32, base 2): with
+  ``t_j = q·k_j · scale · log2 e``, ``stats[:, 0] = max_j t_j`` and
+  ``stats[:, 1] = log2 Σ_j 2^(t_j − max)``; their sum is the row log-sum-exp.
+  Keeping the two apart matters for large logits (SAN uses no 1/√d): one float32
+  log-sum-exp near 300 carries an absolute error of ~1e-5, which every
+  recomputed probability would inherit.
 * Backward, without atomics (deterministic): ``delta = rowsum(dO ∘ O)``, then one
   pass per query block for dQ and one pass per key block for dK and dV, each
-  recomputing its probabilities from ``lse``.
+  recomputing ``p = 2^((t − max) − log2 sum)``.
 
 Any N and M (masked tails), any head dims up to 128 (padded to the next power of
 two, at least 16, with masks; d ≠ dv allowed), float16/bfloat16/float32 inputs with
@@ -66,8 +70,8 @@ if TRITON_ERROR is None:
 
     @triton.jit
     def _fwd_kernel(
-        Q, K, V, O, LSE,
-        sqb, sqn, sqd, skb, skm, skd, svb, svm, svd, sob, son, sod, slb, sln,
+        Q, K, V, O, STATS,
+        sqb, sqn, sqd, skb, skm, skd, svb, svm, svd, sob, son, sod, slb, sls, sln,
         N, M, D, DV, qk_scale,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     ):
@@ -100,7 +104,8 @@ if TRITON_ERROR is None:
         acc = acc / l_i[:, None]
         tl.store(O + pid_b * sob + offs_m[:, None] * son + offs_dv[None, :] * sod, acc.to(O.dtype.element_ty),
                  mask=row_ok[:, None] & (offs_dv[None, :] < DV))
-        tl.store(LSE + pid_b * slb + offs_m * sln, m_i + tl.math.log2(l_i), mask=row_ok)
+        tl.store(STATS + pid_b * slb + offs_m * sln, m_i, mask=row_ok)
+        tl.store(STATS + pid_b * slb + sls + offs_m * sln, tl.math.log2(l_i), mask=row_ok)
 
     @triton.jit
     def _delta_kernel(
@@ -119,8 +124,8 @@ if TRITON_ERROR is None:
 
     @triton.jit
     def _dq_kernel(
-        Q, K, V, DO, LSE, DELTA, DQ,
-        sqb, sqn, sqd, skb, skm, skd, svb, svm, svd, sgb, sgn, sgd, slb, sln,
+        Q, K, V, DO, STATS, DELTA, DQ,
+        sqb, sqn, sqd, skb, skm, skd, svb, svm, svd, sgb, sgn, sgd, slb, sls, sln,
         N, M, D, DV, qk_scale, scale,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     ):
@@ -134,7 +139,8 @@ if TRITON_ERROR is None:
                     mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
         do = tl.load(DO + pid_b * sgb + offs_m[:, None] * sgn + offs_dv[None, :] * sgd,
                      mask=row_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        lse = tl.load(LSE + pid_b * slb + offs_m * sln, mask=row_ok, other=0.0)
+        row_max = tl.load(STATS + pid_b * slb + offs_m * sln, mask=row_ok, other=0.0)
+        log2_sum = tl.load(STATS + pid_b * slb + sls + offs_m * sln, mask=row_ok, other=0.0)
         delta = tl.load(DELTA + pid_b * N + offs_m, mask=row_ok, other=0.0)
         dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         for start in range(0, M, BLOCK_N):
@@ -145,7 +151,8 @@ if TRITON_ERROR is None:
             v = tl.load(V + pid_b * svb + offs_n[:, None] * svm + offs_dv[None, :] * svd,
                         mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
             s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
-            p = tl.where(row_ok[:, None] & col_ok[None, :], tl.math.exp2(s - lse[:, None]), 0.0)
+            p = tl.math.exp2((s - row_max[:, None]) - log2_sum[:, None])
+            p = tl.where(row_ok[:, None] & col_ok[None, :], p, 0.0)
             dp = tl.dot(do, tl.trans(v), input_precision="ieee")
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
@@ -154,8 +161,8 @@ if TRITON_ERROR is None:
 
     @triton.jit
     def _dkdv_kernel(
-        Q, K, V, DO, LSE, DELTA, DK, DV_,
-        sqb, sqn, sqd, skb, skm, skd, svb, svm, svd, sgb, sgn, sgd, slb, sln,
+        Q, K, V, DO, STATS, DELTA, DK, DV_,
+        sqb, sqn, sqd, skb, skm, skd, svb, svm, svd, sgb, sgn, sgd, slb, sls, sln,
         N, M, D, DV, qk_scale, scale,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     ):
@@ -178,11 +185,13 @@ if TRITON_ERROR is None:
                         mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
             do = tl.load(DO + pid_b * sgb + offs_m[:, None] * sgn + offs_dv[None, :] * sgd,
                          mask=row_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-            lse = tl.load(LSE + pid_b * slb + offs_m * sln, mask=row_ok, other=0.0)
+            row_max = tl.load(STATS + pid_b * slb + offs_m * sln, mask=row_ok, other=0.0)
+            log2_sum = tl.load(STATS + pid_b * slb + sls + offs_m * sln, mask=row_ok, other=0.0)
             delta = tl.load(DELTA + pid_b * N + offs_m, mask=row_ok, other=0.0)
             # transposed scores: [BLOCK_N, BLOCK_M]
             st = tl.dot(k, tl.trans(q), input_precision="ieee") * qk_scale
-            pt = tl.where(col_ok[:, None] & row_ok[None, :], tl.math.exp2(st - lse[None, :]), 0.0)
+            pt = tl.math.exp2((st - row_max[None, :]) - log2_sum[None, :])
+            pt = tl.where(col_ok[:, None] & row_ok[None, :], pt, 0.0)
             dv += tl.dot(pt.to(do.dtype), do, input_precision="ieee")
             dpt = tl.dot(v, tl.trans(do), input_precision="ieee")
             dst = pt * (dpt - delta[None, :])
@@ -219,18 +228,18 @@ def _fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -
     b, n, d = q.shape
     m, dv = k.shape[1], v.shape[2]
     out = torch.empty(b, n, dv, device=q.device, dtype=q.dtype)
-    lse = torch.empty(b, n, device=q.device, dtype=torch.float32)
+    stats = torch.empty(b, 2, n, device=q.device, dtype=torch.float32)
     if b == 0 or n == 0:
-        return out, lse
+        return out, stats
     _fwd[_grid(n, b, "BLOCK_M")](
-        q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(),
+        q, k, v, out, stats, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *stats.stride(),
         n, m, d, dv, scale * LOG2E, BLOCK_D=_head_block(d), BLOCK_DV=_head_block(dv), **_FIXED,
     )
-    return out, lse
+    return out, stats
 
 
 def _bwd_impl(
-    grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+    grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, stats: torch.Tensor,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     b, n, d = q.shape
@@ -245,13 +254,13 @@ def _bwd_impl(
     _delta_kernel[(triton.cdiv(n, 16 if INTERPRET else 64), b)](
         out, grad, delta, *out.stride(), *grad.stride(), n, dv, BLOCK_M=16 if INTERPRET else 64, BLOCK_DV=block_dv,
     )
-    strides = (*q.stride(), *k.stride(), *v.stride(), *grad.stride(), *lse.stride())
+    strides = (*q.stride(), *k.stride(), *v.stride(), *grad.stride(), *stats.stride())
     _dq[_grid(n, b, "BLOCK_M")](
-        q, k, v, grad, lse, delta, dq, *strides, n, m, d, dv, scale * LOG2E, scale,
+        q, k, v, grad, stats, delta, dq, *strides, n, m, d, dv, scale * LOG2E, scale,
         BLOCK_D=block_d, BLOCK_DV=block_dv, **_FIXED,
     )
     _dkdv[_grid(m, b, "BLOCK_N")](
-        q, k, v, grad, lse, delta, dk, dvv, *strides, n, m, d, dv, scale * LOG2E, scale,
+        q, k, v, grad, stats, delta, dk, dvv, *strides, n, m, d, dv, scale * LOG2E, scale,
         BLOCK_D=block_d, BLOCK_DV=block_dv, **_FIXED,
     )
     return dq, dk, dvv
@@ -263,38 +272,38 @@ if TRITON_ERROR is None:
     def flash_nonlocal_fwd(
         q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flash forward: ``(out [B, N, dv] in q's dtype, lse [B, N] float32, base 2)``."""
+        """Flash forward: ``(out [B, N, dv] in q's dtype, stats [B, 2, N] float32)`` (row max, log2 row sum)."""
         return _fwd_impl(q, k, v, scale)
 
     @flash_nonlocal_fwd.register_fake
     def _fwd_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
         b, n, _ = q.shape
-        return q.new_empty(b, n, v.shape[2]), q.new_empty(b, n, dtype=torch.float32)
+        return q.new_empty(b, n, v.shape[2]), q.new_empty(b, 2, n, dtype=torch.float32)
 
     @torch.library.custom_op("srops::flash_nonlocal_bwd", mutates_args=())
     def flash_nonlocal_bwd(
         grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-        lse: torch.Tensor, scale: float,
+        stats: torch.Tensor, scale: float,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flash backward: ``(dq, dk, dv)``, contiguous, in the inputs' dtype; deterministic."""
-        return _bwd_impl(grad, q, k, v, out, lse, scale)
+        return _bwd_impl(grad, q, k, v, out, stats, scale)
 
     @flash_nonlocal_bwd.register_fake
-    def _bwd_fake(grad, q, k, v, out, lse, scale):
+    def _bwd_fake(grad, q, k, v, out, stats, scale):
         return (torch.empty(q.shape, dtype=q.dtype, device=q.device),
                 torch.empty(k.shape, dtype=k.dtype, device=k.device),
                 torch.empty(v.shape, dtype=v.dtype, device=v.device))
 
     def _setup_context(ctx, inputs, output) -> None:
         q, k, v, scale = inputs
-        out, lse = output
-        ctx.mark_non_differentiable(lse)
-        ctx.save_for_backward(q, k, v, out, lse)
+        out, stats = output
+        ctx.mark_non_differentiable(stats)
+        ctx.save_for_backward(q, k, v, out, stats)
         ctx.scale = scale
 
-    def _backward(ctx, grad_out: torch.Tensor, grad_lse: torch.Tensor | None):
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = torch.ops.srops.flash_nonlocal_bwd(grad_out, q, k, v, out, lse, ctx.scale)
+    def _backward(ctx, grad_out: torch.Tensor, grad_stats: torch.Tensor | None):
+        q, k, v, out, stats = ctx.saved_tensors
+        dq, dk, dv = torch.ops.srops.flash_nonlocal_bwd(grad_out, q, k, v, out, stats, ctx.scale)
         return dq, dk, dv, None
 
     flash_nonlocal_fwd.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,213 @@
+"""The Triton flash non-local attention backend against the reference.
+
+On CPU these run under ``TRITON_INTERPRET=1`` (set by tests/conftest.py) on tiny
+grids; ``gpu``-marked tests check real SR sizes, bf16/fp16 accuracy and memory.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import srops.functional as F
+from srops import BackendUnavailableError, NonLocal2d, _backend
+from srops.ops.nonlocal_attention import triton_impl
+from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
+from srops.testing import TOLERANCES, assert_close, assert_low_precision_close, describe_mismatch
+
+pytestmark = pytest.mark.skipif(triton_impl.TRITON_ERROR is not None, reason=str(triton_impl.TRITON_ERROR))
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+OP = "nonlocal_attention"
+
+# (B, N, M, d, dv): N, M never multiples of the block; d, dv padded inside the kernel.
+SHAPES = [
+    (2, 17 * 19, 5, 8, 8),
+    (1, 40, 33, 24, 40),
+    (2, 23, 50, 40, 24),
+    (1, 9, 18, 3, 5),
+    (1, 20, 17, 128, 72),
+]
+
+
+def _inputs(b, n, m, d, dv, dtype=torch.float32, device=DEVICE, spread=1.0):
+    gen = torch.Generator().manual_seed(1000 * n + m + d)
+    make = lambda *s: (torch.randn(*s, generator=gen) * spread).to(device=device, dtype=dtype)  # noqa: E731
+    return make(b, n, d), make(b, m, d), make(b, m, dv), make(b, n, dv)
+
+
+def _run(fn, q, k, v, grad, scale):
+    """Output and (dq, dk, dv) of ``fn`` on fresh leaves."""
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out = fn(*leaves, scale)
+    grads = torch.autograd.grad(out, leaves, grad)
+    return [out.detach(), *grads]
+
+
+def _triton(q, k, v, scale):
+    return F.nonlocal_attention(q, k, v, scale, backend="triton")
+
+
+NAMES = ("out", "dq", "dk", "dv")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("scale", [1.0, 0.35])
+def test_float32_matches_reference(shape, scale):
+    q, k, v, grad = _inputs(*shape)
+    got = _run(_triton, q, k, v, grad, scale)
+    oracle = _run(nonlocal_attention_ref, q.double(), k.double(), v.double(), grad.double(), scale)
+    for name, a, e in zip(NAMES, got, oracle):
+        assert a.dtype == torch.float32 and a.shape == e.shape
+        assert_close(a, e, name)
+
+
+def test_large_logits_are_stable():
+    """Logits in the hundreds need the running max: a naive exp overflows to inf/NaN.
+
+    A float32 logit of magnitude L is itself only known to about L·ε, so any float32 attention
+    (PyTorch's included) carries a relative error of that order; the flash backward recomputes the
+    logits, so its error is bounded by that conditioning rather than by PyTorch's particular rounding.
+    """
+    q, k, v, grad = _inputs(2, 37, 29, 16, 16, spread=3.0)
+    got = _run(_triton, q, k, v, grad, 1.0)
+    oracle = _run(nonlocal_attention_ref, q.double(), k.double(), v.double(), grad.double(), 1.0)
+    logit = torch.bmm(q.double(), k.double().transpose(1, 2)).abs().max().item()
+    assert logit > 100
+    eps = torch.finfo(torch.float32).eps
+    for name, a, o in zip(NAMES, got, oracle):
+        assert torch.isfinite(a).all(), name
+        err = (a.double() - o).abs().max().item()
+        assert err <= 2 * logit * eps * o.abs().max().item(), f"{name}: error {err:.3e}"
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: "x".join(map(str, s)))
+def test_float16_within_twice_torch_error(shape):
+    q, k, v, grad = _inputs(*shape, dtype=torch.float16)
+    got = _run(_triton, q, k, v, grad, 1.0)
+    same = _run(nonlocal_attention_ref, q, k, v, grad, 1.0)
+    oracle = _run(nonlocal_attention_ref, q.float(), k.float(), v.float(), grad.float(), 1.0)
+    for name, a, s, o in zip(NAMES, got, same, oracle):
+        assert a.dtype == torch.float16
+        assert_low_precision_close(a, s, o, name)
+
+
+def test_non_contiguous_inputs_and_grad():
+    b, n, m, d, dv = 2, 21, 13, 8, 12
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(b, d, n, generator=gen).to(DEVICE).transpose(1, 2)  # NonLocal2d's θ layout
+    k = torch.randn(b, 2 * m, d + 3, generator=gen).to(DEVICE)[:, ::2, 1 : d + 1]
+    v = torch.randn(m, b, dv, generator=gen).to(DEVICE).transpose(0, 1)
+    grad = torch.randn(b, 1, dv, generator=gen).to(DEVICE).expand(b, n, dv)  # stride 0
+    assert not any(t.is_contiguous() for t in (q, k, v, grad))
+    got = _run(_triton, q, k, v, grad, 0.5)
+    oracle = _run(nonlocal_attention_ref, q.double(), k.double(), v.double(), grad.double(), 0.5)
+    for name, a, e in zip(NAMES, got, oracle):
+        assert_close(a, e, name)
+
+
+def test_backward_is_deterministic():
+    q, k, v, grad = _inputs(2, 45, 37, 24, 16)
+    first = _run(_triton, q, k, v, grad, 1.0)
+    second = _run(_triton, q, k, v, grad, 1.0)
+    for name, a, b in zip(NAMES, first, second):
+        assert torch.equal(a, b), name
+
+
+def test_opcheck_forward_and_backward():
+    q, k, v, grad = _inputs(2, 19, 11, 8, 12)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    torch.library.opcheck(torch.ops.srops.flash_nonlocal_fwd.default, (*leaves, 0.5))
+    out, stats = torch.ops.srops.flash_nonlocal_fwd(q, k, v, 0.5)
+    assert stats.dtype == torch.float32 and stats.shape == (2, 2, 19)
+    torch.library.opcheck(torch.ops.srops.flash_nonlocal_bwd.default, (grad, q, k, v, out, stats, 0.5))
+
+
+def test_stats_are_base2_row_max_and_logsumexp():
+    q, k, v, _ = _inputs(2, 19, 11, 8, 12)
+    _, stats = torch.ops.srops.flash_nonlocal_fwd(q, k, v, 0.5)
+    logits = torch.bmm(q.double(), k.double().transpose(1, 2)) * 0.5 / math.log(2.0)
+    assert_close(stats[:, 0], logits.amax(-1), "row max")
+    assert_close(stats[:, 0] + stats[:, 1], torch.logsumexp(logits * math.log(2.0), -1) / math.log(2.0), "lse")
+
+
+def test_dispatch_and_reasons():
+    backend = _backend._OPS[OP].backends["triton"]
+    assert "cuda" in backend.devices
+    assert ("cpu" in backend.devices) == triton_impl.INTERPRET
+    assert torch.float64 not in backend.dtypes
+    q = torch.randn(1, 4, 8, dtype=torch.float64, device=DEVICE)
+    with pytest.raises(BackendUnavailableError, match="float64"):
+        F.nonlocal_attention(q, q, q, backend="triton")
+    assert _backend.select(OP, (q, q, q)).name != "triton"  # float64 skips triton in dispatch
+    wide = torch.randn(1, 4, 136, device=DEVICE)
+    with pytest.raises(BackendUnavailableError, match="at most 128"):
+        F.nonlocal_attention(wide, wide, wide, backend="triton")
+    cpu = torch.randn(1, 4, 8)
+    assert _backend.select(OP, (cpu, cpu, cpu)).name == "sdpa"  # the interpreter is never a CPU default
+
+
+# NonLocal2d on the triton backend: every option, outputs and every gradient.
+MODULE_CASES = [
+    dict(sub_sample=True, regions=1, scale=1.0, bn=False, hw=(8, 10)),
+    dict(sub_sample="before", regions=2, scale=0.5, bn=False, hw=(9, 10)),
+    dict(sub_sample=False, regions=(2, 3), scale=1.0, bn=True, hw=(7, 11)),
+    dict(sub_sample=True, regions=(2, 3), scale=0.25, bn=True, hw=(11, 13)),
+    dict(sub_sample="before", regions=1, scale=1.0, bn=True, hw=(7, 9)),
+]
+
+
+def _module(backend, case, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    m = NonLocal2d(12, 8, sub_sample=case["sub_sample"], regions=case["regions"], scale=case["scale"],
+                   bn=case["bn"], backend=backend)
+    with torch.no_grad():  # the block starts as the identity: randomise W (and BN) so every gradient flows
+        for p in m.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    return m.to(device=DEVICE, dtype=dtype).train()
+
+
+def _module_run(m, x):
+    x = x.detach().clone().requires_grad_()
+    y = m(x)
+    y.backward(torch.cos(torch.arange(y.numel(), device=y.device, dtype=y.dtype)).reshape(y.shape))
+    return {"out": y.detach(), "x.grad": x.grad, **{f"{n}.grad": p.grad for n, p in m.named_parameters()}}
+
+
+def _module_close(actual: torch.Tensor, oracle: torch.Tensor, name: str) -> None:
+    """float32 against a float64 oracle, normwise with the float32 table: ‖a − o‖∞ ≤ atol + rtol·max(‖o‖∞, 1).
+
+    Inputs and weights are of unit scale, so 1 is the floor of the scale: some gradients are exactly
+    zero by construction (a bias feeding BatchNorm, φ's bias under softmax) and hold only rounding noise.
+    """
+    tol = TOLERANCES[torch.float32]
+    err = (actual.double() - oracle).abs().max().item()
+    bound = tol["atol"] + tol["rtol"] * max(oracle.abs().max().item(), 1.0)
+    assert err <= bound, f"{name}: error {err:.3e} > {bound:.3e}; {describe_mismatch(actual, oracle)}"
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: f"{c['sub_sample']}-{c['regions']}-{c['bn']}")
+def test_nonlocal2d_matches_reference_and_sdpa(case):
+    x = torch.randn(2, 12, *case["hw"], dtype=torch.float64, device=DEVICE)
+    oracle = _module_run(_module("reference", case), x)
+    got = _module_run(_module("triton", case, torch.float32), x.float())
+    sdpa = _module_run(_module("sdpa", case, torch.float32), x.float())
+    assert len(got) == len(oracle) == 2 + len(list(_module("triton", case).parameters()))
+    for name in oracle:
+        assert got[name] is not None and got[name].dtype == torch.float32, name
+        _module_close(got[name], oracle[name], f"triton {name}")
+        _module_close(sdpa[name], oracle[name], f"sdpa {name}")
+    assert_close(got["out"], sdpa["out"], "triton vs sdpa out")
+
+
+def test_nonlocal2d_compiles_fullgraph():
+    case = MODULE_CASES[3]
+    x = torch.randn(2, 12, *case["hw"], dtype=torch.float64, device=DEVICE)
+    oracle = _module_run(_module("reference", case), x)
+    torch._dynamo.reset()
+    compiled = _module("triton", case, torch.float32)
+    compiled.forward = torch.compile(compiled.forward, fullgraph=True)
+    got = _module_run(compiled, x.float())
+    for name in oracle:
+        _module_close(got[name], oracle[name], f"compiled {name}")
