@@ -52,6 +52,18 @@ def _triton(q, k, v, scale):
 NAMES = ("out", "dq", "dk", "dv")
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """float32 comparisons need IEEE convolutions and matmuls on the GPU (cuDNN defaults to TF32)."""
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+        matmul = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("scale", [1.0, 0.35])
 def test_float32_matches_reference(shape, scale):
@@ -211,3 +223,107 @@ def test_nonlocal2d_compiles_fullgraph():
     got = _module_run(compiled, x.float())
     for name in oracle:
         _module_close(got[name], oracle[name], f"compiled {name}")
+
+
+# ---- GPU: real SR sizes, 16-bit accuracy by the 2× rule, memory linear in N -------------------------------
+
+# (B, N, M, d, dv, scale): SAN regions (d = 8, no scaling), a 48² patch vs its sub-sampled keys, odd sizes, and
+# a 128² map against 64² keys.
+GPU_SHAPES = [
+    (64, 576, 144, 8, 8, 1.0),
+    (16, 2304, 576, 32, 32, 32**-0.5),
+    (3, 4099, 1031, 40, 72, 40**-0.5),
+    (1, 16384, 4096, 64, 64, 64**-0.5),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "x".join(map(str, s[:5])))
+def test_gpu_low_precision_within_twice_torch_error(shape, dtype):
+    *dims, scale = shape
+    q, k, v, grad = _inputs(*dims, dtype=dtype, device="cuda")
+    got = _run(_triton, q, k, v, grad, scale)
+    same = _run(nonlocal_attention_ref, q, k, v, grad, scale)
+    oracle = _run(nonlocal_attention_ref, q.float(), k.float(), v.float(), grad.float(), scale)
+    for name, a, s, o in zip(NAMES, got, same, oracle):
+        assert a.dtype == dtype and torch.isfinite(a).all(), name
+        assert_low_precision_close(a, s, o, name)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", GPU_SHAPES[:2], ids=lambda s: "x".join(map(str, s[:5])))
+def test_gpu_float32_matches_float64_oracle(shape):
+    *dims, scale = shape
+    q, k, v, grad = _inputs(*dims, device="cuda")
+    got = _run(_triton, q, k, v, grad, scale)
+    oracle = _run(nonlocal_attention_ref, q.double(), k.double(), v.double(), grad.double(), scale)
+    for name, a, o in zip(NAMES, got, oracle):
+        assert_close(a, o, name)
+
+
+@pytest.mark.gpu
+def test_gpu_backward_is_deterministic():
+    q, k, v, grad = _inputs(16, 2304, 576, 32, 32, dtype=torch.float16, device="cuda")
+    first = _run(_triton, q, k, v, grad, 1.0)
+    second = _run(_triton, q, k, v, grad, 1.0)
+    for name, a, b in zip(NAMES, first, second):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.gpu
+def test_gpu_dispatch_prefers_triton():
+    q = torch.randn(2, 64, 8, device="cuda", dtype=torch.float16)
+    assert _backend.select(OP, (q, q, q)).name == "triton"
+
+
+def _peak_extra_bytes(n: int, d: int = 32) -> int:
+    """Peak memory of one forward + backward at N = M = n, beyond the inputs (after a warm-up run)."""
+    q, k, v, grad = (torch.randn(1, n, d, device="cuda", dtype=torch.float16) for _ in range(4))
+    leaves = [t.requires_grad_() for t in (q, k, v)]
+
+    def step() -> None:
+        out = F.nonlocal_attention(*leaves, 1.0, backend="triton")
+        torch.autograd.grad(out, leaves, grad)
+
+    step()  # autotuning and compilation for this size happen here, not in the measured run
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+@pytest.mark.gpu
+def test_gpu_peak_memory_grows_linearly_in_n():
+    n = 16384
+    small, large = _peak_extra_bytes(n), _peak_extra_bytes(4 * n)
+    # out, stats, delta, dq, dk, dv are O(N); one fp16 score matrix at 4N would be 8 GiB.
+    assert 2 * small <= large <= 4 * small * 1.25 + 2**20, (small, large)
+    assert large < (4 * n) ** 2 * 2 / 100
+
+
+@pytest.mark.gpu
+def test_gpu_nonlocal2d_training_shape_matches_reference():
+    case = dict(sub_sample=True, regions=2, scale=1.0, bn=False)
+    torch.manual_seed(0)
+    x = torch.randn(16, 64, 48, 48, dtype=torch.float64, device="cuda")
+
+    def module(backend, dtype):
+        torch.manual_seed(1)
+        m = NonLocal2d(64, 8, backend=backend, **case)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.copy_(torch.randn_like(p) * 0.1)
+        return m.to(device="cuda", dtype=dtype)
+
+    oracle = _module_run(module("reference", torch.float64), x)
+    got = _module_run(module("triton", torch.float32), x.float())
+    compiled = module("triton", torch.float32)
+    torch._dynamo.reset()
+    compiled.forward = torch.compile(compiled.forward, fullgraph=True)
+    got_compiled = _module_run(compiled, x.float())
+    for name in oracle:
+        _module_close(got[name], oracle[name], f"triton {name}")
+        _module_close(got_compiled[name], oracle[name], f"compiled {name}")

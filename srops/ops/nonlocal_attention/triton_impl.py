@@ -66,6 +66,11 @@ def _head_block(dim: int) -> int:
     return max(16, triton.next_power_of_2(dim))
 
 
+def _precision(q: torch.Tensor) -> str:
+    """float32 products in IEEE precision (as torch.bmm by default), not TF32; 16-bit inputs ignore it."""
+    return "ieee" if q.dtype == torch.float32 else "tf32"
+
+
 if TRITON_ERROR is None:
 
     @triton.jit
@@ -74,6 +79,7 @@ if TRITON_ERROR is None:
         sqb, sqn, sqd, skb, skm, skd, svb, svm, svd, sob, son, sod, slb, sls, sln,
         N, M, D, DV, qk_scale,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+        PREC: tl.constexpr,
     ):
         pid_m = tl.program_id(0).to(tl.int64)
         pid_b = tl.program_id(1).to(tl.int64)
@@ -93,13 +99,13 @@ if TRITON_ERROR is None:
                         mask=col_ok[:, None] & (offs_d[None, :] < D), other=0.0)
             v = tl.load(V + pid_b * svb + offs_n[:, None] * svm + offs_dv[None, :] * svd,
                         mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
+            s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
             s = tl.where(col_ok[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.math.exp2(m_i - m_new)
             p = tl.math.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
             m_i = m_new
         acc = acc / l_i[:, None]
         tl.store(O + pid_b * sob + offs_m[:, None] * son + offs_dv[None, :] * sod, acc.to(O.dtype.element_ty),
@@ -128,6 +134,7 @@ if TRITON_ERROR is None:
         sqb, sqn, sqd, skb, skm, skd, svb, svm, svd, sgb, sgn, sgd, slb, sls, sln,
         N, M, D, DV, qk_scale, scale,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+        PREC: tl.constexpr,
     ):
         pid_m = tl.program_id(0).to(tl.int64)
         pid_b = tl.program_id(1).to(tl.int64)
@@ -150,12 +157,12 @@ if TRITON_ERROR is None:
                         mask=col_ok[:, None] & (offs_d[None, :] < D), other=0.0)
             v = tl.load(V + pid_b * svb + offs_n[:, None] * svm + offs_dv[None, :] * svd,
                         mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
+            s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
             p = tl.math.exp2((s - row_max[:, None]) - log2_sum[:, None])
             p = tl.where(row_ok[:, None] & col_ok[None, :], p, 0.0)
-            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+            dp = tl.dot(do, tl.trans(v), input_precision=PREC)
             ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
+            dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
         tl.store(DQ + pid_b * N * D + offs_m[:, None] * D + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
                  mask=row_ok[:, None] & (offs_d[None, :] < D))
 
@@ -165,6 +172,7 @@ if TRITON_ERROR is None:
         sqb, sqn, sqd, skb, skm, skd, svb, svm, svd, sgb, sgn, sgd, slb, sls, sln,
         N, M, D, DV, qk_scale, scale,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+        PREC: tl.constexpr,
     ):
         pid_n = tl.program_id(0).to(tl.int64)
         pid_b = tl.program_id(1).to(tl.int64)
@@ -189,13 +197,13 @@ if TRITON_ERROR is None:
             log2_sum = tl.load(STATS + pid_b * slb + sls + offs_m * sln, mask=row_ok, other=0.0)
             delta = tl.load(DELTA + pid_b * N + offs_m, mask=row_ok, other=0.0)
             # transposed scores: [BLOCK_N, BLOCK_M]
-            st = tl.dot(k, tl.trans(q), input_precision="ieee") * qk_scale
+            st = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
             pt = tl.math.exp2((st - row_max[None, :]) - log2_sum[None, :])
             pt = tl.where(col_ok[:, None] & row_ok[None, :], pt, 0.0)
-            dv += tl.dot(pt.to(do.dtype), do, input_precision="ieee")
-            dpt = tl.dot(v, tl.trans(do), input_precision="ieee")
+            dv += tl.dot(pt.to(do.dtype), do, input_precision=PREC)
+            dpt = tl.dot(v, tl.trans(do), input_precision=PREC)
             dst = pt * (dpt - delta[None, :])
-            dk += tl.dot(dst.to(q.dtype), q, input_precision="ieee")
+            dk += tl.dot(dst.to(q.dtype), q, input_precision=PREC)
         out_k = pid_b * M * D + offs_n[:, None] * D + offs_d[None, :]
         tl.store(DK + out_k, (dk * scale).to(DK.dtype.element_ty), mask=col_ok[:, None] & (offs_d[None, :] < D))
         out_v = pid_b * M * DV + offs_n[:, None] * DV + offs_dv[None, :]
@@ -233,7 +241,7 @@ def _fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -
         return out, stats
     _fwd[_grid(n, b, "BLOCK_M")](
         q, k, v, out, stats, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *stats.stride(),
-        n, m, d, dv, scale * LOG2E, BLOCK_D=_head_block(d), BLOCK_DV=_head_block(dv), **_FIXED,
+        n, m, d, dv, scale * LOG2E, BLOCK_D=_head_block(d), BLOCK_DV=_head_block(dv), PREC=_precision(q), **_FIXED,
     )
     return out, stats
 
@@ -257,11 +265,11 @@ def _bwd_impl(
     strides = (*q.stride(), *k.stride(), *v.stride(), *grad.stride(), *stats.stride())
     _dq[_grid(n, b, "BLOCK_M")](
         q, k, v, grad, stats, delta, dq, *strides, n, m, d, dv, scale * LOG2E, scale,
-        BLOCK_D=block_d, BLOCK_DV=block_dv, **_FIXED,
+        BLOCK_D=block_d, BLOCK_DV=block_dv, PREC=_precision(q), **_FIXED,
     )
     _dkdv[_grid(m, b, "BLOCK_N")](
         q, k, v, grad, stats, delta, dk, dvv, *strides, n, m, d, dv, scale * LOG2E, scale,
-        BLOCK_D=block_d, BLOCK_DV=block_dv, **_FIXED,
+        BLOCK_D=block_d, BLOCK_DV=block_dv, PREC=_precision(q), **_FIXED,
     )
     return dq, dk, dvv
 
