@@ -158,6 +158,17 @@ def test_dispatch_and_reasons():
         F.nonlocal_attention(wide, wide, wide, backend="triton")
     cpu = torch.randn(1, 4, 8)
     assert _backend.select(OP, (cpu, cpu, cpu)).name == "sdpa"  # the interpreter is never a CPU default
+    if triton_impl.INTERPRET:
+        with pytest.raises(BackendUnavailableError, match="bfloat16"):
+            F.nonlocal_attention(*(cpu.bfloat16(),) * 3, backend="triton")
+
+
+def test_missing_triton_is_reported(monkeypatch):
+    monkeypatch.setattr(triton_impl, "TRITON_ERROR", "triton is not installed (test)")
+    q = torch.randn(1, 4, 8, device=DEVICE)
+    with pytest.raises(BackendUnavailableError, match="triton is not installed"):
+        F.nonlocal_attention(q, q, q, backend="triton")
+    assert _backend.select(OP, (q, q, q)).name != "triton"
 
 
 # NonLocal2d on the triton backend: every option, outputs and every gradient.

@@ -53,6 +53,8 @@ def available() -> str | None:
 def can_run(tensors: Sequence[torch.Tensor]) -> str | None:
     """Per-call limits of the kernels (shapes); device and dtype are checked by the registry."""
     q, k, v = tensors
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        return "the Triton interpreter (CPU tensors) does not support bfloat16 dot products"
     if k.shape[1] == 0:
         return "needs at least one key (M >= 1)"
     if q.shape[2] > MAX_HEAD_DIM or v.shape[2] > MAX_HEAD_DIM:
