@@ -198,7 +198,7 @@ def _module_run(m, x):
     return {"out": y.detach(), "x.grad": x.grad, **{f"{n}.grad": p.grad for n, p in m.named_parameters()}}
 
 
-def _module_close(actual: torch.Tensor, oracle: torch.Tensor, name: str) -> None:
+def _normwise_close(actual: torch.Tensor, oracle: torch.Tensor, name: str) -> None:
     """float32 against a float64 oracle, normwise with the float32 table: ‖a − o‖∞ ≤ atol + rtol·max(‖o‖∞, 1).
 
     Inputs and weights are of unit scale, so 1 is the floor of the scale: some gradients are exactly
@@ -219,8 +219,8 @@ def test_nonlocal2d_matches_reference_and_sdpa(case):
     assert len(got) == len(oracle) == 2 + len(list(_module("triton", case).parameters()))
     for name in oracle:
         assert got[name] is not None and got[name].dtype == torch.float32, name
-        _module_close(got[name], oracle[name], f"triton {name}")
-        _module_close(sdpa[name], oracle[name], f"sdpa {name}")
+        _normwise_close(got[name], oracle[name], f"triton {name}")
+        _normwise_close(sdpa[name], oracle[name], f"sdpa {name}")
     assert_close(got["out"], sdpa["out"], "triton vs sdpa out")
 
 
@@ -233,7 +233,7 @@ def test_nonlocal2d_compiles_fullgraph():
     compiled.forward = torch.compile(compiled.forward, fullgraph=True)
     got = _module_run(compiled, x.float())
     for name in oracle:
-        _module_close(got[name], oracle[name], f"compiled {name}")
+        _normwise_close(got[name], oracle[name], f"compiled {name}")
 
 
 # ---- GPU: real SR sizes, 16-bit accuracy by the 2× rule, memory linear in N -------------------------------
@@ -270,7 +270,7 @@ def test_gpu_float32_matches_float64_oracle(shape):
     got = _run(_triton, q, k, v, grad, scale)
     oracle = _run(nonlocal_attention_ref, q.double(), k.double(), v.double(), grad.double(), scale)
     for name, a, o in zip(NAMES, got, oracle):
-        assert_close(a, o, name)
+        _normwise_close(a, o, name)
 
 
 @pytest.mark.gpu
@@ -336,5 +336,5 @@ def test_gpu_nonlocal2d_training_shape_matches_reference():
     compiled.forward = torch.compile(compiled.forward, fullgraph=True)
     got_compiled = _module_run(compiled, x.float())
     for name in oracle:
-        _module_close(got[name], oracle[name], f"triton {name}")
-        _module_close(got_compiled[name], oracle[name], f"compiled {name}")
+        _normwise_close(got[name], oracle[name], f"triton {name}")
+        _normwise_close(got_compiled[name], oracle[name], f"compiled {name}")
