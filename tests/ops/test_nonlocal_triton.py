@@ -338,3 +338,71 @@ def test_gpu_nonlocal2d_training_shape_matches_reference():
     for name in oracle:
         _normwise_close(got[name], oracle[name], f"triton {name}")
         _normwise_close(got_compiled[name], oracle[name], f"compiled {name}")
+
+
+# ---- Ahead-of-time compilation for NVIDIA targets (no GPU needed: Triton's bundled ptxas) -----------------
+
+_AOT_SCRIPT = r"""
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from srops.ops.nonlocal_attention import triton_impl as ti
+
+arch, dt, bd, bdv = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ints = {"N", "M", "D", "DV"}
+floats = {"qk_scale", "scale"}
+kernels = [  # (kernel, pointer element types in argument order, block sizes)
+    (ti._fwd_kernel, [dt, dt, dt, dt, "fp32"], dict(BLOCK_M=128, BLOCK_N=64)),
+    (ti._dq_kernel, [dt, dt, dt, dt, "fp32", "fp32", dt], dict(BLOCK_M=64, BLOCK_N=64)),
+    (ti._dkdv_kernel, [dt, dt, dt, dt, "fp32", "fp32", dt, dt], dict(BLOCK_M=64, BLOCK_N=64)),
+    (ti._delta_kernel, [dt, dt, "fp32"], dict(BLOCK_M=64)),
+]
+for kernel, pointers, blocks in kernels:
+    consts = dict(blocks, BLOCK_DV=bdv)
+    if kernel is not ti._delta_kernel:
+        consts.update(BLOCK_D=bd, PREC="ieee" if dt == "fp32" else "tf32")
+    pointers, signature = list(pointers), {}
+    for name in kernel.arg_names:
+        if name in consts:
+            signature[name] = "constexpr"
+        elif name in ints:
+            signature[name] = "i32"
+        elif name in floats:
+            signature[name] = "fp32"
+        elif name[0].isupper():
+            signature[name] = "*" + pointers.pop(0)
+        else:
+            signature[name] = "i64"  # strides
+    assert not pointers, kernel.__name__
+    compiled = triton.compile(ASTSource(kernel, signature, consts), target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": 4, "num_stages": 2})
+    assert compiled.asm.get("cubin"), kernel.__name__
+    print(kernel.__name__, "shared", compiled.metadata.shared)
+"""
+
+
+@pytest.mark.parametrize(
+    "arch, dtype, d, dv",
+    [
+        (90, "fp16", 32, 32),
+        pytest.param(80, "bf16", 8, 128, marks=pytest.mark.slow),
+        pytest.param(90, "fp32", 16, 24, marks=pytest.mark.slow),
+    ],
+)
+def test_kernels_compile_for_nvidia(arch, dtype, d, dv):
+    """Every kernel lowers to a cubin for sm_80/sm_90 (catches GPU-only compile errors on CPU-only machines)."""
+    import os
+    import subprocess
+    import sys
+
+    try:
+        from triton.backends.nvidia import compiler  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"Triton's NVIDIA backend is not installed: {exc}")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    bd, bdv = triton_impl._head_block(d), triton_impl._head_block(dv)
+    result = subprocess.run([sys.executable, "-c", _AOT_SCRIPT, str(arch), dtype, str(bd), str(bdv)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("shared") == 4, result.stdout
