@@ -14,8 +14,9 @@ _backend.register(_backend.Backend("covpool_sqrtm", "reference", covpool_sqrtm_r
 
 if _ext.HAS_EXT:
     from srops.ops.covpool.ext_impl import covpool_ext
+    from srops.ops.covpool.ext_sqrtm import covpool_sqrtm_cpu, covpool_sqrtm_cuda
 else:
-    covpool_ext = None  # type: ignore[assignment]
+    covpool_ext = covpool_sqrtm_cpu = covpool_sqrtm_cuda = None  # type: ignore[assignment]
 
 
 def _cpu_kernel_missing() -> str | None:
@@ -28,6 +29,27 @@ def _cpu_kernel_missing() -> str | None:
 _backend.register(_backend.Backend("covpool", "cpu", covpool_ext, devices=("cpu",), available=_cpu_kernel_missing))
 _backend.set_order("covpool", "cpu", ("cpu", "reference"))
 _backend.set_order("covpool", "cuda", ("cuda", "reference"))
+
+
+def _sqrtm_kernel_missing(key: str) -> str | None:
+    reason = _ext.ext_unavailable() if key == "CPU" else _ext.cuda_ext_unavailable()
+    if reason is None and not _ext.has_kernel("covpool_sqrtm_fwd", key):
+        reason = f"srops._C has no {key} kernel for covpool_sqrtm_fwd"
+    return reason
+
+
+_backend.register(
+    _backend.Backend(
+        "covpool_sqrtm", "cpu", covpool_sqrtm_cpu, devices=("cpu",), available=lambda: _sqrtm_kernel_missing("CPU")
+    )
+)
+_backend.register(
+    _backend.Backend(
+        "covpool_sqrtm", "cuda", covpool_sqrtm_cuda, devices=("cuda",), available=lambda: _sqrtm_kernel_missing("CUDA")
+    )
+)
+_backend.set_order("covpool_sqrtm", "cpu", ("cpu", "reference"))
+_backend.set_order("covpool_sqrtm", "cuda", ("cuda", "reference"))
 
 
 def _as_bcm(op: str, x: torch.Tensor) -> torch.Tensor:
