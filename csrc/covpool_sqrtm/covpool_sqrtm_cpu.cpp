@@ -21,6 +21,8 @@ namespace srops {
 namespace {
 
 constexpr int64_t kChunk = 256;
+// Above this C the iterations run batched on at::bmm (sqrtm_bmm.cpp) instead of per sample.
+constexpr int64_t kMaxPerSampleC = 192;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -107,8 +109,8 @@ void covariance_partials(const T* x, const T* mean, double* part, int64_t B, int
 }
 
 template <typename T>
-void sqrtm_forward(const T* x, int64_t B, int64_t C, int64_t M, int64_t N, double eps, bool row_mean, T* out, T* mean,
-                   T* a_out, T* states, T* trace) {
+void sqrtm_forward(const T* x, int64_t B, int64_t C, int64_t M, int64_t N, double eps, bool row_mean, bool iterate,
+                   T* out, T* mean, T* a_out, T* states, T* trace) {
   const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
   row_means(x, mean, B * C, M);
   const int64_t S = std::min(ceil_div(M, kChunk), ceil_div(at::get_num_threads(), B));
@@ -134,6 +136,7 @@ void sqrtm_forward(const T* x, int64_t B, int64_t C, int64_t M, int64_t N, doubl
       for (int64_t i = 0; i < P2; ++i) A[i] /= t;
       trace[b] = t;
       mt.store(a_out + b * C2, A);
+      if (!iterate) continue;
       T* st = states + b * 3 * (N - 1) * C2;
       mt.half_three_minus(Tm, A);
       mt.mm(Y, A, Tm, true);  // N = 1: Y_1 = ½A(3I − A) is the result
@@ -283,11 +286,13 @@ SqrtmFwdResult covpool_sqrtm_fwd_cpu(const at::Tensor& x_in, int64_t iterations,
   at::Tensor out = row_mean ? at::empty({B, C}, opt) : at::empty({B, C, C}, opt);
   at::Tensor mean = at::empty({B, C}, opt), a = at::empty({B, C, C}, opt);
   at::Tensor states = at::empty({B, 3 * (N - 1), C, C}, opt), trace = at::empty({B}, opt);
+  const bool per_sample = C <= kMaxPerSampleC;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_sqrtm_fwd_cpu", [&] {
-    sqrtm_forward<scalar_t>(x.data_ptr<scalar_t>(), B, C, M, N, eps, row_mean, out.data_ptr<scalar_t>(),
+    sqrtm_forward<scalar_t>(x.data_ptr<scalar_t>(), B, C, M, N, eps, row_mean, per_sample, out.data_ptr<scalar_t>(),
                             mean.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), states.data_ptr<scalar_t>(),
                             trace.data_ptr<scalar_t>());
   });
+  if (!per_sample) sqrtm_forward_bmm(a, trace, N, row_mean, out, states);
   return {out, mean, a, states, trace};
 }
 
@@ -301,11 +306,22 @@ at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x_in,
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_sqrtm_bwd_cpu", [&] {
     using T = scalar_t;
     const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
-    std::vector<T> gx(B * Cp * Cp), v(B * Cp);
+    std::vector<T> gx(B * Cp * Cp, T(0)), v(B * Cp, T(0));
     const at::Tensor g = grad.contiguous(), o = out.contiguous(), mu = mean.contiguous(), ac = a.contiguous(),
                      sc = states.contiguous(), tc = trace.contiguous();
-    sqrtm_backward_chain<T>(g.data_ptr<T>(), o.data_ptr<T>(), mu.data_ptr<T>(), ac.data_ptr<T>(), sc.data_ptr<T>(),
-                            tc.data_ptr<T>(), B, C, Cp, M, N, row_mean, gx.data(), v.data());
+    if (C <= kMaxPerSampleC) {
+      sqrtm_backward_chain<T>(g.data_ptr<T>(), o.data_ptr<T>(), mu.data_ptr<T>(), ac.data_ptr<T>(), sc.data_ptr<T>(),
+                              tc.data_ptr<T>(), B, C, Cp, M, N, row_mean, gx.data(), v.data());
+    } else {
+      const auto [gx_t, v_t] = sqrtm_backward_bmm(g, o, mu, ac, sc, tc, M, row_mean);
+      const T* gp = gx_t.data_ptr<T>();
+      const T* vp = v_t.data_ptr<T>();
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < C; ++i) {
+          std::copy(gp + (b * C + i) * C, gp + (b * C + i + 1) * C, gx.data() + b * Cp * Cp + i * Cp);
+          v[b * Cp + i] = vp[b * C + i];
+        }
+    }
     dx_kernel<T>(x.data_ptr<T>(), gx.data(), v.data(), dx.data_ptr<T>(), B, C, Cp, M);
   });
   return dx;
