@@ -38,14 +38,16 @@ def _sqrtm_kernel_missing(key: str) -> str | None:
     return reason
 
 
+# Decided once at import (the dispatcher query is not traceable by torch.compile).
+_SQRTM_MISSING = {key: _sqrtm_kernel_missing(key) for key in ("CPU", "CUDA")}
 _backend.register(
     _backend.Backend(
-        "covpool_sqrtm", "cpu", covpool_sqrtm_cpu, devices=("cpu",), available=lambda: _sqrtm_kernel_missing("CPU")
+        "covpool_sqrtm", "cpu", covpool_sqrtm_cpu, devices=("cpu",), available=lambda: _SQRTM_MISSING["CPU"]
     )
 )
 _backend.register(
     _backend.Backend(
-        "covpool_sqrtm", "cuda", covpool_sqrtm_cuda, devices=("cuda",), available=lambda: _sqrtm_kernel_missing("CUDA")
+        "covpool_sqrtm", "cuda", covpool_sqrtm_cuda, devices=("cuda",), available=lambda: _SQRTM_MISSING["CUDA"]
     )
 )
 _backend.set_order("covpool_sqrtm", "cpu", ("cpu", "reference"))
