@@ -4,7 +4,8 @@
 // forward : row means (one block per row) -> Gram matrix of the centred x, upper 32×32 tiles,
 //           with M split across blocks into per-split partial sums (reduced with ATen, fixed
 //           order: deterministic) -> A, t -> Newton–Schulz iterations, one block per sample
-//           with its matrices in shared memory when they fit, else batched at::bmm.
+//           for C <= 128 (matrices in shared memory when they fit, else in an L2-resident
+//           scratch buffer), batched at::bmm above.
 // backward: the analytic chain (shared memory per sample, or at::bmm) -> gx = (dΣ + dΣᵀ)/M,
 //           v = gx·μ -> dx = gx·X − v1ᵀ by a tiled GEMM over (C, M) tiles.
 #include <ATen/Dispatch.h>
@@ -124,7 +125,7 @@ __global__ void dx_kernel(const scalar_t* __restrict__ x, const acc_t* __restric
 
 }  // namespace
 
-// Per-sample shared-memory iterations (sqrtm_smem_cuda.cu); false when the matrices do not fit.
+// Per-sample iterations (sqrtm_smem_cuda.cu); false above C = 128 (then the at::bmm path runs).
 bool sqrtm_forward_smem(const at::Tensor& a, const at::Tensor& trace, int64_t N, bool row_mean, at::Tensor& out,
                         at::Tensor& states);
 bool sqrtm_backward_smem(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& mean, const at::Tensor& a,

@@ -1,7 +1,8 @@
 // Newton–Schulz iterations and their analytic backward, one thread block per sample with the
 // working C×C matrices in shared memory (forward: 4 matrices, backward: 6; the saved A and
-// iterates are read from global memory). Used when they fit the device's shared memory per
-// block (C = 64: 64 KB / 96 KB in float32); otherwise the caller takes the at::bmm path.
+// iterates are read from global memory) when they fit the device's shared memory per block
+// (C = 64: 64 KB / 96 KB in float32), else, up to C = kMaxPerSampleC, in a per-sample global
+// scratch buffer (L2-resident at these sizes). Above that the caller takes the at::bmm path.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -12,6 +13,7 @@ namespace srops {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int64_t kMaxPerSampleC = 128;
 
 // dst = a·b (C×C, row-major); dst must not alias a or b.
 template <typename T>
@@ -67,10 +69,10 @@ __device__ T block_sum(T val, T* red) {
 template <typename T>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const T* __restrict__ a, const T* __restrict__ trace,
                                                            T* __restrict__ out, T* __restrict__ states, int C, int N,
-                                                           bool row_mean) {
+                                                           bool row_mean, T* scratch) {
   extern __shared__ unsigned char smem_raw[];
   const int64_t C2 = static_cast<int64_t>(C) * C, b = blockIdx.x;
-  T* Y = reinterpret_cast<T*>(smem_raw);
+  T* Y = scratch ? scratch + b * 4 * C2 : reinterpret_cast<T*>(smem_raw);
   T *Z = Y + C2, *W = Z + C2, *U = W + C2;
   const T* A = a + b * C2;
   T* st = states + b * 3 * (N - 1) * C2;
@@ -114,11 +116,11 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const T* __restrict__ grad, const T* __restrict__ out, const T* __restrict__ mean,
                     const T* __restrict__ a, const T* __restrict__ states, const T* __restrict__ trace, int64_t M,
-                    int C, int N, bool row_mean, T* __restrict__ gx, T* __restrict__ v) {
+                    int C, int N, bool row_mean, T* __restrict__ gx, T* __restrict__ v, T* scratch) {
   extern __shared__ unsigned char smem_raw[];
   __shared__ T red[kThreads];
   const int64_t C2 = static_cast<int64_t>(C) * C, b = blockIdx.x;
-  T* P = reinterpret_cast<T*>(smem_raw);
+  T* P = scratch ? scratch + b * 6 * C2 : reinterpret_cast<T*>(smem_raw);
   T *dY = P + C2, *dZ = dY + C2, *U1 = dZ + C2, *U2 = U1 + C2, *U3 = U2 + C2;
   const T t = trace[b], rt = sqrt(t);
   const int64_t n_out = row_mean ? C : C2;
@@ -207,14 +209,16 @@ void allow_smem(K kernel, size_t bytes) {
 bool sqrtm_forward_smem(const at::Tensor& a, const at::Tensor& trace, int64_t N, bool row_mean, at::Tensor& out,
                         at::Tensor& states) {
   const int64_t B = a.size(0), C = a.size(1);
+  if (C > kMaxPerSampleC) return false;
   bool done = false;
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "covpool_sqrtm_fwd_smem", [&] {
     const size_t bytes = smem_bytes<scalar_t>(C, 4);
-    if (bytes == 0) return;
-    allow_smem(forward_kernel<scalar_t>, bytes);
+    at::Tensor scratch;
+    if (bytes == 0) scratch = at::empty({B, 4, C, C}, a.options());
+    if (bytes > 0) allow_smem(forward_kernel<scalar_t>, bytes);
     forward_kernel<scalar_t><<<static_cast<unsigned>(B), kThreads, bytes, at::cuda::getCurrentCUDAStream()>>>(
         a.data_ptr<scalar_t>(), trace.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), states.data_ptr<scalar_t>(),
-        static_cast<int>(C), static_cast<int>(N), row_mean);
+        static_cast<int>(C), static_cast<int>(N), row_mean, bytes ? nullptr : scratch.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     done = true;
   });
@@ -225,15 +229,17 @@ bool sqrtm_backward_smem(const at::Tensor& grad, const at::Tensor& out, const at
                          const at::Tensor& states, const at::Tensor& trace, int64_t M, bool row_mean, at::Tensor& gx,
                          at::Tensor& v) {
   const int64_t B = a.size(0), C = a.size(1), N = states.size(1) / 3 + 1;
+  if (C > kMaxPerSampleC) return false;
   bool done = false;
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "covpool_sqrtm_bwd_smem", [&] {
     const size_t bytes = smem_bytes<scalar_t>(C, 6);
-    if (bytes == 0) return;
-    allow_smem(backward_kernel<scalar_t>, bytes);
+    at::Tensor scratch;
+    if (bytes == 0) scratch = at::empty({B, 6, C, C}, a.options());
+    if (bytes > 0) allow_smem(backward_kernel<scalar_t>, bytes);
     backward_kernel<scalar_t><<<static_cast<unsigned>(B), kThreads, bytes, at::cuda::getCurrentCUDAStream()>>>(
         grad.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(),
         states.data_ptr<scalar_t>(), trace.data_ptr<scalar_t>(), M, static_cast<int>(C), static_cast<int>(N),
-        row_mean, gx.data_ptr<scalar_t>(), v.data_ptr<scalar_t>());
+        row_mean, gx.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), bytes ? nullptr : scratch.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     done = true;
   });

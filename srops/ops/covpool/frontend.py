@@ -97,6 +97,11 @@ def covpool_sqrtm(
         eps: added to the trace before normalising.
         row_mean: return the row mean of Σ^½, ``[B, C]`` (SAN's SOCA statistic)
             instead of Σ^½ ``[B, C, C]``.
+        backend: ``None`` (the fastest that can run), ``"cpu"`` (C++ kernel), ``"cuda"``
+            (CUDA kernel) or ``"reference"``. The compiled kernels fuse covariance, iterations
+            and post-compensation and differentiate by the analytic chain of iSQRT-COV.
+
+    Computed in float32 (float64 for float64 input), returned in the input dtype.
     """
     xm = _as_bcm("covpool_sqrtm", x)
     iterations = check_int("covpool_sqrtm", "iterations", iterations, 1)
