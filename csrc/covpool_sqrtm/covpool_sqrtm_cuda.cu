@@ -17,6 +17,7 @@
 
 #include <algorithm>
 
+#include "common/checks.h"
 #include "covpool_sqrtm/covpool_sqrtm.h"
 
 namespace srops {
@@ -194,9 +195,79 @@ at::Tensor covpool_sqrtm_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& x
   return dx;
 }
 
+// Plain covariance pooling (srops::covpool_fwd/bwd, float32/float64) on the same kernels.
+namespace {
+
+void check_covpool_x(const char* op, const at::Tensor& x) {
+  check_dim(op, "x", x, 3, "[B, C, M]");
+  check_float_or_double(op, "x", x);
+  check_device_type(op, "x", x, at::kCUDA);
+  check_nonempty(op, "x", x);
+  TORCH_CHECK_VALUE(x.size(0) <= 65535, "srops::", op, ": x must have batch size B <= 65535, got ", x.size(0));
+}
+
+at::Tensor row_means_cuda(const at::Tensor& x) {
+  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
+  at::Tensor mean = at::empty({B, C}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_mean_cuda", [&] {
+    row_mean_kernel<scalar_t, scalar_t><<<B * C, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        x.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), M);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return mean;
+}
+
+}  // namespace
+
+at::Tensor covpool_fwd_cuda(const at::Tensor& x_in) {
+  check_covpool_x("covpool_fwd", x_in);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
+  const at::Tensor mean = row_means_cuda(x);
+  const int64_t nt = ceil_div(C, kTile);
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t S = std::clamp(ceil_div(4 * sms, B * (nt * (nt + 1) / 2)), int64_t(1),
+                               std::min<int64_t>(ceil_div(M, 256), 65535));
+  at::Tensor part = at::zeros({B, S, C, C}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_fwd_cuda", [&] {
+    const dim3 grid(static_cast<unsigned>(nt * nt), static_cast<unsigned>(S), static_cast<unsigned>(B));
+    gram_kernel<scalar_t, scalar_t><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        x.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), part.data_ptr<scalar_t>(), C, M, ceil_div(M, S));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  const at::Tensor gram = part.sum(1);
+  return ((at::triu(gram) + at::triu(gram, 1).transpose(1, 2)) / static_cast<double>(M)).contiguous();
+}
+
+at::Tensor covpool_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& x_in) {
+  check_covpool_x("covpool_bwd", x_in);
+  const int64_t B = x_in.size(0), C = x_in.size(1), M = x_in.size(2);
+  check_same_dtype("covpool_bwd", "grad", grad_in, x_in);
+  check_device_type("covpool_bwd", "grad", grad_in, at::kCUDA);
+  check_shape("covpool_bwd", "grad", grad_in, {B, C, C});
+  TORCH_CHECK_VALUE(ceil_div(C, kTile) <= 65535, "srops::covpool_bwd: x must have C <= ", 65535 * kTile, ", got ", C);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor mean = row_means_cuda(x);
+  const at::Tensor gx = ((grad_in + grad_in.transpose(1, 2)) / static_cast<double>(M)).contiguous();
+  const at::Tensor v = at::bmm(gx, mean.unsqueeze(2)).squeeze(2).contiguous();
+  at::Tensor dx = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_bwd_cuda", [&] {
+    const dim3 grid(static_cast<unsigned>(ceil_div(M, kTile)), static_cast<unsigned>(ceil_div(C, kTile)),
+                    static_cast<unsigned>(B));
+    dx_kernel<scalar_t, scalar_t><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        x.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), C, M);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return dx;
+}
+
 TORCH_LIBRARY_IMPL(srops, CUDA, m) {
   m.impl("covpool_sqrtm_fwd", &covpool_sqrtm_fwd_cuda);
   m.impl("covpool_sqrtm_bwd", &covpool_sqrtm_bwd_cuda);
+  m.impl("covpool_fwd", &covpool_fwd_cuda);
+  m.impl("covpool_bwd", &covpool_bwd_cuda);
 }
 
 }  // namespace srops

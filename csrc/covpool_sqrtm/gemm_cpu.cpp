@@ -3,6 +3,8 @@
 // element of B is loaded once per tile and every element of A is broadcast.
 #include "covpool_sqrtm/gemm_cpu.h"
 
+#include <cstdlib>
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define SROPS_X86_AVX512 1
@@ -102,8 +104,10 @@ __attribute__((target("avx512f,fma"))) void gemm_avx512_f64(double* c, const dou
   }
 }
 
+// SROPS_CPU_NO_AVX512=1 forces the portable path (read once; lets the tests cover it).
 bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") &&
+                          std::getenv("SROPS_CPU_NO_AVX512") == nullptr;
   return yes;
 }
 #endif

@@ -1,6 +1,10 @@
 """covpool_sqrtm: compiled CPU/CUDA kernels vs the reference, convergence, edge cases, opcheck, errors."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -69,6 +73,27 @@ def test_cpu_low_precision_inputs(dtype):
     got = F.covpool_sqrtm(x, 5, EPS, True, backend="cpu")
     assert got.dtype == dtype
     assert_low_precision_close(got, covpool_sqrtm_ref(x, 5, EPS, True), oracle, "out")
+
+
+def test_cpu_portable_gemm_path():
+    """The non-AVX-512 GEMM (forced by SROPS_CPU_NO_AVX512, read once per process) vs the reference."""
+    code = (
+        "import torch, srops.functional as F\n"
+        "from srops.ops.covpool.reference import covpool_sqrtm_ref\n"
+        "torch.manual_seed(0)\n"
+        "for dt in (torch.float32, torch.float64):\n"
+        "    x = torch.randn(2, 19, 41, dtype=dt, requires_grad=True)\n"
+        "    y = F.covpool_sqrtm(x, 5, 1e-5, backend='cpu'); yr = covpool_sqrtm_ref(x, 5, 1e-5)\n"
+        "    g = torch.randn_like(y)\n"
+        "    (dx,) = torch.autograd.grad(y, x, g); (dxr,) = torch.autograd.grad(yr, x, g)\n"
+        "    tol = 1e-4 if dt == torch.float32 else 1e-8\n"
+        "    torch.testing.assert_close(y, yr, rtol=tol, atol=tol / 10)\n"
+        "    torch.testing.assert_close(dx, dxr, rtol=tol, atol=tol / 10)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, SROPS_CPU_NO_AVX512="1", OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
 
 
 def test_default_backend_on_cpu_is_the_kernel():
@@ -241,6 +266,22 @@ def test_cuda_gradcheck_and_opcheck():
     fn = lambda t: F.covpool_sqrtm(t, 3, EPS, False, backend="cuda")  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
     torch.library.opcheck(FWD.default, (x.detach().float(), 3, EPS, True))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("C,H,W", [(5, 7, 9), (64, 48, 48), (70, 300, 301)])
+def test_cuda_plain_covpool_vs_reference(C, H, W, dtype):
+    x = torch.randn(2, C, H, W, device="cuda", dtype=dtype)
+    outs = []
+    for backend in ("cuda", "reference"):
+        xx = x.clone().requires_grad_(True)
+        y = F.covpool(xx, backend=backend)
+        g = torch.randn(y.shape, dtype=dtype, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+        y.backward(g)
+        outs.append((y.detach(), xx.grad))
+    assert_close(outs[0][0], outs[1][0], "out")
+    assert_close(outs[0][1], outs[1][1], "dx")
 
 
 @pytest.mark.gpu

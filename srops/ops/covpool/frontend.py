@@ -27,6 +27,16 @@ def _cpu_kernel_missing() -> str | None:
 
 
 _backend.register(_backend.Backend("covpool", "cpu", covpool_ext, devices=("cpu",), available=_cpu_kernel_missing))
+
+
+def _cuda_kernel_missing() -> str | None:
+    reason = _ext.cuda_ext_unavailable()
+    if reason is None and not _ext.has_kernel("covpool_fwd", "CUDA"):
+        reason = "srops._C has no CUDA kernel for covpool_fwd"
+    return reason
+
+
+_backend.register(_backend.Backend("covpool", "cuda", covpool_ext, devices=("cuda",), available=_cuda_kernel_missing))
 _backend.set_order("covpool", "cpu", ("cpu", "reference"))
 _backend.set_order("covpool", "cuda", ("cuda", "reference"))
 
