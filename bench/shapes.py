@@ -48,6 +48,14 @@ COVPOOL_GPU = {
 COVPOOL_CPU = COVPOOL_GPU
 COVPOOL_SMOKE = {"smoke": dict(B=2, C=8, H=7, W=9)}
 
+# Covariance pooling + Newton–Schulz square root (SOCA), 5 iterations: training patches and a full LR image.
+COVPOOL_SQRTM_GPU = {
+    "train-48x48": dict(B=16, C=64, H=48, W=48),
+    "infer-512x512": dict(B=1, C=64, H=512, W=512),
+}
+COVPOOL_SQRTM_CPU = COVPOOL_SQRTM_GPU
+COVPOOL_SQRTM_SMOKE = {"smoke": dict(B=2, C=8, H=7, W=9)}
+
 
 def pick(gpu: dict, cpu: dict, smoke_shapes: dict, device_type: str, smoke: bool) -> dict:
     if smoke:

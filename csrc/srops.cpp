@@ -11,6 +11,15 @@ TORCH_LIBRARY(srops, m) {
   m.def("covpool_fwd(Tensor x) -> Tensor");
   m.def("covpool_bwd(Tensor grad, Tensor x) -> Tensor");
 
+  // Covariance pooling + Newton–Schulz square root (csrc/covpool_sqrtm/covpool_sqrtm.h):
+  // x [B, C, M] -> out [B, C, C] (or [B, C] with row_mean) and what the backward needs.
+  m.def(
+      "covpool_sqrtm_fwd(Tensor x, int iterations, float eps, bool row_mean) -> "
+      "(Tensor out, Tensor mean, Tensor a, Tensor states, Tensor trace)");
+  m.def(
+      "covpool_sqrtm_bwd(Tensor grad, Tensor x, Tensor mean, Tensor a, Tensor states, Tensor trace, Tensor out, "
+      "bool row_mean) -> Tensor");
+
   // Build facts (no tensors: catch-all kernels).
   m.def("_compiled_with_cuda() -> bool", &srops::compiled_with_cuda);
   m.def("_cuda_compile_version() -> int", &srops::cuda_compile_version);

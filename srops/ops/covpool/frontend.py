@@ -14,8 +14,9 @@ _backend.register(_backend.Backend("covpool_sqrtm", "reference", covpool_sqrtm_r
 
 if _ext.HAS_EXT:
     from srops.ops.covpool.ext_impl import covpool_ext
+    from srops.ops.covpool.ext_sqrtm import covpool_sqrtm_cpu, covpool_sqrtm_cuda
 else:
-    covpool_ext = None  # type: ignore[assignment]
+    covpool_ext = covpool_sqrtm_cpu = covpool_sqrtm_cuda = None  # type: ignore[assignment]
 
 
 def _cpu_kernel_missing() -> str | None:
@@ -26,8 +27,41 @@ def _cpu_kernel_missing() -> str | None:
 
 
 _backend.register(_backend.Backend("covpool", "cpu", covpool_ext, devices=("cpu",), available=_cpu_kernel_missing))
+
+
+def _cuda_kernel_missing() -> str | None:
+    reason = _ext.cuda_ext_unavailable()
+    if reason is None and not _ext.has_kernel("covpool_fwd", "CUDA"):
+        reason = "srops._C has no CUDA kernel for covpool_fwd"
+    return reason
+
+
+_backend.register(_backend.Backend("covpool", "cuda", covpool_ext, devices=("cuda",), available=_cuda_kernel_missing))
 _backend.set_order("covpool", "cpu", ("cpu", "reference"))
 _backend.set_order("covpool", "cuda", ("cuda", "reference"))
+
+
+def _sqrtm_kernel_missing(key: str) -> str | None:
+    reason = _ext.ext_unavailable() if key == "CPU" else _ext.cuda_ext_unavailable()
+    if reason is None and not _ext.has_kernel("covpool_sqrtm_fwd", key):
+        reason = f"srops._C has no {key} kernel for covpool_sqrtm_fwd"
+    return reason
+
+
+# Decided once at import (the dispatcher query is not traceable by torch.compile).
+_SQRTM_MISSING = {key: _sqrtm_kernel_missing(key) for key in ("CPU", "CUDA")}
+_backend.register(
+    _backend.Backend(
+        "covpool_sqrtm", "cpu", covpool_sqrtm_cpu, devices=("cpu",), available=lambda: _SQRTM_MISSING["CPU"]
+    )
+)
+_backend.register(
+    _backend.Backend(
+        "covpool_sqrtm", "cuda", covpool_sqrtm_cuda, devices=("cuda",), available=lambda: _SQRTM_MISSING["CUDA"]
+    )
+)
+_backend.set_order("covpool_sqrtm", "cpu", ("cpu", "reference"))
+_backend.set_order("covpool_sqrtm", "cuda", ("cuda", "reference"))
 
 
 def _as_bcm(op: str, x: torch.Tensor) -> torch.Tensor:
@@ -73,6 +107,11 @@ def covpool_sqrtm(
         eps: added to the trace before normalising.
         row_mean: return the row mean of Σ^½, ``[B, C]`` (SAN's SOCA statistic)
             instead of Σ^½ ``[B, C, C]``.
+        backend: ``None`` (the fastest that can run), ``"cpu"`` (C++ kernel), ``"cuda"``
+            (CUDA kernel) or ``"reference"``. The compiled kernels fuse covariance, iterations
+            and post-compensation and differentiate by the analytic chain of iSQRT-COV.
+
+    Computed in float32 (float64 for float64 input), returned in the input dtype.
     """
     xm = _as_bcm("covpool_sqrtm", x)
     iterations = check_int("covpool_sqrtm", "iterations", iterations, 1)

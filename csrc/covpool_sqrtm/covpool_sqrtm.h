@@ -1,0 +1,47 @@
+// Fused covariance pooling + Newton–Schulz matrix square root (iSQRT-COV), OPS.md §A.
+//
+//   covpool_sqrtm_fwd(x [B, C, M], iterations N, eps, row_mean)
+//     -> out    [B, C, C] (or [B, C] with row_mean: mean over rows i of the root)
+//        mean   [B, C]                      row means μ of x
+//        a      [B, C, C]                   A = Σ / t, t = tr Σ + eps
+//        states [B, 3(N-1), C, C]           Y_k, Z_k, W_k = Y_k Z_k for k = 1..N-1
+//        trace  [B]                         t
+//   Σ = (X − μ1ᵀ)(X − μ1ᵀ)ᵀ / M, out = √t · Y_N.  Outputs are float64 for float64 x,
+//   float32 otherwise (float16/bfloat16 x are read directly on CUDA).
+//
+//   covpool_sqrtm_bwd(grad, x, mean, a, states, trace, out, row_mean) -> dx [B, C, M] (dtype of x)
+//     The analytic chain of OPS.md §A through the iterations, then dx = (dΣ + dΣᵀ)(X − μ1ᵀ)/M.
+//     grad is symmetrised first: the map G -> dΣ is linear and commutes with transposition
+//     (Y, Z, W symmetric and commuting), and only dΣ + dΣᵀ is used, so every intermediate
+//     gradient is symmetric and each "X·S + S·X" pair costs one product.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace srops {
+
+using SqrtmFwdResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+SqrtmFwdResult covpool_sqrtm_fwd_cpu(const at::Tensor& x, int64_t iterations, double eps, bool row_mean);
+at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
+                                 const at::Tensor& a, const at::Tensor& states, const at::Tensor& trace,
+                                 const at::Tensor& out, bool row_mean);
+
+// Batched-matmul path (sqrtm_bmm.cpp), any device: the iterations from A [B, C, C] and t [B]
+// (filling out and states), and the backward chain to gx = (dΣ + dΣᵀ)/M [B, C, C], v = gx·μ [B, C].
+void sqrtm_forward_bmm(const at::Tensor& a, const at::Tensor& trace, int64_t N, bool row_mean, at::Tensor& out,
+                       at::Tensor& states);
+std::tuple<at::Tensor, at::Tensor> sqrtm_backward_bmm(const at::Tensor& grad, const at::Tensor& out,
+                                                      const at::Tensor& mean, const at::Tensor& a,
+                                                      const at::Tensor& states, const at::Tensor& trace, int64_t M,
+                                                      bool row_mean);
+
+// Checks shared by the CPU and CUDA entry points (covpool_sqrtm_checks.cpp).
+void check_sqrtm_fwd_args(const at::Tensor& x, int64_t iterations, double eps, at::DeviceType device);
+void check_sqrtm_bwd_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& a,
+                          const at::Tensor& states, const at::Tensor& trace, const at::Tensor& out, bool row_mean,
+                          at::DeviceType device);
+
+}  // namespace srops
