@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from srops import _backend
+from srops import _backend, _ext
 from srops._checks import check_tensor
 from srops.ops.cbam.reference import (
     cbam_ref,
@@ -32,6 +32,36 @@ for _op, _fn in (
     ("cbam", cbam_ref),
 ):
     _backend.register(_backend.Backend(_op, "reference", _fn, devices=_ALL))
+
+_FUSED_OPS = ("cbam_channel_pool", "cbam_channel_pool_backward", "cbam_spatial_pool", "cbam_spatial_pool_backward",
+              "cbam_apply", "cbam_apply_backward")
+
+if _ext.HAS_EXT:
+    from srops.ops.cbam import ext_impl as _fused
+else:
+    _fused = None  # type: ignore[assignment]
+
+
+def _kernels_missing(key: str) -> Callable[[], str | None]:
+    """``available()`` of the fused backend on dispatch key ``key`` ("CPU" or "CUDA")."""
+
+    def reason() -> str | None:
+        why = _ext.ext_unavailable() if key == "CPU" else _ext.cuda_ext_unavailable()
+        if why is None:
+            missing = [op for op in _FUSED_OPS if not _ext.has_kernel(op, key)]
+            if missing:
+                why = f"srops._C has no {key} kernel for {', '.join(missing)}"
+        return why
+
+    return reason
+
+
+for _op in ("channel_gate", "spatial_gate", "channel_attention", "spatial_attention", "cbam"):
+    _fn = getattr(_fused, f"{_op}_ext", None)
+    for _name, _key in (("cpu", "CPU"), ("cuda", "CUDA")):
+        _backend.register(_backend.Backend(_op, _name, _fn, devices=(_name,), available=_kernels_missing(_key)))
+    _backend.set_order(_op, "cpu", ("cpu", "reference"))
+    _backend.set_order(_op, "cuda", ("cuda", "reference"))
 
 
 def check_pool(op: str, pool: Sequence[str]) -> tuple[str, ...]:

@@ -1,0 +1,372 @@
+// C++ CPU kernels of fused CBAM (see cbam.h). float32/float64 natively; float16/bfloat16 are loaded
+// into float32 (at::opmath_type) and stored back. Reductions over H*W run in chunks of kChunk in the
+// compute type (vectorised) and across chunks in double; reductions over C run over tiles of kTile
+// positions, channel by channel, so the inner loops stay contiguous and vectorisable.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cbam/cbam.h"
+
+namespace srops {
+namespace {
+
+constexpr int64_t kChunk = 1024;  // H*W chunk of a per-channel reduction
+constexpr int64_t kTile = 256;    // H*W tile of a reduction over channels
+
+template <typename scalar_t>
+using acc_t = at::opmath_type<scalar_t>;
+
+// Pass 1: per row r of x [B*C, N]: mean, max and the first index of the max.
+template <typename T>
+void channel_pool_kernel(const T* x, T* stats, int64_t* argmax, int64_t rows, int64_t N, bool avg, bool max) {
+  using A = acc_t<T>;
+  const int64_t P = int64_t(avg) + int64_t(max);
+  at::parallel_for(0, rows, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = x + r * N;
+      double total = 0;
+      A best = -std::numeric_limits<A>::infinity();
+      int64_t best_chunk = -1;
+      bool unordered = false;  // a NaN (or inf - inf) in the sum: settle the max by a scalar scan
+      for (int64_t s = 0; s < N; s += kChunk) {
+        const int64_t e = std::min(N, s + kChunk);
+        A part = 0;
+        if (max) {
+          A cmax = -std::numeric_limits<A>::infinity();
+#pragma omp simd reduction(+ : part) reduction(max : cmax)
+          for (int64_t m = s; m < e; ++m) {
+            const A v = static_cast<A>(row[m]);
+            part += v;
+            cmax = v > cmax ? v : cmax;
+          }
+          if (best_chunk < 0 || cmax > best) best = cmax, best_chunk = s;
+          if (std::isnan(part)) unordered = true;
+        } else {
+#pragma omp simd reduction(+ : part)
+          for (int64_t m = s; m < e; ++m) part += static_cast<A>(row[m]);
+        }
+        total += static_cast<double>(part);
+      }
+      T* out = stats + r * P;
+      if (avg) out[0] = static_cast<T>(total / static_cast<double>(N));
+      if (!max) continue;
+      int64_t idx = -1;
+      if (unordered) {  // torch.max: NaN wins, first NaN; else the first maximal element
+        for (int64_t m = 0; m < N && idx < 0; ++m)
+          if (std::isnan(static_cast<A>(row[m]))) idx = m;
+        if (idx < 0) {
+          best = static_cast<A>(row[0]), idx = 0;
+          for (int64_t m = 1; m < N; ++m)
+            if (static_cast<A>(row[m]) > best) best = static_cast<A>(row[m]), idx = m;
+        }
+      } else {
+        const int64_t e = std::min(N, best_chunk + kChunk);
+        for (int64_t m = best_chunk; m < e && idx < 0; ++m)
+          if (static_cast<A>(row[m]) == best) idx = m;
+      }
+      out[P - 1] = row[idx];
+      argmax[r] = idx;
+    }
+  });
+}
+
+template <typename T>
+void channel_pool_backward_kernel(const T* g, const int64_t* argmax, T* dx, int64_t rows, int64_t N, bool avg,
+                                  bool max) {
+  using A = acc_t<T>;
+  const int64_t P = int64_t(avg) + int64_t(max);
+  at::parallel_for(0, rows, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const A ga = avg ? static_cast<A>(g[r * P]) / static_cast<A>(N) : A(0);
+      T* drow = dx + r * N;
+      std::fill(drow, drow + N, static_cast<T>(ga));
+      if (max) drow[argmax[r]] = static_cast<T>(ga + static_cast<A>(g[r * P + P - 1]));
+    }
+  });
+}
+
+// Pass 2: over the channels of y = x * c, per position of one tile of batch b.
+template <typename T>
+void spatial_pool_kernel(const T* x, const T* c, T* pooled, int64_t* argmax, int64_t B, int64_t C, int64_t N) {
+  using A = acc_t<T>;
+  const int64_t tiles = (N + kTile - 1) / kTile;
+  at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
+    A sum[kTile], mx[kTile], arg[kTile];  // arg as A: same lane width as the values
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / tiles, s = (t % tiles) * kTile, len = std::min(kTile, N - s);
+      std::fill(sum, sum + len, A(0));
+      std::fill(mx, mx + len, -std::numeric_limits<A>::infinity());
+      std::fill(arg, arg + len, A(0));
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const T* row = x + (b * C + ch) * N + s;
+        const A cc = c ? static_cast<A>(c[b * C + ch]) : A(1);
+        const A chf = static_cast<A>(ch);
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) {
+          const A v = static_cast<A>(row[j]) * cc;
+          sum[j] += v;
+          const bool take = v > mx[j] || (v != v && mx[j] == mx[j]);  // NaN propagates, first NaN kept
+          mx[j] = take ? v : mx[j];
+          arg[j] = take ? chf : arg[j];
+        }
+      }
+      T* pmax = pooled + b * 2 * N + s;
+      T* pmean = pmax + N;
+      int64_t* am = argmax + b * N + s;
+      for (int64_t j = 0; j < len; ++j) {
+        pmax[j] = static_cast<T>(mx[j]);
+        pmean[j] = static_cast<T>(sum[j] / static_cast<A>(C));
+        am[j] = static_cast<int64_t>(arg[j]);
+      }
+    }
+  });
+}
+
+// dy = g_mean / C + [ch == argmax] g_max;  dx = dy * c;  dc[b, ch] = sum_hw dy * x.
+template <typename T>
+void spatial_pool_backward_kernel(const T* g, const T* x, const T* c, const int64_t* argmax, T* dx, T* dc, int64_t B,
+                                  int64_t C, int64_t N) {
+  using A = acc_t<T>;
+  const int64_t tiles = (N + kTile - 1) / kTile;
+  std::vector<A> partial(c ? B * tiles * C : 0);
+  at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
+    A gmean[kTile], gmax[kTile], arg[kTile];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / tiles, s = (t % tiles) * kTile, len = std::min(kTile, N - s);
+      for (int64_t j = 0; j < len; ++j) {
+        gmax[j] = static_cast<A>(g[b * 2 * N + s + j]);
+        gmean[j] = static_cast<A>(g[b * 2 * N + N + s + j]) / static_cast<A>(C);
+        arg[j] = static_cast<A>(argmax[b * N + s + j]);
+      }
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const int64_t off = (b * C + ch) * N + s;
+        const T* row = x + off;
+        T* drow = dx + off;
+        const A cc = c ? static_cast<A>(c[b * C + ch]) : A(1);
+        const A chf = static_cast<A>(ch);
+        A part = 0;
+#pragma omp simd reduction(+ : part)
+        for (int64_t j = 0; j < len; ++j) {
+          const A dy = gmean[j] + (arg[j] == chf ? gmax[j] : A(0));
+          drow[j] = static_cast<T>(dy * cc);
+          part += dy * static_cast<A>(row[j]);
+        }
+        if (c) partial[t * C + ch] = part;
+      }
+    }
+  });
+  if (!c) return;
+  at::parallel_for(0, B * C, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / C, ch = i % C;
+      double total = 0;
+      for (int64_t k = 0; k < tiles; ++k) total += static_cast<double>(partial[(b * tiles + k) * C + ch]);
+      dc[i] = static_cast<T>(total);
+    }
+  });
+}
+
+// Pass 3: out = x * c * s, row by row.
+template <typename T>
+void apply_kernel(const T* x, const T* c, const T* s, T* out, int64_t B, int64_t C, int64_t N) {
+  using A = acc_t<T>;
+  at::parallel_for(0, B * C, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = x + r * N;
+      T* orow = out + r * N;
+      const A cc = c ? static_cast<A>(c[r]) : A(1);
+      if (s) {
+        const T* srow = s + (r / C) * N;
+#pragma omp simd
+        for (int64_t m = 0; m < N; ++m) orow[m] = static_cast<T>(static_cast<A>(row[m]) * cc * static_cast<A>(srow[m]));
+      } else {
+#pragma omp simd
+        for (int64_t m = 0; m < N; ++m) orow[m] = static_cast<T>(static_cast<A>(row[m]) * cc);
+      }
+    }
+  });
+}
+
+// dx = g * s * c;  dc[b, ch] = sum_hw g * s * x;  ds[b, hw] = sum_ch g * x * c.
+template <typename T>
+void apply_backward_kernel(const T* g, const T* x, const T* c, const T* s, T* dx, T* dc, T* ds, int64_t B, int64_t C,
+                           int64_t N) {
+  using A = acc_t<T>;
+  const int64_t tiles = (N + kTile - 1) / kTile;
+  std::vector<A> partial(c ? B * tiles * C : 0);
+  at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
+    A sv[kTile], dsum[kTile];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / tiles, st = (t % tiles) * kTile, len = std::min(kTile, N - st);
+      for (int64_t j = 0; j < len; ++j) sv[j] = s ? static_cast<A>(s[b * N + st + j]) : A(1);
+      std::fill(dsum, dsum + len, A(0));
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const int64_t off = (b * C + ch) * N + st;
+        const T* grow = g + off;
+        const T* row = x + off;
+        T* drow = dx + off;
+        const A cc = c ? static_cast<A>(c[b * C + ch]) : A(1);
+        A part = 0;
+#pragma omp simd reduction(+ : part)
+        for (int64_t j = 0; j < len; ++j) {
+          const A gv = static_cast<A>(grow[j]), xv = static_cast<A>(row[j]);
+          const A gs = gv * sv[j];
+          drow[j] = static_cast<T>(gs * cc);
+          part += gs * xv;
+          dsum[j] += gv * (xv * cc);
+        }
+        if (c) partial[t * C + ch] = part;
+      }
+      if (s)
+        for (int64_t j = 0; j < len; ++j) ds[b * N + st + j] = static_cast<T>(dsum[j]);
+    }
+  });
+  if (!c) return;
+  at::parallel_for(0, B * C, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / C, ch = i % C;
+      double total = 0;
+      for (int64_t k = 0; k < tiles; ++k) total += static_cast<double>(partial[(b * tiles + k) * C + ch]);
+      dc[i] = static_cast<T>(total);
+    }
+  });
+}
+
+template <typename T>
+const T* opt_ptr(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+std::optional<at::Tensor> opt_contig(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+
+#define SROPS_DISPATCH_CBAM(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cpu(const at::Tensor& x_in, bool avg, bool max) {
+  cbam_check_channel_pool("cbam_channel_pool", x_in, avg, max, at::kCPU);
+  const at::Tensor x = x_in.contiguous();
+  const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3);
+  at::Tensor stats = at::empty({B, C, int64_t(avg) + int64_t(max)}, x.options());
+  at::Tensor argmax = at::empty(max ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options().dtype(at::kLong));
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_channel_pool_cpu", [&] {
+    channel_pool_kernel<scalar_t>(x.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(),
+                                  max ? argmax.data_ptr<int64_t>() : nullptr, B * C, N, avg, max);
+  });
+  return {stats, argmax};
+}
+
+at::Tensor cbam_channel_pool_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x, const at::Tensor& argmax_in,
+                                          bool avg, bool max) {
+  const char* op = "cbam_channel_pool_backward";
+  cbam_check_channel_pool(op, x, avg, max, at::kCPU);
+  const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3);
+  cbam_check_like(op, "grad_stats", grad_in, x, {B, C, int64_t(avg) + int64_t(max)});
+  cbam_check_index(op, "argmax", argmax_in, x, max ? at::IntArrayRef{B, C} : at::IntArrayRef{0});
+  const at::Tensor grad = grad_in.contiguous(), argmax = argmax_in.contiguous();
+  if (max) {
+    TORCH_CHECK_VALUE(argmax.min().item<int64_t>() >= 0 && argmax.max().item<int64_t>() < N, "srops::", op,
+                      ": argmax must hold indices in [0, H*W), got values outside it");
+  }
+  at::Tensor dx = at::empty(x.sizes(), x.options());
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_channel_pool_backward_cpu", [&] {
+    channel_pool_backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), max ? argmax.data_ptr<int64_t>() : nullptr,
+                                           dx.data_ptr<scalar_t>(), B * C, N, avg, max);
+  });
+  return dx;
+}
+
+std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cpu(const at::Tensor& x_in, const std::optional<at::Tensor>& c_in) {
+  cbam_check_x("cbam_spatial_pool", x_in, at::kCPU);
+  cbam_check_gates("cbam_spatial_pool", x_in, c_in, std::nullopt);
+  const at::Tensor x = x_in.contiguous();
+  const auto c = opt_contig(c_in);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  at::Tensor pooled = at::empty({B, 2, H, W}, x.options());
+  at::Tensor argmax = at::empty({B, H, W}, x.options().dtype(at::kLong));
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_cpu", [&] {
+    spatial_pool_kernel<scalar_t>(x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), pooled.data_ptr<scalar_t>(),
+                                  argmax.data_ptr<int64_t>(), B, C, H * W);
+  });
+  return {pooled, argmax};
+}
+
+std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
+                                                                  const std::optional<at::Tensor>& c_in,
+                                                                  const at::Tensor& argmax_in) {
+  const char* op = "cbam_spatial_pool_backward";
+  cbam_check_x(op, x_in, at::kCPU);
+  cbam_check_gates(op, x_in, c_in, std::nullopt);
+  const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
+  cbam_check_like(op, "grad_pooled", grad_in, x_in, {B, 2, H, W});
+  cbam_check_index(op, "argmax", argmax_in, x_in, {B, H, W});
+  const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous(), argmax = argmax_in.contiguous();
+  TORCH_CHECK_VALUE(argmax.min().item<int64_t>() >= 0 && argmax.max().item<int64_t>() < C, "srops::", op,
+                    ": argmax must hold channel indices in [0, C), got values outside it");
+  const auto c = opt_contig(c_in);
+  at::Tensor dx = at::empty(x.sizes(), x.options());
+  at::Tensor dc = at::empty(c.has_value() ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options());
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_backward_cpu", [&] {
+    spatial_pool_backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c),
+                                           argmax.data_ptr<int64_t>(), dx.data_ptr<scalar_t>(),
+                                           c.has_value() ? dc.data_ptr<scalar_t>() : nullptr, B, C, H * W);
+  });
+  return {dx, dc};
+}
+
+at::Tensor cbam_apply_cpu(const at::Tensor& x_in, const std::optional<at::Tensor>& c_in,
+                          const std::optional<at::Tensor>& s_in) {
+  cbam_check_x("cbam_apply", x_in, at::kCPU);
+  cbam_check_gates("cbam_apply", x_in, c_in, s_in);
+  const at::Tensor x = x_in.contiguous();
+  const auto c = opt_contig(c_in), s = opt_contig(s_in);
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_cpu", [&] {
+    apply_kernel<scalar_t>(x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), opt_ptr<scalar_t>(s), out.data_ptr<scalar_t>(),
+                           x.size(0), x.size(1), x.size(2) * x.size(3));
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
+                                                                       const std::optional<at::Tensor>& c_in,
+                                                                       const std::optional<at::Tensor>& s_in) {
+  const char* op = "cbam_apply_backward";
+  cbam_check_x(op, x_in, at::kCPU);
+  cbam_check_gates(op, x_in, c_in, s_in);
+  cbam_check_like(op, "grad", grad_in, x_in, x_in.sizes());
+  const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous();
+  const auto c = opt_contig(c_in), s = opt_contig(s_in);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  at::Tensor dx = at::empty(x.sizes(), x.options());
+  at::Tensor dc = at::empty(c.has_value() ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options());
+  at::Tensor ds = at::empty(s.has_value() ? at::IntArrayRef{B, H, W} : at::IntArrayRef{0}, x.options());
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_backward_cpu", [&] {
+    apply_backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c),
+                                    opt_ptr<scalar_t>(s), dx.data_ptr<scalar_t>(),
+                                    c.has_value() ? dc.data_ptr<scalar_t>() : nullptr,
+                                    s.has_value() ? ds.data_ptr<scalar_t>() : nullptr, B, C, H * W);
+  });
+  return {dx, dc, ds};
+}
+
+TORCH_LIBRARY_IMPL(srops, CPU, m) {
+  m.impl("cbam_channel_pool", &cbam_channel_pool_cpu);
+  m.impl("cbam_channel_pool_backward", &cbam_channel_pool_backward_cpu);
+  m.impl("cbam_spatial_pool", &cbam_spatial_pool_cpu);
+  m.impl("cbam_spatial_pool_backward", &cbam_spatial_pool_backward_cpu);
+  m.impl("cbam_apply", &cbam_apply_cpu);
+  m.impl("cbam_apply_backward", &cbam_apply_backward_cpu);
+}
+
+}  // namespace srops
