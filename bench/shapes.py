@@ -34,3 +34,12 @@ def pick(gpu: dict, cpu: dict, smoke_shapes: dict, device_type: str, smoke: bool
     if smoke:
         return smoke_shapes
     return gpu if device_type == "cuda" else cpu
+
+# CBAM (official semantics, C=64, r=16): training patches (module in train mode, fwd and fwd+bwd)
+# and full-image inference (eval mode, fwd only).
+CBAM_GPU = {
+    "train-48x48": dict(B=16, C=64, H=48, W=48),
+    "infer-960x540": dict(B=1, C=64, H=540, W=960),
+}
+CBAM_CPU = CBAM_GPU
+CBAM_SMOKE = {"smoke": dict(B=2, C=17, H=7, W=5)}
