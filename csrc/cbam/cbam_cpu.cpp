@@ -18,7 +18,7 @@ namespace srops {
 namespace {
 
 constexpr int64_t kChunk = 1024;  // H*W chunk of a per-channel reduction
-constexpr int64_t kTile = 256;    // H*W tile of a reduction over channels
+constexpr int64_t kTile = 1024;   // H*W tile of a reduction over channels
 
 template <typename scalar_t>
 using acc_t = at::opmath_type<scalar_t>;
@@ -111,9 +111,11 @@ void spatial_pool_kernel(const T* x, const T* c, T* pooled, int64_t* argmax, int
 #pragma omp simd
         for (int64_t j = 0; j < len; ++j) {
           const A v = static_cast<A>(row[j]) * cc;
+          const A m = mx[j];
           sum[j] += v;
-          const bool take = v > mx[j] || (v != v && mx[j] == mx[j]);  // NaN propagates, first NaN kept
-          mx[j] = take ? v : mx[j];
+          // Bitwise, not short-circuit, so the loop if-converts: NaN propagates, the first NaN is kept.
+          const bool take = (v > m) | ((v != v) & (m == m));
+          mx[j] = take ? v : m;
           arg[j] = take ? chf : arg[j];
         }
       }
