@@ -18,7 +18,7 @@ namespace srops {
 namespace {
 
 constexpr int64_t kChunk = 1024;  // H*W chunk of a per-channel reduction
-constexpr int64_t kTile = 1024;   // H*W tile of a reduction over channels
+constexpr int64_t kTile = 4096;   // H*W tile of a reduction over channels (long runs per channel row)
 
 template <typename scalar_t>
 using acc_t = at::opmath_type<scalar_t>;
@@ -98,7 +98,8 @@ void spatial_pool_kernel(const T* x, const T* c, T* pooled, int64_t* argmax, int
   using A = acc_t<T>;
   const int64_t tiles = (N + kTile - 1) / kTile;
   at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
-    A sum[kTile], mx[kTile], arg[kTile];  // arg as A: same lane width as the values
+    std::vector<A> buf(3 * kTile);  // arg as A: same lane width as the values
+    A *sum = buf.data(), *mx = sum + kTile, *arg = mx + kTile;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / tiles, s = (t % tiles) * kTile, len = std::min(kTile, N - s);
       std::fill(sum, sum + len, A(0));
@@ -139,7 +140,8 @@ void spatial_pool_backward_kernel(const T* g, const T* x, const T* c, const int6
   const int64_t tiles = (N + kTile - 1) / kTile;
   std::vector<A> partial(c ? B * tiles * C : 0);
   at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
-    A gmean[kTile], gmax[kTile], arg[kTile];
+    std::vector<A> buf(3 * kTile);
+    A *gmean = buf.data(), *gmax = gmean + kTile, *arg = gmax + kTile;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / tiles, s = (t % tiles) * kTile, len = std::min(kTile, N - s);
       for (int64_t j = 0; j < len; ++j) {
@@ -204,7 +206,8 @@ void apply_backward_kernel(const T* g, const T* x, const T* c, const T* s, T* dx
   const int64_t tiles = (N + kTile - 1) / kTile;
   std::vector<A> partial(c ? B * tiles * C : 0);
   at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
-    A sv[kTile], dsum[kTile];
+    std::vector<A> buf(2 * kTile);
+    A *sv = buf.data(), *dsum = sv + kTile;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / tiles, st = (t % tiles) * kTile, len = std::min(kTile, N - st);
       for (int64_t j = 0; j < len; ++j) sv[j] = s ? static_cast<A>(s[b * N + st + j]) : A(1);

@@ -115,6 +115,27 @@ def test_spatial_attention_module(shape, bn_bias, train):
     _compare_modules(ref, fused, torch.randn(shape, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("kind", ["cbam", "channel", "spatial"])
+def test_large_map_several_tiles(kind):
+    """H·W = 67·71 > 4096: the kernels' position tiles and H·W chunks both split."""
+    ref, fused = _pair(kind, 5, POOLS[0], True, True, False, True, torch.float64)
+    _compare_modules(ref, fused, torch.randn(2, 5, 67, 71, dtype=torch.float64))
+
+
+def test_non_contiguous_input():
+    ref, fused = _pair("cbam", 17, POOLS[0], True, True, False, True, torch.float64)
+    x = torch.randn(3, 17, 5, 7, dtype=torch.float64).transpose(2, 3)  # [3, 17, 7, 5], non-contiguous
+    _compare_modules(ref, fused, x)
+    _compare_modules(ref, fused, x.contiguous(memory_format=torch.channels_last))
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph():
+    ref, fused = _pair("cbam", 17, POOLS[0], True, True, False, True, torch.float64)
+    compiled = torch.compile(fused, fullgraph=True, dynamic=False)
+    _compare_modules(ref, compiled, torch.randn(3, 17, 7, 5, dtype=torch.float64))
+
+
 def _zero_mlp(module: torch.nn.Module) -> None:
     """All MLP weights and biases zero: c = 0.5 for every channel, so y = x·c keeps x's ties."""
     for m in module.modules():

@@ -3,6 +3,14 @@
 The MLP and the spatial convolution (with their optional BatchNorms) are passed
 as callables, usually the owning module's layers; the fused backends run the
 tensor-sized passes as kernels and call these on the small pooled tensors.
+
+Backends: ``reference`` (pure PyTorch) and the fused ``cpu`` (C++) and ``cuda``
+(CUDA C++) kernels of ``srops.ops.cbam.ext_impl``: three reads of x (channel
+pooling, channel-wise pooling of x·c without writing it, x·c·s) and one write,
+backward ops with the same economy. Default order: ("cpu", "reference") for CPU
+tensors, ("cuda", "reference") for CUDA tensors. All four float dtypes; float16
+and bfloat16 are computed in float32 inside the kernels. Ties in a max pooling
+send the gradient to the first maximal element (lowest index) on every backend.
 """
 from __future__ import annotations
 
