@@ -5,6 +5,7 @@ Non-local attention, single head (q [B, N, d], k/v [B, M, d]):
   train-full:    B=16, whole 48² map without sub-sampling → N=M=2304, d=32
   infer-<size>:  B=1 full LR map, no regions, no sub-sampling, d=32
 Covariance pooling: x [B, C, H, W] with C=64.
+CBAM: x [B, C, H, W] with C=64: a training batch of 48² LR patches and a 960×540 LR image.
 """
 from __future__ import annotations
 

@@ -122,6 +122,16 @@ def test_large_map_several_tiles(kind):
     _compare_modules(ref, fused, torch.randn(2, 5, 67, 71, dtype=torch.float64))
 
 
+def test_parameter_grads_without_input_grad():
+    """x not requiring grad: the MLP's and the conv's parameters still get the reference's gradients."""
+    ref, fused = _pair("cbam", 17, POOLS[0], True, True, False, True, torch.float64)
+    x = torch.randn(3, 17, 7, 5, dtype=torch.float64)
+    ref(x).square().sum().backward()
+    fused(x).square().sum().backward()
+    for (name, pr), (_, pf) in zip(ref.named_parameters(), fused.named_parameters()):
+        assert_close(pf.grad, pr.grad, f"{name}.grad")
+
+
 def test_non_contiguous_input():
     ref, fused = _pair("cbam", 17, POOLS[0], True, True, False, True, torch.float64)
     x = torch.randn(3, 17, 5, 7, dtype=torch.float64).transpose(2, 3)  # [3, 17, 7, 5], non-contiguous
