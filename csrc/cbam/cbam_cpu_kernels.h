@@ -95,7 +95,8 @@ void spatial_pool_kernel(const T* x, const T* c, T* pooled, int64_t* argmax, int
         const A chf = static_cast<A>(ch);
 #pragma omp simd
         for (int64_t j = 0; j < len; ++j) {
-          const A v = static_cast<A>(row[j]) * cc;
+          // y = x * c rounded to T as the reference's y (a no-op for float/double): same ties.
+          const A v = static_cast<A>(static_cast<T>(static_cast<A>(row[j]) * cc));
           const A m = mx[j];
           sum[j] += v;
           // Bitwise, not short-circuit, so the loop if-converts: NaN propagates, the first NaN is kept.
@@ -173,7 +174,8 @@ void apply_kernel(const T* x, const T* c, const T* s, T* out, int64_t B, int64_t
       if (s) {
         const T* srow = s + (r / C) * N;
 #pragma omp simd
-        for (int64_t m = 0; m < N; ++m) orow[m] = static_cast<T>(static_cast<A>(row[m]) * cc * static_cast<A>(srow[m]));
+        for (int64_t m = 0; m < N; ++m)  // (x * c rounded to T) * s, the reference's roundings
+          orow[m] = static_cast<T>(static_cast<A>(static_cast<T>(static_cast<A>(row[m]) * cc)) * static_cast<A>(srow[m]));
       } else {
 #pragma omp simd
         for (int64_t m = 0; m < N; ++m) orow[m] = static_cast<T>(static_cast<A>(row[m]) * cc);

@@ -97,7 +97,9 @@ __global__ void spatial_pool_kernel(const T* __restrict__ x, const T* __restrict
     A sum = 0, best = 0;
     int64_t idx = -1;
     for (int64_t ch = 0; ch < C; ++ch) {
-      const A v = static_cast<A>(x[(b * C + ch) * N + n]) * (c ? static_cast<A>(c[b * C + ch]) : A(1));
+      // y = x * c rounded to T as the reference's y (a no-op for float/double): same ties.
+      const A v = static_cast<A>(
+          static_cast<T>(static_cast<A>(x[(b * C + ch) * N + n]) * (c ? static_cast<A>(c[b * C + ch]) : A(1))));
       sum += v;
       if (idx < 0 || ranks_before(v, ch, best, idx)) best = v, idx = ch;
     }
@@ -160,7 +162,7 @@ __global__ void apply_kernel(const T* __restrict__ x, const T* __restrict__ c, c
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / N, n = i % N;
     A v = static_cast<A>(x[i]);
-    if (c) v *= static_cast<A>(c[r]);
+    if (c) v = static_cast<A>(static_cast<T>(v * static_cast<A>(c[r])));  // rounded like the reference's x * c
     if (s) v *= static_cast<A>(s[(r / C) * N + n]);
     out[i] = static_cast<T>(v);
   }
