@@ -1,5 +1,6 @@
 # make test  : create .venv if missing, install pinned deps, build the extension (CPU + CUDA sources), run tests
-# make demo  : same set-up, then the main job (python -m srops.demo)
+# make demo  : same set-up, then the main job (python -m srops.models.demo: train a small AMMS ×2 on data/T91, evaluate on data/Set5 against bicubic)
+# make bench : all benchmarks on this machine, JSON + report.md + charts in bench/results/<device>/
 # make gpu-check : on a GPU machine that already has torch (no network): build in place,
 #                  run GPU tests and benchmarks, write results to bench/results/<device>/ or $SROPS_RESULTS_DIR
 VENV ?= .venv
@@ -26,10 +27,11 @@ test: build
 		--benchmark-warmup=off --benchmark-columns=min,mean,rounds --smoke
 
 bench: build
-	$(PY) -m pytest bench --benchmark-only
+	out=$$($(PY) -m srops.info --results-dir); \
+	$(PY) -m pytest bench --benchmark-only --benchmark-json=$$out/bench.json && $(PY) bench/report.py $$out/bench.json
 
 demo: build
-	$(PY) -m srops.demo
+	$(PY) -m srops.models.demo
 
 gpu-check:
 	$(GPU_PY) -m pip install --no-build-isolation --no-deps -e .
@@ -38,7 +40,7 @@ gpu-check:
 	$(GPU_PY) -m pytest tests -ra -m gpu --junitxml=$$out/gpu-tests.xml > $$out/gpu-tests.txt 2>&1; status=$$?; \
 	tail -n 30 $$out/gpu-tests.txt; \
 	$(GPU_PY) -m pytest bench --benchmark-only --benchmark-json=$$out/bench.json > $$out/bench.txt 2>&1 || status=1; \
-	tail -n 60 $$out/bench.txt; exit $$status
+	tail -n 60 $$out/bench.txt; $(GPU_PY) bench/report.py $$out/bench.json || status=1; exit $$status
 
 clean:
 	rm -rf build srops/_C*.so srops/_build_info.py *.egg-info

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark
-from bench.shapes import CBAM_CPU, CBAM_GPU, CBAM_SMOKE, pick
+from bench.shapes import CBAM_CPU, CBAM_GPU, CBAM_SMOKE, INFERENCE_PREFIX, pick
 from srops.nn.cbam import CBAM
 
 OP = "cbam"
@@ -33,7 +33,7 @@ def test_cbam(benchmark, device, smoke, backend, shape, mode):
     shapes = pick(CBAM_GPU, CBAM_CPU, CBAM_SMOKE, device.type, smoke)
     if shape not in shapes:
         pytest.skip(f"shape {shape} is not benchmarked on {device.type}{' (smoke run)' if smoke else ''}")
-    train = not shape.startswith("infer")
+    train = not shape.startswith(INFERENCE_PREFIX)
     if mode == "fwd+bwd" and not train:
         pytest.skip("inference shapes are benchmarked forward only")
     s = shapes[shape]

@@ -10,6 +10,7 @@ import torch
 
 from srops import _backend
 from srops.info import environment
+from srops.profiling import peak_memory_mb
 
 COMPILED = "compile(reference)"
 
@@ -17,34 +18,6 @@ COMPILED = "compile(reference)"
 @functools.lru_cache(maxsize=1)
 def env_info() -> dict[str, str]:
     return environment()
-
-
-def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak of live bytes allocated by torch on the CPU during ``fn()``, from profiler memory events."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    deltas = sorted(
-        (e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.name == "[memory]"
-    )
-    live = peak = 0
-    for _, nbytes in deltas:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
-
-
-def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
-    """Extra memory (MB) at the peak of one call of ``fn``, beyond what was allocated before it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    return _cpu_peak_bytes(fn) / 2**20
 
 
 def backend_params(op: str, device: torch.device, extra: Sequence[str] = (COMPILED,)) -> list:

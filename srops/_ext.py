@@ -43,13 +43,21 @@ def cuda_ext_unavailable() -> str | None:
     return None
 
 
-def has_kernel(op: str, dispatch_key: str) -> bool:
-    """Whether ``srops::<op>`` has a kernel registered for ``dispatch_key`` ("CPU", "CUDA")."""
-    if not HAS_EXT:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"srops::{op}", dispatch_key)
-
-
 def registered_ops() -> list[str]:
     """Names of every ``srops::`` operator known to the dispatcher."""
     return sorted(n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("srops::"))
+
+
+# (op, dispatch key) pairs with a compiled kernel, read once so that dispatch
+# (which torch.compile traces) never calls into the dispatcher's registry.
+_KERNELS: frozenset[tuple[str, str]] = frozenset(
+    (op, key)
+    for op in (registered_ops() if HAS_EXT else [])
+    for key in ("CPU", "CUDA")
+    if torch._C._dispatch_has_kernel_for_dispatch_key(f"srops::{op}", key)
+)
+
+
+def has_kernel(op: str, dispatch_key: str) -> bool:
+    """Whether ``srops::<op>`` has a compiled kernel for ``dispatch_key`` ("CPU", "CUDA")."""
+    return (op, dispatch_key) in _KERNELS

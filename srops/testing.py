@@ -37,6 +37,13 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str = "", *
         raise AssertionError(f"{name}: {describe_mismatch(actual, expected)}\n{exc}") from None
 
 
+def assert_close_normwise(actual: torch.Tensor, expected: torch.Tensor, tol: float, name: str = "") -> None:
+    """‖actual − expected‖∞ ≤ tol · ‖expected‖∞: for comparing algorithms that sum in different orders."""
+    err = (actual.double() - expected.double()).abs().max().item()
+    ref = expected.double().abs().max().item()
+    assert err <= tol * ref, f"{name}: max error {err:.3e} > {tol:g} × max |expected| {ref:.3e}"
+
+
 def assert_low_precision_close(
     actual: torch.Tensor, torch_same_dtype: torch.Tensor, oracle: torch.Tensor, name: str = "", factor: float = 2.0,
     floor: float = 1e-6,

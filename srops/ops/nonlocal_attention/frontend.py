@@ -7,12 +7,23 @@ from srops import _backend
 from srops._checks import check_dim_size, check_float, check_same, check_tensor
 from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
 from srops.ops.nonlocal_attention.sdpa_impl import nonlocal_attention_sdpa
+from srops.ops.nonlocal_attention import triton_impl
 
 OP = "nonlocal_attention"
 
 _backend.register(_backend.Backend(OP, "reference", nonlocal_attention_ref, devices=("cpu", "cuda")))
 _backend.register(_backend.Backend(OP, "sdpa", nonlocal_attention_sdpa, devices=("cpu", "cuda")))
-# CPU: SDPA measured faster than the reference (bench/bench_nonlocal_attention.py).
+# Triton flash kernels; CPU tensors only under TRITON_INTERPRET=1 (the interpreter, for tests, not speed).
+_backend.register(
+    _backend.Backend(
+        OP, "triton", triton_impl.nonlocal_attention_triton,
+        devices=("cuda", "cpu") if triton_impl.INTERPRET else ("cuda",),
+        dtypes=(torch.float16, torch.bfloat16, torch.float32),
+        available=triton_impl.available, can_run=triton_impl.can_run,
+    )
+)
+# CPU: SDPA measured faster than the reference (bench/bench_nonlocal_attention.py); the Triton
+# interpreter is a test vehicle, never a default.
 _backend.set_order(OP, "cpu", ("sdpa", "reference"))
 _backend.set_order(OP, "cuda", ("triton", "sdpa", "reference"))
 
@@ -29,7 +40,8 @@ def nonlocal_attention(
         scale: logit scale; 1.0 for SAN/AlexHex7 (no 1/√d), ``d ** -0.5`` for FB's ``USE_SCALE``.
         backend: ``None`` (fastest available), ``"triton"``, ``"sdpa"`` or ``"reference"``.
 
-    All three tensors share device and dtype (float16, bfloat16, float32, float64).
+    All three tensors share device and dtype (float16, bfloat16, float32, float64; the triton
+    backend takes float16/bfloat16/float32 only).
     Returns ``[B, N, dv]`` in the input dtype.
     """
     check_tensor(OP, "q", q, 3, "[B, N, d]")

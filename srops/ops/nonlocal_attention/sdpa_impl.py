@@ -2,6 +2,9 @@
 
 The scale is always passed explicitly (SDPA's default is 1/√d, the non-local
 default is 1). Any SDPA kernel may run; single head, so the head dim is 1.
+Inputs are made contiguous first: given strided views (NonLocal2d's transposed
+maps), PyTorch's CPU SDPA falls back to its math kernel, which stores the N×M
+score matrix.
 """
 from __future__ import annotations
 
@@ -10,5 +13,6 @@ import torch.nn.functional as F
 
 
 def nonlocal_attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=scale)
+    q, k, v = (t.contiguous().unsqueeze(1) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale)
     return out.squeeze(1)

@@ -1,0 +1,185 @@
+"""Turn pytest-benchmark JSON into a markdown report and PNG charts.
+
+    pytest bench/ --benchmark-only --benchmark-json=bench/results/<device>/bench.json
+    python bench/report.py [bench.json ...] [--out DIR]
+
+Without arguments it reads ``bench/results/<this device>/bench.json`` (the folder
+``python -m srops.info --results-dir`` prints) and writes ``report.md`` and the
+charts beside it: per op and per network, median time, speed-up over
+``reference`` and over ``torch.compile(reference)``, peak extra memory; charts of
+the speed-up by shape and of time and memory against N for the scaling study.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPILED = "compile(reference)"
+ENV_KEYS = ("device", "torch", "torch CUDA", "triton", "CUDA compiled against", "compiled with", "CPU threads", "srops")
+
+
+def load(paths: list[Path]) -> list[dict]:
+    rows = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        for bench in data.get("benchmarks", []):
+            info = bench.get("extra_info", {})
+            rows.append({
+                "group": bench.get("group") or bench["name"],
+                "backend": info.get("backend", bench["name"]),
+                "shape": info.get("shape", ""),
+                "mode": info.get("mode", ""),
+                "median_ms": bench["stats"]["median"] * 1e3,
+                "rounds": bench["stats"]["rounds"],
+                "peak_mb": info.get("peak_mb"),
+                "info": info,
+                "datetime": data.get("datetime", ""),
+            })
+    return rows
+
+
+def environment(rows: list[dict]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for row in rows:
+        for key in ENV_KEYS:
+            if key in row["info"] and key not in env:
+                env[key] = str(row["info"][key])
+    return env
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def group_table(rows: list[dict]) -> list[str]:
+    by = {r["backend"]: r for r in rows}
+    ref = by.get("reference")
+    comp = by.get(COMPILED)
+    lines = ["| backend | median ms | × vs reference | × vs compile(reference) | peak MB | rounds |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: r["median_ms"]):
+        vs_ref = ref["median_ms"] / r["median_ms"] if ref else None
+        vs_comp = comp["median_ms"] / r["median_ms"] if comp else None
+        lines.append(f"| {r['backend']} | {r['median_ms']:.3f} | {_fmt(vs_ref)} | {_fmt(vs_comp)} | "
+                     f"{_fmt(r['peak_mb'], 1)} | {r['rounds']} |")
+    return lines
+
+
+def speedup_chart(rows: list[dict], out: Path) -> list[Path]:
+    """One PNG per op (or network family): speed-up over reference by shape, a bar per backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["group"].startswith("scaling"):
+            continue
+        families[r["group"].split(" ")[0] if not r["group"].startswith("network") else "network"].append(r)
+    written = []
+    for family, frows in sorted(families.items()):
+        groups: dict[str, dict[str, float]] = defaultdict(dict)
+        for r in frows:
+            groups[r["group"]][r["backend"]] = r["median_ms"]
+        labels = [g for g in sorted(groups) if "reference" in groups[g]]
+        if not labels:
+            continue
+        backends = sorted({b for g in labels for b in groups[g] if b != "reference"})
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels) * max(1, len(backends)) / 2), 4))
+        width = 0.8 / max(1, len(backends))
+        for i, backend in enumerate(backends):
+            ys = [groups[g]["reference"] / groups[g][backend] if backend in groups[g] else 0 for g in labels]
+            ax.bar([j + i * width for j in range(len(labels))], ys, width, label=backend)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks([j + width * (len(backends) - 1) / 2 for j in range(len(labels))])
+        ax.set_xticklabels([g.split(" ", 1)[1] for g in labels], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("speed-up over reference (×)")
+        ax.set_title(f"{family}: speed-up over reference")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"speedup_{family}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def scaling_chart(rows: list[dict], out: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    srows = [r for r in rows if r["group"].startswith("scaling") and "N" in r["info"]]
+    if not srows:
+        return None
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
+    for backend in sorted({r["backend"] for r in srows}):
+        pts = sorted((r["info"]["N"], r["median_ms"], r["peak_mb"] or 0.0) for r in srows if r["backend"] == backend)
+        ax_t.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=backend)
+        ax_m.plot([p[0] for p in pts], [max(p[2], 1e-3) for p in pts], "o-", label=backend)
+    for ax, ylabel in ((ax_t, "forward time (ms)"), (ax_m, "peak extra memory (MB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("positions N (= M), d = 32")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    fig.suptitle("non-local attention scaling (missing points: out of memory or skipped, see report)")
+    fig.tight_layout()
+    path = out / "scaling_nonlocal_attention.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(rows: list[dict], out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment(rows)
+    lines = ["# srops benchmark report", ""]
+    lines += [f"- **{k}**: {v}" for k, v in env.items()]
+    lines += [f"- **run**: {rows[0]['datetime'] if rows else '–'}", ""]
+    lines += ["Median of the timed rounds; speed-ups are ratios of medians measured in the same run.",
+              "Peak MB is the extra memory at the peak of one call beyond what was allocated before it.", ""]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["group"]].append(r)
+    charts = speedup_chart(rows, out)
+    scaling = scaling_chart(rows, out)
+    for path in charts + ([scaling] if scaling else []):
+        lines += [f"![{path.stem}]({path.name})", ""]
+    for group in sorted(groups):
+        lines += [f"## {group}", ""] + group_table(groups[group]) + [""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", nargs="*", type=Path, help="pytest-benchmark JSON files")
+    parser.add_argument("--out", type=Path, help="output folder (default: the first JSON's folder)")
+    args = parser.parse_args(argv)
+    paths = args.json
+    if not paths:
+        sys.path.insert(0, str(ROOT))
+        from srops.info import results_dir
+
+        paths = [results_dir() / "bench.json"]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"bench/report.py: no benchmark JSON at {', '.join(map(str, missing))}; run "
+                         "`pytest bench/ --benchmark-only --benchmark-json=<that path>` first")
+    rows = load(paths)
+    if not rows:
+        raise SystemExit(f"bench/report.py: {', '.join(map(str, paths))} hold no benchmark results")
+    report = write_report(rows, args.out or paths[0].parent)
+    print(f"wrote {report}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Training objectives used by ``srops.models.train``: pixel losses (also over LapSRN-style pyramids)
+and the seed-003 GAN loop (discriminator step, then the generator's adversarial term).
+
+Config blocks:
+
+* ``loss: {name: l1 | mse | charbonnier, eps: 1e-3, pyramid: false}`` (``pyramid``: train on
+  ``net.forward_pyramid``, LapSRN, each level against MATLAB-bicubic-downscaled HR)
+* ``gan: {discriminator: {name: srgan_discriminator, ...kwargs}, adv_weight: 1e-3,
+  optim: {...Adam...}, schedule: {...}}``
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srops.models import build
+
+
+class NetIO(nn.Module):
+    """Adapts a network to the project's [0, 1] data: ``net(x · rgb_range) / rgb_range``.
+
+    EDSR-family networks (AMMS, DRFN, EDSR) work on 0..rgb_range (255 by default, as in their papers'
+    code). ``pyramid=True`` calls ``net.forward_pyramid`` (LapSRN) and returns the list of levels.
+    Holds no parameters of its own, so ``state_dict`` files of the bare network stay interchangeable.
+    """
+
+    def __init__(self, net: nn.Module, rgb_range: float = 1.0, pyramid: bool = False) -> None:
+        super().__init__()
+        self.net, self.rgb_range, self.pyramid = net, float(rgb_range), pyramid
+
+    def forward(self, x: torch.Tensor):
+        r = self.rgb_range
+        out = (self.net.forward_pyramid if self.pyramid else self.net)(x * r if r != 1.0 else x)
+        if r == 1.0:
+            return out
+        return [o / r for o in out] if isinstance(out, (list, tuple)) else out / r
+
+
+def model_rgb_range(name: str, kwargs: dict) -> float:
+    """The data range a registered network expects: its ``rgb_range`` argument (given or default), else 1."""
+    import inspect
+
+    from srops.models.registry import _REGISTRY
+
+    if "rgb_range" in kwargs:
+        return float(kwargs["rgb_range"])
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        return 1.0
+    param = inspect.signature(cls.__init__).parameters.get("rgb_range")
+    return 1.0 if param is None or param.default is inspect.Parameter.empty else float(param.default)
+
+
+def _pixel_loss(name: str, sr: torch.Tensor, hr: torch.Tensor, eps: float) -> torch.Tensor:
+    from srops.models.losses import charbonnier
+
+    if name == "l1":
+        return F.l1_loss(sr, hr)
+    if name == "mse":
+        return F.mse_loss(sr, hr)
+    if name == "charbonnier":
+        return charbonnier(sr, hr, eps)
+    raise ValueError(f"srops.models.train: 'loss.name' must be 'l1', 'mse' or 'charbonnier', got {name!r}")
+
+
+def _pyramid_target(hr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """HR ``[B, 3, H, W]`` bicubic-downscaled (MATLAB imresize) to ``size``; HR itself if equal."""
+    if tuple(hr.shape[-2:]) == tuple(size):
+        return hr
+    from srops.image import imresize
+
+    factor = size[0] / hr.shape[-2]
+    return imresize(hr.float(), factor).to(hr.dtype)
+
+
+def content_loss(cfg: dict, sr, hr: torch.Tensor) -> torch.Tensor:
+    """Pixel loss of ``sr`` against ``hr``; a list/tuple ``sr`` (coarse → fine pyramid) sums the loss of
+    every level against HR downscaled to that level's size."""
+    name, eps = cfg.get("name", "l1"), float(cfg.get("eps", 1e-3))
+    if isinstance(sr, (list, tuple)):
+        return sum(_pixel_loss(name, o.float(), _pyramid_target(hr, o.shape[-2:]).float(), eps) for o in sr)
+    return _pixel_loss(name, sr.float(), hr.float(), eps)
+
+
+def final_output(sr):
+    """The finest output of a network that may return a pyramid (list/tuple)."""
+    return sr[-1] if isinstance(sr, (list, tuple)) else sr
+
+
+class GanObjective:
+    """Discriminator, its optimiser/scheduler and the seed-003 losses (leftthomas/SRGAN form):
+
+    ``d_loss = 1 - mean D(HR) + mean D(SR.detach())``; generator term ``adv_weight * mean(1 - D(SR))``.
+    """
+
+    def __init__(self, cfg: dict, scale: int, device: torch.device, iters_per_epoch: int) -> None:
+        from srops.models.train import _make_optim  # local import: train imports this module
+
+        dcfg = dict(cfg.get("discriminator") or {"name": "srgan_discriminator"})
+        name = dcfg.pop("name")
+        self.disc = build(name, scale=scale, **dcfg).to(device)
+        self.d_model: nn.Module = self.disc
+        self.adv_weight = float(cfg.get("adv_weight", 1e-3))
+        optim = cfg.get("optim") or {"lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8}
+        sched = cfg.get("schedule") or {"step_size": 10**12, "gamma": 1.0}
+        self.opt, self.sched = _make_optim(self.disc.parameters(), optim, sched, iters_per_epoch)
+
+    def wrap_ddp(self, device_ids) -> None:
+        self.d_model = nn.parallel.DistributedDataParallel(self.disc, device_ids=device_ids)
+
+    def discriminator_step(self, sr, hr: torch.Tensor, autocast, scaler) -> float:
+        self.disc.train()
+        sr = final_output(sr).detach()
+        from srops.models.losses import SRGANDiscriminatorLoss
+
+        with autocast:
+            d_loss = SRGANDiscriminatorLoss()(self.d_model(hr).float(), self.d_model(sr).float())
+        self.opt.zero_grad(set_to_none=True)
+        scaler.scale(d_loss).backward()
+        scaler.step(self.opt)
+        return float(d_loss.detach())
+
+    def generator_adversarial(self, sr) -> torch.Tensor:
+        for p in self.disc.parameters():
+            p.requires_grad_(False)
+        try:
+            term = self.adv_weight * (1 - self.disc(final_output(sr)).float()).mean()
+        finally:
+            for p in self.disc.parameters():
+                p.requires_grad_(True)
+        return term
+
+    def sched_step(self) -> None:
+        self.sched.step()
+
+    def state_dict(self) -> dict:
+        return {"model": self.disc.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict()}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.disc.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.sched.load_state_dict(st["scheduler"])

@@ -1,0 +1,197 @@
+"""Evaluate SR networks on benchmark folders: the paper-style PSNR/SSIM table.
+
+    python -m srops.models.test --model bicubic --model amms --checkpoint runs/amms_x2/best.pt \
+        --scale 2 data/Set5 /path/Set14 [--self-ensemble] [--out results/]
+
+One row per model, one column per dataset, cells ``PSNR/SSIM`` on the BT.601 Y channel with ``scale``
+pixels shaved from each border (MATLAB protocol), SR output quantised to 8 bits first. Prints the table
+as markdown, writes it as CSV (``<out>/results_x<scale>.csv``) and saves every SR image as PNG under
+``<out>/<model>/<dataset>/``. ``--checkpoint`` values are matched, in order, to the non-bicubic models;
+a checkpoint's stored ``config`` (written by ``srops.models.train``) supplies the constructor arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from srops.models import build
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] and round to 8-bit levels, halves up (MATLAB uint8 conversion, as saving PNG would)."""
+    return torch.floor(x.clamp(0, 1) * 255 + 0.5) / 255
+
+
+def _final(out):
+    return out[-1] if isinstance(out, (list, tuple)) else out
+
+
+# the 8 dihedral transforms on [B, C, H, W] and their inverses
+_TRANSFORMS: list[tuple[Callable, Callable]] = []
+for _k in range(4):
+    for _f in (False, True):
+        def _fwd(x, k=_k, f=_f):
+            return torch.rot90(x.flip(-1) if f else x, k, (-2, -1))
+
+        def _inv(x, k=_k, f=_f):
+            y = torch.rot90(x, -k, (-2, -1))
+            return y.flip(-1) if f else y
+
+        _TRANSFORMS.append((_fwd, _inv))
+
+
+@torch.no_grad()
+def super_resolve(model: nn.Module, lr: torch.Tensor, self_ensemble: bool = False) -> torch.Tensor:
+    """SR of LR ``[B, 3, h, w]`` in [0, 1] → ``[B, 3, sh, sw]`` (unquantised); ×8 geometric ensemble optional."""
+    model.eval()
+    if not self_ensemble:
+        return _final(model(lr)).float()
+    acc = None
+    for fwd, inv in _TRANSFORMS:
+        y = inv(_final(model(fwd(lr))).float())
+        acc = y if acc is None else acc + y
+    return acc / len(_TRANSFORMS)
+
+
+def score(sr: torch.Tensor, hr: torch.Tensor, crop_border: int) -> tuple[float, float]:
+    """(PSNR, SSIM) of quantised ``sr`` vs ``hr`` (``[1, 3, H, W]`` in [0, 1]) on Y, shaving ``crop_border``."""
+    from srops.image import psnr, ssim
+
+    sr = quantize(sr)
+    return (float(psnr(sr, hr, crop_border, test_y_channel=True)[0]),
+            float(ssim(sr, hr, crop_border, test_y_channel=True)[0]))
+
+
+def evaluate(model: nn.Module, images: Iterable, scale: int, device: torch.device | str = "cpu",
+             crop_border: int | None = None, self_ensemble: bool = False,
+             save_dir: Path | None = None, progress: bool = False, desc: str = "") -> dict:
+    """Mean PSNR/SSIM of ``model`` over ``(name, lr, hr)`` items; optionally saves SR PNGs to ``save_dir``."""
+    from tqdm import tqdm
+
+    crop = scale if crop_border is None else crop_border
+    device = torch.device(device)
+    was_training = model.training
+    per: list[tuple[str, float, float]] = []
+    try:
+        for name, lr, hr in tqdm(images, desc=desc, disable=not progress, file=sys.stderr, leave=False):
+            sr = super_resolve(model, lr.to(device), self_ensemble).cpu()
+            if sr.shape != hr.shape:
+                raise ValueError(f"srops.models.test: model output {tuple(sr.shape)} does not match HR "
+                                 f"{tuple(hr.shape)} for image {name!r}")
+            p, s = score(sr, hr, crop)
+            per.append((name, p, s))
+            if save_dir is not None:
+                save_png(sr[0], Path(save_dir) / f"{name}.png")
+    finally:
+        model.train(was_training)
+    return {"psnr": float(np.mean([p for _, p, _ in per])), "ssim": float(np.mean([s for _, _, s in per])),
+            "per_image": per}
+
+
+def save_png(img: torch.Tensor, path: Path) -> None:
+    """Save ``[3, H, W]`` float in [0, 1] as an 8-bit PNG."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = torch.floor(img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(arr).save(path)
+
+
+def load_model(name: str, scale: int, checkpoint: str | None, device: torch.device) -> nn.Module:
+    """Build ``name`` at ``scale``; with a checkpoint, use its stored model config and weights."""
+    kwargs: dict = {}
+    state = None
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"srops.models.test: checkpoint file {checkpoint!r} does not exist")
+        try:
+            blob = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated or foreign file
+            raise ValueError(f"srops.models.test: cannot read checkpoint {checkpoint!r}: {exc}") from exc
+        state = blob["model"] if isinstance(blob, dict) and "model" in blob else blob
+        mcfg = dict((blob.get("config") or {}).get("model") or {}) if isinstance(blob, dict) else {}
+        if mcfg:
+            if mcfg.pop("name", name) != name:
+                raise ValueError(f"srops.models.test: checkpoint {checkpoint!r} holds a {blob['config']['model']['name']!r}"
+                                 f" network, not {name!r}")
+            ck_scale = int(mcfg.pop("scale", scale))
+            if ck_scale != scale:
+                raise ValueError(f"srops.models.test: checkpoint {checkpoint!r} is for ×{ck_scale}, not ×{scale}")
+            from srops.models.train import import_modules
+
+            import_modules(mcfg.pop("imports", None))
+            kwargs = mcfg
+    from srops.models.objectives import NetIO, model_rgb_range
+
+    model = build(name, scale=scale, **kwargs)
+    if state is not None:
+        model.load_state_dict(state)
+    return NetIO(model, model_rgb_range(name, kwargs)).to(device).eval()
+
+
+def format_table(rows: list[tuple[str, list[tuple[float, float]]]], datasets: list[str], scale: int) -> str:
+    head = f"| model (×{scale}) | " + " | ".join(datasets) + " |"
+    sep = "|---|" + "---|" * len(datasets)
+    body = [f"| {m} | " + " | ".join(f"{p:.2f}/{s:.4f}" for p, s in cells) + " |" for m, cells in rows]
+    return "\n".join([head, sep, *body])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m srops.models.test", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", action="append", required=True, help="registered name (repeatable); 'bicubic' "
+                    "gives the baseline row")
+    ap.add_argument("--checkpoint", action="append", default=[], help="weights for the non-bicubic models, in order")
+    ap.add_argument("--scale", type=int, required=True)
+    ap.add_argument("datasets", nargs="+", help="folders of HR images")
+    ap.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations")
+    ap.add_argument("--out", default="results", help="output folder for the CSV and SR images")
+    ap.add_argument("--no-save", action="store_true", help="do not save SR images")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = ap.parse_args(argv)
+    from srops.models.data import ValImages
+
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    learned = [m for m in args.model if m != "bicubic"]
+    if len(args.checkpoint) > len(learned):
+        print(f"error: {len(args.checkpoint)} checkpoints for {len(learned)} non-bicubic models", file=sys.stderr)
+        return 1
+    ckpts = dict(zip(learned, args.checkpoint))
+    out = Path(args.out)
+    try:
+        sets = [(Path(d).name, ValImages(d, args.scale)) for d in args.datasets]
+        rows = []
+        for name in args.model:
+            model = load_model(name, args.scale, ckpts.get(name), device)
+            label = name + ("+" if args.self_ensemble and name != "bicubic" else "")
+            cells = []
+            for dname, images in sets:
+                res = evaluate(model, images, args.scale, device, self_ensemble=args.self_ensemble and name != "bicubic",
+                               save_dir=None if args.no_save else out / label / dname, progress=True,
+                               desc=f"{label} {dname}")
+                cells.append((res["psnr"], res["ssim"]))
+            rows.append((label, cells))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    names = [d for d, _ in sets]
+    print(format_table(rows, names, args.scale))
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / f"results_x{args.scale}.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["model", "scale"] + [f"{d}_{k}" for d in names for k in ("psnr", "ssim")])
+        for label, cells in rows:
+            w.writerow([label, args.scale] + [f"{v:.4f}" for c in cells for v in c])
+    print(f"wrote {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
