@@ -96,7 +96,8 @@ def test_cbam_module_float32(shape, train):
     names = ["output", "x.grad"] + [n for n, _ in ref64.named_parameters()]
     for name, o, b, a in zip(names, oracle, base, got):
         assert a.dtype == torch.float32
-        assert_low_precision_close(a, b, o, name, floor=1e-6 * float(o.abs().max()))
+        # floor: the float32 table's 1e-5 relative to the magnitude (PyTorch is sometimes luckier on a scalar sum)
+        assert_low_precision_close(a, b, o, name, floor=1e-5 * float(o.abs().max()))
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
