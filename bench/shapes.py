@@ -9,6 +9,7 @@ Covariance pooling: x [B, C, H, W] with C=64.
 NonLocal2d module: x [B, C, H, W], SAN's region-level block (C=64, inter 8, 2×2 regions, φ/g max-pooled):
   train-48x48:   B=16 LR patches (per region N=576, M=144)
   infer-<W>x<H>: B=1 full LR image (256×256: N=16384, M=4096 per region; 960×540: N=129600, M=32400)
+CBAM: x [B, C, H, W] with C=64: a training batch of 48² LR patches and a 960×540 LR image.
 """
 from __future__ import annotations
 
@@ -55,9 +56,18 @@ COVPOOL_SQRTM_GPU = {
 }
 COVPOOL_SQRTM_CPU = COVPOOL_SQRTM_GPU
 COVPOOL_SQRTM_SMOKE = {"smoke": dict(B=2, C=8, H=7, W=9)}
+# CBAM (official semantics, C=64, r=16): training patches (module in train mode, fwd and fwd+bwd)
+# and full-image inference (eval mode, fwd only).
+CBAM_GPU = {
+    "train-48x48": dict(B=16, C=64, H=48, W=48),
+    "infer-960x540": dict(B=1, C=64, H=540, W=960),
+}
+CBAM_CPU = CBAM_GPU
+CBAM_SMOKE = {"smoke": dict(B=2, C=17, H=7, W=5)}
 
 
 def pick(gpu: dict, cpu: dict, smoke_shapes: dict, device_type: str, smoke: bool) -> dict:
     if smoke:
         return smoke_shapes
     return gpu if device_type == "cuda" else cpu
+

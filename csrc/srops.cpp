@@ -20,6 +20,14 @@ TORCH_LIBRARY(srops, m) {
       "covpool_sqrtm_bwd(Tensor grad, Tensor x, Tensor mean, Tensor a, Tensor states, Tensor trace, Tensor out, "
       "bool row_mean) -> Tensor");
 
+  // Fused CBAM (csrc/cbam/cbam.h): x [B, C, H, W], c [B, C], s [B, H, W]; argmax int64.
+  m.def("cbam_channel_pool(Tensor x, bool avg, bool max) -> (Tensor stats, Tensor argmax)");
+  m.def("cbam_channel_pool_backward(Tensor grad_stats, Tensor x, Tensor argmax, bool avg, bool max) -> Tensor");
+  m.def("cbam_spatial_pool(Tensor x, Tensor? c) -> (Tensor pooled, Tensor argmax)");
+  m.def("cbam_spatial_pool_backward(Tensor grad_pooled, Tensor x, Tensor? c, Tensor argmax) -> (Tensor dx, Tensor dc)");
+  m.def("cbam_apply(Tensor x, Tensor? c, Tensor? s) -> Tensor");
+  m.def("cbam_apply_backward(Tensor grad, Tensor x, Tensor? c, Tensor? s) -> (Tensor dx, Tensor dc, Tensor ds)");
+
   // Build facts (no tensors: catch-all kernels).
   m.def("_compiled_with_cuda() -> bool", &srops::compiled_with_cuda);
   m.def("_cuda_compile_version() -> int", &srops::cuda_compile_version);

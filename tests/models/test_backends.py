@@ -67,14 +67,19 @@ def test_same_state_dict_same_results_on_every_backend(name: str) -> None:
         net = M.build(name, backend=backend, **kwargs).double().train()
         net.load_state_dict(state)
         y, gx, gp = run(net, x)
-        # Normwise: backends sum in different orders (sdpa's online softmax vs stored scores), and
-        # with rgb_range-255 inputs the non-local logits reach ~1e5, so single elements of a
-        # gradient can differ by more than an elementwise float64 tolerance while the worst error
-        # relative to the tensor's largest entry stays ~1e-12.
+        # Normwise: backends sum in different orders (sdpa's online softmax vs stored scores, fused
+        # CBAM reductions), and with rgb_range-255 inputs the non-local logits reach ~1e5, so single
+        # elements can differ by more than an elementwise float64 tolerance while the worst error
+        # relative to the tensor's largest entry stays ~1e-12. Parameters whose exact gradient is
+        # zero (a bias feeding a train-mode BatchNorm) have rounding noise as their "expected" value:
+        # their errors are measured against the largest parameter gradient of the network instead.
         assert_close_normwise(y, y_ref, 1e-10, f"{name} {backend} out")
         assert_close_normwise(gx, gx_ref, 1e-10, f"{name} {backend} dx")
+        net_scale = max(g.abs().max().item() for g in gp_ref.values())
         for pname, g in gp.items():
-            assert_close_normwise(g, gp_ref[pname], 1e-10, f"{name} {backend} {pname}")
+            err = (g - gp_ref[pname]).abs().max().item()
+            scale = max(gp_ref[pname].abs().max().item(), 1e-3 * net_scale)
+            assert err <= 1e-10 * scale, f"{name} {backend} {pname}: max error {err:.3e} > 1e-10 × {scale:.3e}"
 
 
 def test_global_nonlocal_amms_matches_across_backends() -> None:

@@ -3,6 +3,18 @@
 The MLP and the spatial convolution (with their optional BatchNorms) are passed
 as callables, usually the owning module's layers; the fused backends run the
 tensor-sized passes as kernels and call these on the small pooled tensors.
+
+Backends: ``reference`` (pure PyTorch) and the fused ``cpu`` (C++) and ``cuda``
+(CUDA C++) kernels of ``srops.ops.cbam.ext_impl``: three reads of x (channel
+pooling, channel-wise pooling of x·c without writing it, x·c·s) and one write;
+one backward op per pass (x·c·s: read grad and x, write dx; spatial pooling:
+read x, write dx; channel pooling: write dx), whose three x-gradients autograd
+adds. Saved for backward: x, c, s and int64 argmax indices ([B, C], [B, H, W]).
+Default order: ("cpu", "reference") for CPU tensors, ("cuda", "reference") for
+CUDA tensors. All four float dtypes; float16 and bfloat16 are computed in
+float32 inside the kernels, with y = x·c rounded to the dtype as the reference
+rounds it. Ties in a max pooling send the gradient wholly to the first maximal
+element (lowest index), as the reference does on CPU (``torch.max(dim)``).
 """
 from __future__ import annotations
 
@@ -10,7 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from srops import _backend
+from srops import _backend, _ext
 from srops._checks import check_tensor
 from srops.ops.cbam.reference import (
     cbam_ref,
@@ -32,6 +44,41 @@ for _op, _fn in (
     ("cbam", cbam_ref),
 ):
     _backend.register(_backend.Backend(_op, "reference", _fn, devices=_ALL))
+
+_FUSED_OPS = ("cbam_channel_pool", "cbam_channel_pool_backward", "cbam_spatial_pool", "cbam_spatial_pool_backward",
+              "cbam_apply", "cbam_apply_backward")
+
+if _ext.HAS_EXT:
+    from srops.ops.cbam import ext_impl as _fused
+else:
+    _fused = None  # type: ignore[assignment]
+
+
+def _kernels_missing_now(key: str) -> str | None:
+    """Why the fused kernels for dispatch key ``key`` ("CPU" or "CUDA") are missing, or None."""
+    why = _ext.ext_unavailable() if key == "CPU" else _ext.cuda_ext_unavailable()
+    if why is None:
+        missing = [op for op in _FUSED_OPS if not _ext.has_kernel(op, key)]
+        if missing:
+            why = f"srops._C has no {key} kernel for {', '.join(missing)}"
+    return why
+
+
+# Asked once at import (a dispatcher query, no CUDA call), so dispatch under torch.compile reads constants.
+_MISSING = {key: _kernels_missing_now(key) for key in ("CPU", "CUDA")}
+
+
+def _kernels_missing(key: str) -> Callable[[], str | None]:
+    """``available()`` of the fused backend on dispatch key ``key``."""
+    return lambda: _MISSING[key]
+
+
+for _op in ("channel_gate", "spatial_gate", "channel_attention", "spatial_attention", "cbam"):
+    _fn = getattr(_fused, f"{_op}_ext", None)
+    for _name, _key in (("cpu", "CPU"), ("cuda", "CUDA")):
+        _backend.register(_backend.Backend(_op, _name, _fn, devices=(_name,), available=_kernels_missing(_key)))
+    _backend.set_order(_op, "cpu", ("cpu", "reference"))
+    _backend.set_order(_op, "cuda", ("cuda", "reference"))
 
 
 def check_pool(op: str, pool: Sequence[str]) -> tuple[str, ...]:

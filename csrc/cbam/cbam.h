@@ -1,0 +1,74 @@
+// Fused CBAM: channel and spatial attention in three passes over x [B, C, H, W].
+//
+//   pass 1  cbam_channel_pool(x, avg, max) -> stats [B, C, P], argmax [B, C] (int64; [0] without max)
+//           P = avg + max statistics over H*W per channel, avg first; argmax is the flat H*W index
+//           of the first maximal element (lowest index; the first NaN if any).
+//   pass 2  cbam_spatial_pool(x, c?) -> pooled [B, 2, H, W], argmax [B, H, W] (int64)
+//           over the channels of y = x * c (c [B, C], or y = x): pooled[:, 0] = max, pooled[:, 1] = mean
+//           (the official order); argmax is the first maximal channel.
+//   pass 3  cbam_apply(x, c?, s?) -> x * c * s, c [B, C], s [B, H, W]; y = x * c is never written.
+// The backward ops route a max gradient wholly to the saved argmax (torch.max(dim)'s rule).
+// x, c, s, grads: float32, float64, float16 or bfloat16 (the last two computed in float32), one dtype.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <optional>
+#include <tuple>
+
+namespace srops {
+
+inline void cbam_check_x(const char* op, const at::Tensor& x, at::DeviceType device) {
+  TORCH_CHECK_VALUE(x.dim() == 4, "srops::", op, ": x must be a 4-D tensor [B, C, H, W], got shape ", x.sizes());
+  const auto t = x.scalar_type();
+  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, "srops::", op,
+                   ": x must be float16, bfloat16, float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK_TYPE(x.device().type() == device, "srops::", op, ": x must be on ", device, ", got ", x.device());
+  TORCH_CHECK_VALUE(x.numel() > 0, "srops::", op, ": x must be non-empty, got shape ", x.sizes());
+}
+
+// t must be on x's device, of x's dtype and of the given shape.
+inline void cbam_check_like(const char* op, const char* arg, const at::Tensor& t, const at::Tensor& x,
+                            at::IntArrayRef shape) {
+  TORCH_CHECK_TYPE(t.device() == x.device(), "srops::", op, ": ", arg, " must be on ", x.device(), " like x, got ",
+                   t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), "srops::", op, ": ", arg, " must have dtype ",
+                   x.scalar_type(), " like x, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.sizes() == shape, "srops::", op, ": ", arg, " must have shape ", shape, ", got ", t.sizes());
+}
+
+inline void cbam_check_index(const char* op, const char* arg, const at::Tensor& t, const at::Tensor& x,
+                             at::IntArrayRef shape) {
+  TORCH_CHECK_TYPE(t.device() == x.device(), "srops::", op, ": ", arg, " must be on ", x.device(), " like x, got ",
+                   t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kLong, "srops::", op, ": ", arg, " must have dtype int64, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.sizes() == shape, "srops::", op, ": ", arg, " must have shape ", shape, ", got ", t.sizes());
+}
+
+// Shared argument checks of the six ops (used by the CPU and CUDA entry points).
+inline void cbam_check_channel_pool(const char* op, const at::Tensor& x, bool avg, bool max, at::DeviceType dev) {
+  cbam_check_x(op, x, dev);
+  TORCH_CHECK_VALUE(avg || max, "srops::", op, ": at least one of avg and max must be true, got neither");
+}
+
+inline void cbam_check_gates(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& c,
+                             const std::optional<at::Tensor>& s) {
+  if (c.has_value()) cbam_check_like(op, "c", *c, x, {x.size(0), x.size(1)});
+  if (s.has_value()) cbam_check_like(op, "s", *s, x, {x.size(0), x.size(2), x.size(3)});
+}
+
+std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cpu(const at::Tensor& x, bool avg, bool max);
+at::Tensor cbam_channel_pool_backward_cpu(const at::Tensor& grad_stats, const at::Tensor& x, const at::Tensor& argmax,
+                                          bool avg, bool max);
+std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cpu(const at::Tensor& x, const std::optional<at::Tensor>& c);
+std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& x,
+                                                                  const std::optional<at::Tensor>& c,
+                                                                  const at::Tensor& argmax);
+at::Tensor cbam_apply_cpu(const at::Tensor& x, const std::optional<at::Tensor>& c, const std::optional<at::Tensor>& s);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
+                                                                       const std::optional<at::Tensor>& c,
+                                                                       const std::optional<at::Tensor>& s);
+
+}  // namespace srops

@@ -1,0 +1,183 @@
+// C++ CPU kernels of fused CBAM (see cbam.h). float32/float64 natively; float16/bfloat16 are loaded
+// into float32 (at::opmath_type) and stored back. Reductions over H*W run in chunks of kChunk in the
+// compute type (vectorised) and across chunks in double; reductions over C run over tiles of kTile
+// positions, channel by channel, so the inner loops stay contiguous and vectorisable.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cbam/cbam.h"
+
+namespace srops {
+namespace {
+
+constexpr int64_t kChunk = 1024;  // H*W chunk of a per-channel reduction
+constexpr int64_t kTile = 4096;   // H*W tile of a reduction over channels (long runs per channel row)
+
+// The kernels are compiled twice: for the baseline x86-64 (SSE2) and, on x86 with GCC/Clang, for
+// AVX2 (8 float lanes), chosen at run time by the CPU's features.
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define SROPS_CBAM_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#define SROPS_CBAM_ISA avx2
+#include "cbam/cbam_cpu_kernels.h"
+#undef SROPS_CBAM_ISA
+#pragma GCC pop_options
+#endif
+#define SROPS_CBAM_ISA base
+#include "cbam/cbam_cpu_kernels.h"
+#undef SROPS_CBAM_ISA
+
+bool use_avx2() {
+#ifdef SROPS_CBAM_AVX2
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+#else
+  return false;
+#endif
+}
+
+#ifdef SROPS_CBAM_AVX2
+#define SROPS_CBAM_CALL(KERNEL, ...) (use_avx2() ? avx2::KERNEL(__VA_ARGS__) : base::KERNEL(__VA_ARGS__))
+#else
+#define SROPS_CBAM_CALL(KERNEL, ...) base::KERNEL(__VA_ARGS__)
+#endif
+
+template <typename T>
+const T* opt_ptr(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+std::optional<at::Tensor> opt_contig(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+
+#define SROPS_DISPATCH_CBAM(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cpu(const at::Tensor& x_in, bool avg, bool max) {
+  cbam_check_channel_pool("cbam_channel_pool", x_in, avg, max, at::kCPU);
+  const at::Tensor x = x_in.contiguous();
+  const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3);
+  at::Tensor stats = at::empty({B, C, int64_t(avg) + int64_t(max)}, x.options());
+  at::Tensor argmax = at::empty(max ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options().dtype(at::kLong));
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_channel_pool_cpu", [&] {
+    SROPS_CBAM_CALL(channel_pool_kernel<scalar_t>, x.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(),
+                                  max ? argmax.data_ptr<int64_t>() : nullptr, B * C, N, avg, max);
+  });
+  return {stats, argmax};
+}
+
+at::Tensor cbam_channel_pool_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x, const at::Tensor& argmax_in,
+                                          bool avg, bool max) {
+  const char* op = "cbam_channel_pool_backward";
+  cbam_check_channel_pool(op, x, avg, max, at::kCPU);
+  const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3);
+  cbam_check_like(op, "grad_stats", grad_in, x, {B, C, int64_t(avg) + int64_t(max)});
+  cbam_check_index(op, "argmax", argmax_in, x, max ? at::IntArrayRef{B, C} : at::IntArrayRef{0});
+  const at::Tensor grad = grad_in.contiguous(), argmax = argmax_in.contiguous();
+  if (max) {
+    TORCH_CHECK_VALUE(argmax.min().item<int64_t>() >= 0 && argmax.max().item<int64_t>() < N, "srops::", op,
+                      ": argmax must hold indices in [0, H*W), got values outside it");
+  }
+  at::Tensor dx = at::empty(x.sizes(), x.options());
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_channel_pool_backward_cpu", [&] {
+    SROPS_CBAM_CALL(channel_pool_backward_kernel<scalar_t>, grad.data_ptr<scalar_t>(), max ? argmax.data_ptr<int64_t>() : nullptr,
+                                           dx.data_ptr<scalar_t>(), B * C, N, avg, max);
+  });
+  return dx;
+}
+
+std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cpu(const at::Tensor& x_in, const std::optional<at::Tensor>& c_in) {
+  cbam_check_x("cbam_spatial_pool", x_in, at::kCPU);
+  cbam_check_gates("cbam_spatial_pool", x_in, c_in, std::nullopt);
+  const at::Tensor x = x_in.contiguous();
+  const auto c = opt_contig(c_in);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  at::Tensor pooled = at::empty({B, 2, H, W}, x.options());
+  at::Tensor argmax = at::empty({B, H, W}, x.options().dtype(at::kLong));
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_cpu", [&] {
+    SROPS_CBAM_CALL(spatial_pool_kernel<scalar_t>, x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), pooled.data_ptr<scalar_t>(),
+                                  argmax.data_ptr<int64_t>(), B, C, H * W);
+  });
+  return {pooled, argmax};
+}
+
+std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
+                                                                  const std::optional<at::Tensor>& c_in,
+                                                                  const at::Tensor& argmax_in) {
+  const char* op = "cbam_spatial_pool_backward";
+  cbam_check_x(op, x_in, at::kCPU);
+  cbam_check_gates(op, x_in, c_in, std::nullopt);
+  const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
+  cbam_check_like(op, "grad_pooled", grad_in, x_in, {B, 2, H, W});
+  cbam_check_index(op, "argmax", argmax_in, x_in, {B, H, W});
+  const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous(), argmax = argmax_in.contiguous();
+  TORCH_CHECK_VALUE(argmax.min().item<int64_t>() >= 0 && argmax.max().item<int64_t>() < C, "srops::", op,
+                    ": argmax must hold channel indices in [0, C), got values outside it");
+  const auto c = opt_contig(c_in);
+  at::Tensor dx = at::empty(x.sizes(), x.options());
+  at::Tensor dc = at::empty(c.has_value() ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options());
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_backward_cpu", [&] {
+    SROPS_CBAM_CALL(spatial_pool_backward_kernel<scalar_t>, grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c),
+                                           argmax.data_ptr<int64_t>(), dx.data_ptr<scalar_t>(),
+                                           c.has_value() ? dc.data_ptr<scalar_t>() : nullptr, B, C, H * W);
+  });
+  return {dx, dc};
+}
+
+at::Tensor cbam_apply_cpu(const at::Tensor& x_in, const std::optional<at::Tensor>& c_in,
+                          const std::optional<at::Tensor>& s_in) {
+  cbam_check_x("cbam_apply", x_in, at::kCPU);
+  cbam_check_gates("cbam_apply", x_in, c_in, s_in);
+  const at::Tensor x = x_in.contiguous();
+  const auto c = opt_contig(c_in), s = opt_contig(s_in);
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_cpu", [&] {
+    SROPS_CBAM_CALL(apply_kernel<scalar_t>, x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), opt_ptr<scalar_t>(s), out.data_ptr<scalar_t>(),
+                           x.size(0), x.size(1), x.size(2) * x.size(3));
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
+                                                                       const std::optional<at::Tensor>& c_in,
+                                                                       const std::optional<at::Tensor>& s_in) {
+  const char* op = "cbam_apply_backward";
+  cbam_check_x(op, x_in, at::kCPU);
+  cbam_check_gates(op, x_in, c_in, s_in);
+  cbam_check_like(op, "grad", grad_in, x_in, x_in.sizes());
+  const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous();
+  const auto c = opt_contig(c_in), s = opt_contig(s_in);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  at::Tensor dx = at::empty(x.sizes(), x.options());
+  at::Tensor dc = at::empty(c.has_value() ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options());
+  at::Tensor ds = at::empty(s.has_value() ? at::IntArrayRef{B, H, W} : at::IntArrayRef{0}, x.options());
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_backward_cpu", [&] {
+    SROPS_CBAM_CALL(apply_backward_kernel<scalar_t>, grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c),
+                                    opt_ptr<scalar_t>(s), dx.data_ptr<scalar_t>(),
+                                    c.has_value() ? dc.data_ptr<scalar_t>() : nullptr,
+                                    s.has_value() ? ds.data_ptr<scalar_t>() : nullptr, B, C, H * W);
+  });
+  return {dx, dc, ds};
+}
+
+TORCH_LIBRARY_IMPL(srops, CPU, m) {
+  m.impl("cbam_channel_pool", &cbam_channel_pool_cpu);
+  m.impl("cbam_channel_pool_backward", &cbam_channel_pool_backward_cpu);
+  m.impl("cbam_spatial_pool", &cbam_spatial_pool_cpu);
+  m.impl("cbam_spatial_pool_backward", &cbam_spatial_pool_backward_cpu);
+  m.impl("cbam_apply", &cbam_apply_cpu);
+  m.impl("cbam_apply_backward", &cbam_apply_backward_cpu);
+}
+
+}  // namespace srops

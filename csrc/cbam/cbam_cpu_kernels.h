@@ -1,0 +1,234 @@
+// Kernel templates of cbam_cpu.cpp, included there once per instruction set inside
+// `namespace SROPS_CBAM_ISA` (see there). Include nothing here: every header this code uses is
+// included by cbam_cpu.cpp before, so that only these functions take the per-ISA target.
+// NOLINTBEGIN
+namespace SROPS_CBAM_ISA {
+
+template <typename scalar_t>
+using acc_t = at::opmath_type<scalar_t>;
+
+// Pass 1: per row r of x [B*C, N]: mean, max and the first index of the max.
+template <typename T>
+void channel_pool_kernel(const T* x, T* stats, int64_t* argmax, int64_t rows, int64_t N, bool avg, bool max) {
+  using A = acc_t<T>;
+  const int64_t P = int64_t(avg) + int64_t(max);
+  at::parallel_for(0, rows, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = x + r * N;
+      double total = 0;
+      A best = -std::numeric_limits<A>::infinity();
+      int64_t best_chunk = -1;
+      bool unordered = false;  // a NaN (or inf - inf) in the sum: settle the max by a scalar scan
+      for (int64_t s = 0; s < N; s += kChunk) {
+        const int64_t e = std::min(N, s + kChunk);
+        A part = 0;
+        if (max) {
+          A cmax = -std::numeric_limits<A>::infinity();
+#pragma omp simd reduction(+ : part) reduction(max : cmax)
+          for (int64_t m = s; m < e; ++m) {
+            const A v = static_cast<A>(row[m]);
+            part += v;
+            cmax = v > cmax ? v : cmax;
+          }
+          if (best_chunk < 0 || cmax > best) best = cmax, best_chunk = s;
+          if (std::isnan(part)) unordered = true;
+        } else {
+#pragma omp simd reduction(+ : part)
+          for (int64_t m = s; m < e; ++m) part += static_cast<A>(row[m]);
+        }
+        total += static_cast<double>(part);
+      }
+      T* out = stats + r * P;
+      if (avg) out[0] = static_cast<T>(total / static_cast<double>(N));
+      if (!max) continue;
+      int64_t idx = -1;
+      if (unordered) {  // torch.max: NaN wins, first NaN; else the first maximal element
+        for (int64_t m = 0; m < N && idx < 0; ++m)
+          if (std::isnan(static_cast<A>(row[m]))) idx = m;
+        if (idx < 0) {
+          best = static_cast<A>(row[0]), idx = 0;
+          for (int64_t m = 1; m < N; ++m)
+            if (static_cast<A>(row[m]) > best) best = static_cast<A>(row[m]), idx = m;
+        }
+      } else {
+        const int64_t e = std::min(N, best_chunk + kChunk);
+        for (int64_t m = best_chunk; m < e && idx < 0; ++m)
+          if (static_cast<A>(row[m]) == best) idx = m;
+      }
+      out[P - 1] = row[idx];
+      argmax[r] = idx;
+    }
+  });
+}
+
+template <typename T>
+void channel_pool_backward_kernel(const T* g, const int64_t* argmax, T* dx, int64_t rows, int64_t N, bool avg,
+                                  bool max) {
+  using A = acc_t<T>;
+  const int64_t P = int64_t(avg) + int64_t(max);
+  at::parallel_for(0, rows, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const A ga = avg ? static_cast<A>(g[r * P]) / static_cast<A>(N) : A(0);
+      T* drow = dx + r * N;
+      std::fill(drow, drow + N, static_cast<T>(ga));
+      if (max) drow[argmax[r]] = static_cast<T>(ga + static_cast<A>(g[r * P + P - 1]));
+    }
+  });
+}
+
+// Pass 2: over the channels of y = x * c, per position of one tile of batch b.
+template <typename T>
+void spatial_pool_kernel(const T* x, const T* c, T* pooled, int64_t* argmax, int64_t B, int64_t C, int64_t N) {
+  using A = acc_t<T>;
+  const int64_t tiles = (N + kTile - 1) / kTile;
+  at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<A> buf(3 * kTile);  // arg as A: same lane width as the values
+    A *sum = buf.data(), *mx = sum + kTile, *arg = mx + kTile;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / tiles, s = (t % tiles) * kTile, len = std::min(kTile, N - s);
+      std::fill(sum, sum + len, A(0));
+      std::fill(mx, mx + len, -std::numeric_limits<A>::infinity());
+      std::fill(arg, arg + len, A(0));
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const T* row = x + (b * C + ch) * N + s;
+        const A cc = c ? static_cast<A>(c[b * C + ch]) : A(1);
+        const A chf = static_cast<A>(ch);
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) {
+          // y = x * c rounded to T as the reference's y (a no-op for float/double): same ties.
+          const A v = static_cast<A>(static_cast<T>(static_cast<A>(row[j]) * cc));
+          const A m = mx[j];
+          sum[j] += v;
+          // Bitwise, not short-circuit, so the loop if-converts: NaN propagates, the first NaN is kept.
+          const bool take = (v > m) | ((v != v) & (m == m));
+          mx[j] = take ? v : m;
+          arg[j] = take ? chf : arg[j];
+        }
+      }
+      T* pmax = pooled + b * 2 * N + s;
+      T* pmean = pmax + N;
+      int64_t* am = argmax + b * N + s;
+      for (int64_t j = 0; j < len; ++j) {
+        pmax[j] = static_cast<T>(mx[j]);
+        pmean[j] = static_cast<T>(sum[j] / static_cast<A>(C));
+        am[j] = static_cast<int64_t>(arg[j]);
+      }
+    }
+  });
+}
+
+// dy = g_mean / C + [ch == argmax] g_max;  dx = dy * c;  dc[b, ch] = sum_hw dy * x.
+template <typename T>
+void spatial_pool_backward_kernel(const T* g, const T* x, const T* c, const int64_t* argmax, T* dx, T* dc, int64_t B,
+                                  int64_t C, int64_t N) {
+  using A = acc_t<T>;
+  const int64_t tiles = (N + kTile - 1) / kTile;
+  std::vector<A> partial(c ? B * tiles * C : 0);
+  at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<A> buf(3 * kTile);
+    A *gmean = buf.data(), *gmax = gmean + kTile, *arg = gmax + kTile;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / tiles, s = (t % tiles) * kTile, len = std::min(kTile, N - s);
+      for (int64_t j = 0; j < len; ++j) {
+        gmax[j] = static_cast<A>(g[b * 2 * N + s + j]);
+        gmean[j] = static_cast<A>(g[b * 2 * N + N + s + j]) / static_cast<A>(C);
+        arg[j] = static_cast<A>(argmax[b * N + s + j]);
+      }
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const int64_t off = (b * C + ch) * N + s;
+        const T* row = x + off;
+        T* drow = dx + off;
+        const A cc = c ? static_cast<A>(c[b * C + ch]) : A(1);
+        const A chf = static_cast<A>(ch);
+        A part = 0;
+#pragma omp simd reduction(+ : part)
+        for (int64_t j = 0; j < len; ++j) {
+          const A dy = gmean[j] + (arg[j] == chf ? gmax[j] : A(0));
+          drow[j] = static_cast<T>(dy * cc);
+          part += dy * static_cast<A>(row[j]);
+        }
+        if (c) partial[t * C + ch] = part;
+      }
+    }
+  });
+  if (!c) return;
+  at::parallel_for(0, B * C, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / C, ch = i % C;
+      double total = 0;
+      for (int64_t k = 0; k < tiles; ++k) total += static_cast<double>(partial[(b * tiles + k) * C + ch]);
+      dc[i] = static_cast<T>(total);
+    }
+  });
+}
+
+// Pass 3: out = x * c * s, row by row.
+template <typename T>
+void apply_kernel(const T* x, const T* c, const T* s, T* out, int64_t B, int64_t C, int64_t N) {
+  using A = acc_t<T>;
+  at::parallel_for(0, B * C, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = x + r * N;
+      T* orow = out + r * N;
+      const A cc = c ? static_cast<A>(c[r]) : A(1);
+      if (s) {
+        const T* srow = s + (r / C) * N;
+#pragma omp simd
+        for (int64_t m = 0; m < N; ++m)  // (x * c rounded to T) * s, the reference's roundings
+          orow[m] = static_cast<T>(static_cast<A>(static_cast<T>(static_cast<A>(row[m]) * cc)) * static_cast<A>(srow[m]));
+      } else {
+#pragma omp simd
+        for (int64_t m = 0; m < N; ++m) orow[m] = static_cast<T>(static_cast<A>(row[m]) * cc);
+      }
+    }
+  });
+}
+
+// dx = g * s * c;  dc[b, ch] = sum_hw g * s * x;  ds[b, hw] = sum_ch g * x * c.
+template <typename T>
+void apply_backward_kernel(const T* g, const T* x, const T* c, const T* s, T* dx, T* dc, T* ds, int64_t B, int64_t C,
+                           int64_t N) {
+  using A = acc_t<T>;
+  const int64_t tiles = (N + kTile - 1) / kTile;
+  std::vector<A> partial(c ? B * tiles * C : 0);
+  at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<A> buf(2 * kTile);
+    A *sv = buf.data(), *dsum = sv + kTile;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / tiles, st = (t % tiles) * kTile, len = std::min(kTile, N - st);
+      for (int64_t j = 0; j < len; ++j) sv[j] = s ? static_cast<A>(s[b * N + st + j]) : A(1);
+      std::fill(dsum, dsum + len, A(0));
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const int64_t off = (b * C + ch) * N + st;
+        const T* grow = g + off;
+        const T* row = x + off;
+        T* drow = dx + off;
+        const A cc = c ? static_cast<A>(c[b * C + ch]) : A(1);
+        A part = 0;
+#pragma omp simd reduction(+ : part)
+        for (int64_t j = 0; j < len; ++j) {
+          const A gv = static_cast<A>(grow[j]), xv = static_cast<A>(row[j]);
+          const A gs = gv * sv[j];
+          drow[j] = static_cast<T>(gs * cc);
+          part += gs * xv;
+          dsum[j] += gv * (xv * cc);
+        }
+        if (c) partial[t * C + ch] = part;
+      }
+      if (s)
+        for (int64_t j = 0; j < len; ++j) ds[b * N + st + j] = static_cast<T>(dsum[j]);
+    }
+  });
+  if (!c) return;
+  at::parallel_for(0, B * C, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / C, ch = i % C;
+      double total = 0;
+      for (int64_t k = 0; k < tiles; ++k) total += static_cast<double>(partial[(b * tiles + k) * C + ch]);
+      dc[i] = static_cast<T>(total);
+    }
+  });
+}
+
+}  // namespace SROPS_CBAM_ISA
+// NOLINTEND
