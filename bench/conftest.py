@@ -33,3 +33,17 @@ def smoke(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture(scope="session")
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+_SKIPPED: list[dict[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember every skipped case and why (out of memory, too slow, not on this device...)."""
+    if report.skipped and report.when in ("setup", "call"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append({"name": report.nodeid.split("::")[-1], "reason": reason.removeprefix("Skipped: ")})
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
+    output_json["skipped"] = list(_SKIPPED)

@@ -22,6 +22,13 @@ COMPILED = "compile(reference)"
 ENV_KEYS = ("device", "torch", "torch CUDA", "triton", "CUDA compiled against", "compiled with", "CPU threads", "srops")
 
 
+def load_skipped(paths: list[Path]) -> list[dict]:
+    """Cases the run skipped for a reason worth reporting (memory, time), as recorded by bench/conftest.py."""
+    keep = ("memory", "too slow", "would store", "would materialise", "Î would")
+    return [s for p in paths for s in json.loads(p.read_text()).get("skipped", [])
+            if any(k in s["reason"] for k in keep)]
+
+
 def load(paths: list[Path]) -> list[dict]:
     rows = []
     for path in paths:
@@ -137,7 +144,7 @@ def scaling_chart(rows: list[dict], out: Path) -> Path | None:
     return path
 
 
-def write_report(rows: list[dict], out: Path) -> Path:
+def write_report(rows: list[dict], out: Path, skipped: list[dict] = ()) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     env = environment(rows)
     lines = ["# srops benchmark report", ""]
@@ -154,6 +161,9 @@ def write_report(rows: list[dict], out: Path) -> Path:
         lines += [f"![{path.stem}]({path.name})", ""]
     for group in sorted(groups):
         lines += [f"## {group}", ""] + group_table(groups[group]) + [""]
+    if skipped:
+        lines += ["## Not measured (out of memory or too slow here)", ""]
+        lines += [f"- `{s['name']}`: {s['reason']}" for s in skipped] + [""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report
@@ -177,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = load(paths)
     if not rows:
         raise SystemExit(f"bench/report.py: {', '.join(map(str, paths))} hold no benchmark results")
-    report = write_report(rows, args.out or paths[0].parent)
+    report = write_report(rows, args.out or paths[0].parent, load_skipped(paths))
     print(f"wrote {report}")
 
 

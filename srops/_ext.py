@@ -7,6 +7,7 @@ CUDA: the CUDA runtime is linked, not initialised.
 from __future__ import annotations
 
 import os
+from typing import Callable, Sequence
 
 import torch
 
@@ -61,3 +62,20 @@ _KERNELS: frozenset[tuple[str, str]] = frozenset(
 def has_kernel(op: str, dispatch_key: str) -> bool:
     """Whether ``srops::<op>`` has a compiled kernel for ``dispatch_key`` ("CPU", "CUDA")."""
     return (op, dispatch_key) in _KERNELS
+
+
+def kernels_missing(ops: Sequence[str], dispatch_key: str) -> str | None:
+    """None if every ``srops::<op>`` of ``ops`` has a compiled ``dispatch_key`` kernel, else why not."""
+    reason = ext_unavailable() if dispatch_key == "CPU" else cuda_ext_unavailable()
+    if reason is None:
+        missing = [op for op in ops if not has_kernel(op, dispatch_key)]
+        if missing:
+            reason = f"srops._C has no {dispatch_key} kernel for {', '.join(missing)}"
+    return reason
+
+
+def kernel_availability(ops: Sequence[str], dispatch_key: str) -> Callable[[], str | None]:
+    """A backend's ``available()`` for compiled ops, decided now: dispatch (which torch.compile
+    traces) then only reads a constant."""
+    reason = kernels_missing(ops, dispatch_key)
+    return lambda: reason

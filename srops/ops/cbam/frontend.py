@@ -54,29 +54,11 @@ else:
     _fused = None  # type: ignore[assignment]
 
 
-def _kernels_missing_now(key: str) -> str | None:
-    """Why the fused kernels for dispatch key ``key`` ("CPU" or "CUDA") are missing, or None."""
-    why = _ext.ext_unavailable() if key == "CPU" else _ext.cuda_ext_unavailable()
-    if why is None:
-        missing = [op for op in _FUSED_OPS if not _ext.has_kernel(op, key)]
-        if missing:
-            why = f"srops._C has no {key} kernel for {', '.join(missing)}"
-    return why
-
-
-# Asked once at import (a dispatcher query, no CUDA call), so dispatch under torch.compile reads constants.
-_MISSING = {key: _kernels_missing_now(key) for key in ("CPU", "CUDA")}
-
-
-def _kernels_missing(key: str) -> Callable[[], str | None]:
-    """``available()`` of the fused backend on dispatch key ``key``."""
-    return lambda: _MISSING[key]
-
-
 for _op in ("channel_gate", "spatial_gate", "channel_attention", "spatial_attention", "cbam"):
     _fn = getattr(_fused, f"{_op}_ext", None)
     for _name, _key in (("cpu", "CPU"), ("cuda", "CUDA")):
-        _backend.register(_backend.Backend(_op, _name, _fn, devices=(_name,), available=_kernels_missing(_key)))
+        _backend.register(_backend.Backend(_op, _name, _fn, devices=(_name,),
+                                           available=_ext.kernel_availability(_FUSED_OPS, _key)))
     _backend.set_order(_op, "cpu", ("cpu", "reference"))
     _backend.set_order(_op, "cuda", ("cuda", "reference"))
 
