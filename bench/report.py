@@ -76,7 +76,7 @@ def group_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def speedup_chart(rows: list[dict], out: Path) -> list[Path]:
+def speedup_chart(rows: list[dict], out: Path, device: str = "") -> list[Path]:
     """One PNG per op (or network family): speed-up over reference by shape, a bar per backend."""
     import matplotlib
 
@@ -106,7 +106,7 @@ def speedup_chart(rows: list[dict], out: Path) -> list[Path]:
         ax.set_xticks([j + width * (len(backends) - 1) / 2 for j in range(len(labels))])
         ax.set_xticklabels([g.split(" ", 1)[1] for g in labels], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("speed-up over reference (×)")
-        ax.set_title(f"{family}: speed-up over reference")
+        ax.set_title(f"{family}: speed-up over reference ({device})")
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out / f"speedup_{family}.png"
@@ -116,7 +116,7 @@ def speedup_chart(rows: list[dict], out: Path) -> list[Path]:
     return written
 
 
-def scaling_chart(rows: list[dict], out: Path) -> Path | None:
+def scaling_chart(rows: list[dict], out: Path, device: str = "") -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,7 +136,7 @@ def scaling_chart(rows: list[dict], out: Path) -> Path | None:
         ax.set_xlabel("positions N (= M), d = 32")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
-    fig.suptitle("non-local attention scaling (missing points: out of memory or skipped, see report)")
+    fig.suptitle(f"non-local attention scaling on {device} (missing points: out of memory or too slow, see report)")
     fig.tight_layout()
     path = out / "scaling_nonlocal_attention.png"
     fig.savefig(path, dpi=110)
@@ -155,8 +155,9 @@ def write_report(rows: list[dict], out: Path, skipped: list[dict] = ()) -> Path:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         groups[r["group"]].append(r)
-    charts = speedup_chart(rows, out)
-    scaling = scaling_chart(rows, out)
+    device = env.get("device", "")
+    charts = speedup_chart(rows, out, device)
+    scaling = scaling_chart(rows, out, device)
     for path in charts + ([scaling] if scaling else []):
         lines += [f"![{path.stem}]({path.name})", ""]
     for group in sorted(groups):
