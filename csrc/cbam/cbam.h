@@ -59,6 +59,20 @@ inline void cbam_check_gates(const char* op, const at::Tensor& x, const std::opt
   if (s.has_value()) cbam_check_like(op, "s", *s, x, {x.size(0), x.size(2), x.size(3)});
 }
 
+// Data pointer of an optional gate, or nullptr when the gate is absent.
+template <typename T>
+const T* opt_ptr(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+inline std::optional<at::Tensor> opt_contig(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+
+// Every CBAM kernel takes the four float dtypes (half/bfloat16 computed in float32).
+#define SROPS_DISPATCH_CBAM(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
 std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cpu(const at::Tensor& x, bool avg, bool max);
 at::Tensor cbam_channel_pool_backward_cpu(const at::Tensor& grad_stats, const at::Tensor& x, const at::Tensor& argmax,
                                           bool avg, bool max);

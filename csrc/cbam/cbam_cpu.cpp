@@ -50,18 +50,6 @@ bool use_avx2() {
 #define SROPS_CBAM_CALL(KERNEL, ...) base::KERNEL(__VA_ARGS__)
 #endif
 
-template <typename T>
-const T* opt_ptr(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<T>() : nullptr;
-}
-
-std::optional<at::Tensor> opt_contig(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
-}
-
-#define SROPS_DISPATCH_CBAM(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cpu(const at::Tensor& x_in, bool avg, bool max) {

@@ -205,18 +205,6 @@ __global__ void apply_backward_dc_kernel(const T* __restrict__ g, const T* __res
   if (threadIdx.x == 0) dc[r] = static_cast<T>(total);
 }
 
-template <typename T>
-const T* opt_ptr(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<T>() : nullptr;
-}
-
-std::optional<at::Tensor> opt_contig(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
-}
-
-#define SROPS_DISPATCH_CBAM(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cuda(const at::Tensor& x_in, bool avg, bool max) {
