@@ -2,7 +2,7 @@
 # make demo  : same set-up, then the main job (python -m srops.models.demo: train a small AMMS ×2 on data/T91, evaluate on data/Set5 against bicubic)
 # make bench : all benchmarks on this machine, JSON + report.md + charts in bench/results/<device>/
 # make gpu-check : on a GPU machine that already has torch (no network): build in place,
-#                  run GPU tests and benchmarks, write results to bench/results/<device>/ or $SROPS_RESULTS_DIR
+#                  run the whole test suite (GPU-marked tests included) and the benchmarks, write results to bench/results/<device>/ or $SROPS_RESULTS_DIR
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-stamp
@@ -37,7 +37,7 @@ gpu-check:
 	$(GPU_PY) -m pip install --no-build-isolation --no-deps -e .
 	out=$$($(GPU_PY) -m srops.info --results-dir); \
 	$(GPU_PY) -m srops.info | tee $$out/info.txt; \
-	$(GPU_PY) -m pytest tests -ra -m gpu --junitxml=$$out/gpu-tests.xml > $$out/gpu-tests.txt 2>&1; status=$$?; \
+	$(GPU_PY) -m pytest tests -ra --junitxml=$$out/gpu-tests.xml > $$out/gpu-tests.txt 2>&1; status=$$?; \
 	tail -n 30 $$out/gpu-tests.txt; \
 	$(GPU_PY) -m pytest bench --benchmark-only --benchmark-json=$$out/bench.json > $$out/bench.txt 2>&1 || status=1; \
 	tail -n 60 $$out/bench.txt; $(GPU_PY) bench/report.py $$out/bench.json || status=1; exit $$status
