@@ -12,8 +12,8 @@ import copy
 import pytest
 import torch
 
-from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark
-from bench.shapes import CBAM_CPU, CBAM_GPU, CBAM_SMOKE, INFERENCE_PREFIX, pick
+from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark, select_shape
+from bench.shapes import CBAM_CPU, CBAM_GPU, CBAM_SMOKE, INFERENCE_PREFIX
 from srops.nn.cbam import CBAM
 
 OP = "cbam"
@@ -30,13 +30,10 @@ def _module(C: int, backend: str, train: bool, device: torch.device) -> torch.nn
 @pytest.mark.parametrize("shape", ALL_SHAPES)
 @pytest.mark.parametrize("backend", backend_params(OP, torch.device("cuda" if torch.cuda.is_available() else "cpu")))
 def test_cbam(benchmark, device, smoke, backend, shape, mode):
-    shapes = pick(CBAM_GPU, CBAM_CPU, CBAM_SMOKE, device.type, smoke)
-    if shape not in shapes:
-        pytest.skip(f"shape {shape} is not benchmarked on {device.type}{' (smoke run)' if smoke else ''}")
+    s = select_shape(shape, CBAM_GPU, CBAM_CPU, CBAM_SMOKE, device, smoke)
     train = not shape.startswith(INFERENCE_PREFIX)
     if mode == "fwd+bwd" and not train:
         pytest.skip("inference shapes are benchmarked forward only")
-    s = shapes[shape]
     module = _module(s["C"], "reference" if backend == COMPILED else backend, train, device)
     fn = compiled(copy.deepcopy(module)) if backend == COMPILED else module
     x = torch.randn(s["B"], s["C"], s["H"], s["W"], device=device, requires_grad=mode == "fwd+bwd")

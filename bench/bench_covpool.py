@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import srops.functional as F
-from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark
-from bench.shapes import COVPOOL_CPU, COVPOOL_GPU, COVPOOL_SMOKE, pick
+from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark, select_shape
+from bench.shapes import COVPOOL_CPU, COVPOOL_GPU, COVPOOL_SMOKE
 from srops.ops.covpool.reference import covpool_ref
 
 OP = "covpool"
@@ -17,10 +17,7 @@ ALL_SHAPES = sorted(set(COVPOOL_GPU) | set(COVPOOL_CPU) | set(COVPOOL_SMOKE))
 @pytest.mark.parametrize("shape", ALL_SHAPES)
 @pytest.mark.parametrize("backend", backend_params(OP, torch.device("cuda" if torch.cuda.is_available() else "cpu")))
 def test_covpool(benchmark, device, smoke, backend, shape, mode):
-    shapes = pick(COVPOOL_GPU, COVPOOL_CPU, COVPOOL_SMOKE, device.type, smoke)
-    if shape not in shapes:
-        pytest.skip(f"shape {shape} is not benchmarked on {device.type}{' (smoke run)' if smoke else ''}")
-    s = shapes[shape]
+    s = select_shape(shape, COVPOOL_GPU, COVPOOL_CPU, COVPOOL_SMOKE, device, smoke)
     x = torch.randn(s["B"], s["C"], s["H"] * s["W"], device=device, requires_grad=mode == "fwd+bwd")
     if backend == COMPILED:
         fn = compiled(covpool_ref)

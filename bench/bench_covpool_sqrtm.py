@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import srops.functional as F
-from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark
-from bench.shapes import COVPOOL_SQRTM_CPU, COVPOOL_SQRTM_GPU, COVPOOL_SQRTM_SMOKE, pick
+from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark, select_shape
+from bench.shapes import COVPOOL_SQRTM_CPU, COVPOOL_SQRTM_GPU, COVPOOL_SQRTM_SMOKE
 from srops.ops.covpool.reference import covpool_sqrtm_ref, sqrtm_ns_ref
 
 OP = "covpool_sqrtm"
@@ -35,10 +35,7 @@ def covpool_sqrtm_centring(x: torch.Tensor, iterations: int = ITERATIONS, eps: f
     + [pytest.param(CENTRING, id=CENTRING)],
 )
 def test_covpool_sqrtm(benchmark, device, smoke, backend, shape, mode):
-    shapes = pick(COVPOOL_SQRTM_GPU, COVPOOL_SQRTM_CPU, COVPOOL_SQRTM_SMOKE, device.type, smoke)
-    if shape not in shapes:
-        pytest.skip(f"shape {shape} is not benchmarked on {device.type}{' (smoke run)' if smoke else ''}")
-    s = shapes[shape]
+    s = select_shape(shape, COVPOOL_SQRTM_GPU, COVPOOL_SQRTM_CPU, COVPOOL_SQRTM_SMOKE, device, smoke)
     m = s["H"] * s["W"]
     if backend == CENTRING and s["B"] * m * m * 4 > MAX_CENTRING_BYTES:
         pytest.skip(f"{CENTRING}: Î would take {s['B'] * m * m * 4 / 2**30:.0f} GB (B·M² float32)")

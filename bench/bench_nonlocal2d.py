@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark
+from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark, select_shape
 from bench.shapes import (
-    INFERENCE_PREFIX, NONLOCAL2D_CONFIG, NONLOCAL2D_CPU, NONLOCAL2D_GPU, NONLOCAL2D_SMOKE, pick,
+    INFERENCE_PREFIX, NONLOCAL2D_CONFIG, NONLOCAL2D_CPU, NONLOCAL2D_GPU, NONLOCAL2D_SMOKE,
 )
 from srops import NonLocal2d
 from srops.ops.nonlocal_attention.regions import spans
@@ -38,14 +38,11 @@ def score_bytes(s: dict, itemsize: int) -> int:
 @pytest.mark.parametrize("shape", ALL_SHAPES)
 @pytest.mark.parametrize("backend", backend_params(OP, torch.device("cuda" if torch.cuda.is_available() else "cpu")))
 def test_nonlocal2d(benchmark, device, smoke, backend, shape, mode):
-    shapes = pick(NONLOCAL2D_GPU, NONLOCAL2D_CPU, NONLOCAL2D_SMOKE, device.type, smoke)
-    if shape not in shapes:
-        pytest.skip(f"shape {shape} is not benchmarked on {device.type}{' (smoke run)' if smoke else ''}")
+    s = select_shape(shape, NONLOCAL2D_GPU, NONLOCAL2D_CPU, NONLOCAL2D_SMOKE, device, smoke)
     if shape.startswith(INFERENCE_PREFIX) and mode != "fwd":
         pytest.skip("inference shapes are timed forward-only")
     if backend == "triton" and device.type == "cpu" and not smoke:
         pytest.skip(INTERPRETER_SKIP)
-    s = shapes[shape]
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     if backend in ("reference", COMPILED):
         need = score_bytes(s, 4) * (2 if mode == "fwd+bwd" else 1)  # softmax in float32-sized buffers

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import srops.functional as F
-from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark
-from bench.shapes import NONLOCAL_CPU, NONLOCAL_GPU, NONLOCAL_SMOKE, pick
+from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark, select_shape
+from bench.shapes import NONLOCAL_CPU, NONLOCAL_GPU, NONLOCAL_SMOKE
 from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
 
 OP = "nonlocal_attention"
@@ -22,12 +22,9 @@ INTERPRETER_SKIP = (
 @pytest.mark.parametrize("shape", ALL_SHAPES)
 @pytest.mark.parametrize("backend", backend_params(OP, torch.device("cuda" if torch.cuda.is_available() else "cpu")))
 def test_nonlocal_attention(benchmark, device, smoke, backend, shape, mode):
-    shapes = pick(NONLOCAL_GPU, NONLOCAL_CPU, NONLOCAL_SMOKE, device.type, smoke)
-    if shape not in shapes:
-        pytest.skip(f"shape {shape} is not benchmarked on {device.type}{' (smoke run)' if smoke else ''}")
+    s = select_shape(shape, NONLOCAL_GPU, NONLOCAL_CPU, NONLOCAL_SMOKE, device, smoke)
     if backend == "triton" and device.type == "cpu" and not smoke:
         pytest.skip(INTERPRETER_SKIP)
-    s = shapes[shape]
     score_bytes = s["B"] * s["N"] * s["M"] * 4 * (2 if mode == "fwd+bwd" else 1)
     if backend in ("reference", COMPILED) and score_bytes > REF_LIMIT_BYTES:
         pytest.skip(f"{backend} would materialise {score_bytes / 2**30:.0f} GiB of scores")

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 import pytest
 import torch
 
+from bench.shapes import pick
 from srops import _backend
 from srops.info import environment
 from srops.profiling import peak_memory_mb
@@ -18,6 +19,14 @@ COMPILED = "compile(reference)"
 @functools.lru_cache(maxsize=1)
 def env_info() -> dict[str, str]:
     return environment()
+
+
+def select_shape(shape: str, gpu: dict, cpu: dict, smoke_shapes: dict, device: torch.device, smoke: bool) -> dict:
+    """The parameters of ``shape`` for this run (GPU, CPU or smoke table), or skip it with the reason."""
+    shapes = pick(gpu, cpu, smoke_shapes, device.type, smoke)
+    if shape not in shapes:
+        pytest.skip(f"shape {shape} is not benchmarked on {device.type}{' (smoke run)' if smoke else ''}")
+    return shapes[shape]
 
 
 def backend_params(op: str, device: torch.device, extra: Sequence[str] = (COMPILED,)) -> list:

@@ -7,6 +7,19 @@ namespace SROPS_CBAM_ISA {
 template <typename scalar_t>
 using acc_t = at::opmath_type<scalar_t>;
 
+// dc[b, ch] = sum over position tiles k of partial[b, k, ch], accumulated in double.
+template <typename A, typename T>
+void sum_tile_partials(const A* partial, T* dc, int64_t B, int64_t C, int64_t tiles) {
+  at::parallel_for(0, B * C, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / C, ch = i % C;
+      double total = 0;
+      for (int64_t k = 0; k < tiles; ++k) total += static_cast<double>(partial[(b * tiles + k) * C + ch]);
+      dc[i] = static_cast<T>(total);
+    }
+  });
+}
+
 // Pass 1: per row r of x [B*C, N]: mean, max and the first index of the max.
 template <typename T>
 void channel_pool_kernel(const T* x, T* stats, int64_t* argmax, int64_t rows, int64_t N, bool avg, bool max) {
@@ -151,15 +164,7 @@ void spatial_pool_backward_kernel(const T* g, const T* x, const T* c, const int6
       }
     }
   });
-  if (!c) return;
-  at::parallel_for(0, B * C, 64, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / C, ch = i % C;
-      double total = 0;
-      for (int64_t k = 0; k < tiles; ++k) total += static_cast<double>(partial[(b * tiles + k) * C + ch]);
-      dc[i] = static_cast<T>(total);
-    }
-  });
+  if (c) sum_tile_partials(partial.data(), dc, B, C, tiles);
 }
 
 // Pass 3: out = x * c * s, row by row.
@@ -219,15 +224,7 @@ void apply_backward_kernel(const T* g, const T* x, const T* c, const T* s, T* dx
         for (int64_t j = 0; j < len; ++j) ds[b * N + st + j] = static_cast<T>(dsum[j]);
     }
   });
-  if (!c) return;
-  at::parallel_for(0, B * C, 64, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / C, ch = i % C;
-      double total = 0;
-      for (int64_t k = 0; k < tiles; ++k) total += static_cast<double>(partial[(b * tiles + k) * C + ch]);
-      dc[i] = static_cast<T>(total);
-    }
-  });
+  if (c) sum_tile_partials(partial.data(), dc, B, C, tiles);
 }
 
 }  // namespace SROPS_CBAM_ISA
