@@ -24,9 +24,13 @@ TORCH_LIBRARY(srops, m) {
   m.def("cbam_channel_pool(Tensor x, bool avg, bool max) -> (Tensor stats, Tensor argmax)");
   m.def("cbam_channel_pool_backward(Tensor grad_stats, Tensor x, Tensor argmax, bool avg, bool max) -> Tensor");
   m.def("cbam_spatial_pool(Tensor x, Tensor? c) -> (Tensor pooled, Tensor argmax)");
-  m.def("cbam_spatial_pool_backward(Tensor grad_pooled, Tensor x, Tensor? c, Tensor argmax) -> (Tensor dx, Tensor dc)");
+  m.def("cbam_spatial_pool_backward(Tensor grad_pooled, Tensor x, Tensor? c, Tensor argmax, bool input_grad=True)"
+        " -> (Tensor dx, Tensor dc)");
   m.def("cbam_apply(Tensor x, Tensor? c, Tensor? s) -> Tensor");
-  m.def("cbam_apply_backward(Tensor grad, Tensor x, Tensor? c, Tensor? s) -> (Tensor dx, Tensor dc, Tensor ds)");
+  m.def("cbam_apply_backward(Tensor grad, Tensor x, Tensor? c, Tensor? s, bool input_grad=True)"
+        " -> (Tensor dx, Tensor dc, Tensor ds)");
+  m.def("cbam_input_backward(Tensor grad, Tensor? c, Tensor? s, Tensor? grad_pooled, Tensor? spatial_argmax,"
+        " Tensor? grad_stats, Tensor? channel_argmax, bool avg, bool max) -> Tensor");
 
   // Build facts (no tensors: catch-all kernels).
   m.def("_compiled_with_cuda() -> bool", &srops::compiled_with_cuda);

@@ -8,6 +8,11 @@
 //           (the official order); argmax is the first maximal channel.
 //   pass 3  cbam_apply(x, c?, s?) -> x * c * s, c [B, C], s [B, H, W]; y = x * c is never written.
 // The backward ops route a max gradient wholly to the saved argmax (torch.max(dim)'s rule).
+// Fused backward: cbam_apply_backward and cbam_spatial_pool_backward with input_grad=false give only
+// the gate gradients (dc, ds; dx is returned empty), and cbam_input_backward then writes the whole
+// dx in one pass from grad, the gates and the pooled gradients:
+//   dx = c * (grad * s + grad_mean / C + [ch == spatial_argmax] grad_max)
+//        + grad_avg / (H*W) + [hw == channel_argmax] grad_cmax.
 // x, c, s, grads: float32, float64, float16 or bfloat16 (the last two computed in float32), one dtype.
 #pragma once
 
@@ -59,6 +64,38 @@ inline void cbam_check_gates(const char* op, const at::Tensor& x, const std::opt
   if (s.has_value()) cbam_check_like(op, "s", *s, x, {x.size(0), x.size(2), x.size(3)});
 }
 
+// Arguments of cbam_input_backward: grad is x-shaped; c, s as in cbam_check_gates; grad_pooled and
+// spatial_argmax come together, grad_stats [B, C, avg + max] with channel_argmax [B, C] when max.
+inline void cbam_check_input_backward(const char* op, const at::Tensor& grad, const std::optional<at::Tensor>& c,
+                                      const std::optional<at::Tensor>& s, const std::optional<at::Tensor>& grad_pooled,
+                                      const std::optional<at::Tensor>& spatial_argmax,
+                                      const std::optional<at::Tensor>& grad_stats,
+                                      const std::optional<at::Tensor>& channel_argmax, bool avg, bool max,
+                                      at::DeviceType dev) {
+  cbam_check_x(op, grad, dev);
+  cbam_check_gates(op, grad, c, s);
+  const int64_t B = grad.size(0), C = grad.size(1), H = grad.size(2), W = grad.size(3);
+  TORCH_CHECK_VALUE(grad_pooled.has_value() == spatial_argmax.has_value(), "srops::", op,
+                    ": grad_pooled and spatial_argmax must be given together, got only one");
+  if (grad_pooled.has_value()) {
+    cbam_check_like(op, "grad_pooled", *grad_pooled, grad, {B, 2, H, W});
+    cbam_check_index(op, "spatial_argmax", *spatial_argmax, grad, {B, H, W});
+    TORCH_CHECK_VALUE(spatial_argmax->min().item<int64_t>() >= 0 && spatial_argmax->max().item<int64_t>() < C,
+                      "srops::", op, ": spatial_argmax must hold channel indices in [0, C), got values outside it");
+  }
+  if (grad_stats.has_value()) {
+    TORCH_CHECK_VALUE(avg || max, "srops::", op, ": at least one of avg and max must be true, got neither");
+    cbam_check_like(op, "grad_stats", *grad_stats, grad, {B, C, int64_t(avg) + int64_t(max)});
+    TORCH_CHECK_VALUE(channel_argmax.has_value() == max, "srops::", op, ": channel_argmax must be given exactly when max",
+                      " is true, got max=", max, " and ", channel_argmax.has_value() ? "a" : "no", " channel_argmax");
+    if (max) {
+      cbam_check_index(op, "channel_argmax", *channel_argmax, grad, {B, C});
+      TORCH_CHECK_VALUE(channel_argmax->min().item<int64_t>() >= 0 && channel_argmax->max().item<int64_t>() < H * W,
+                        "srops::", op, ": channel_argmax must hold indices in [0, H*W), got values outside it");
+    }
+  }
+}
+
 // Data pointer of an optional gate, or nullptr when the gate is absent.
 template <typename T>
 const T* opt_ptr(const std::optional<at::Tensor>& t) {
@@ -79,10 +116,16 @@ at::Tensor cbam_channel_pool_backward_cpu(const at::Tensor& grad_stats, const at
 std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cpu(const at::Tensor& x, const std::optional<at::Tensor>& c);
 std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& x,
                                                                   const std::optional<at::Tensor>& c,
-                                                                  const at::Tensor& argmax);
+                                                                  const at::Tensor& argmax, bool input_grad);
 at::Tensor cbam_apply_cpu(const at::Tensor& x, const std::optional<at::Tensor>& c, const std::optional<at::Tensor>& s);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
                                                                        const std::optional<at::Tensor>& c,
-                                                                       const std::optional<at::Tensor>& s);
+                                                                       const std::optional<at::Tensor>& s,
+                                                                       bool input_grad);
+at::Tensor cbam_input_backward_cpu(const at::Tensor& grad, const std::optional<at::Tensor>& c,
+                                   const std::optional<at::Tensor>& s, const std::optional<at::Tensor>& grad_pooled,
+                                   const std::optional<at::Tensor>& spatial_argmax,
+                                   const std::optional<at::Tensor>& grad_stats,
+                                   const std::optional<at::Tensor>& channel_argmax, bool avg, bool max);
 
 }  // namespace srops

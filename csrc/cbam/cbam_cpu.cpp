@@ -102,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cpu(const at::Tensor& x_in,
 
 std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
                                                                   const std::optional<at::Tensor>& c_in,
-                                                                  const at::Tensor& argmax_in) {
+                                                                  const at::Tensor& argmax_in, bool input_grad) {
   const char* op = "cbam_spatial_pool_backward";
   cbam_check_x(op, x_in, at::kCPU);
   cbam_check_gates(op, x_in, c_in, std::nullopt);
@@ -113,11 +113,12 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cpu(const at::Tens
   TORCH_CHECK_VALUE(argmax.min().item<int64_t>() >= 0 && argmax.max().item<int64_t>() < C, "srops::", op,
                     ": argmax must hold channel indices in [0, C), got values outside it");
   const auto c = opt_contig(c_in);
-  at::Tensor dx = at::empty(x.sizes(), x.options());
+  at::Tensor dx = at::empty(input_grad ? x.sizes() : at::IntArrayRef{0}, x.options());
   at::Tensor dc = at::empty(c.has_value() ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options());
+  if (!input_grad && !c.has_value()) return {dx, dc};
   SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_backward_cpu", [&] {
     SROPS_CBAM_CALL(spatial_pool_backward_kernel<scalar_t>, grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c),
-                                           argmax.data_ptr<int64_t>(), dx.data_ptr<scalar_t>(),
+                                           argmax.data_ptr<int64_t>(), input_grad ? dx.data_ptr<scalar_t>() : nullptr,
                                            c.has_value() ? dc.data_ptr<scalar_t>() : nullptr, B, C, H * W);
   });
   return {dx, dc};
@@ -139,7 +140,8 @@ at::Tensor cbam_apply_cpu(const at::Tensor& x_in, const std::optional<at::Tensor
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
                                                                        const std::optional<at::Tensor>& c_in,
-                                                                       const std::optional<at::Tensor>& s_in) {
+                                                                       const std::optional<at::Tensor>& s_in,
+                                                                       bool input_grad) {
   const char* op = "cbam_apply_backward";
   cbam_check_x(op, x_in, at::kCPU);
   cbam_check_gates(op, x_in, c_in, s_in);
@@ -147,16 +149,37 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cpu(const at:
   const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous();
   const auto c = opt_contig(c_in), s = opt_contig(s_in);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  at::Tensor dx = at::empty(x.sizes(), x.options());
+  at::Tensor dx = at::empty(input_grad ? x.sizes() : at::IntArrayRef{0}, x.options());
   at::Tensor dc = at::empty(c.has_value() ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options());
   at::Tensor ds = at::empty(s.has_value() ? at::IntArrayRef{B, H, W} : at::IntArrayRef{0}, x.options());
+  if (!input_grad && !c.has_value() && !s.has_value()) return {dx, dc, ds};
   SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_backward_cpu", [&] {
     SROPS_CBAM_CALL(apply_backward_kernel<scalar_t>, grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c),
-                                    opt_ptr<scalar_t>(s), dx.data_ptr<scalar_t>(),
+                                    opt_ptr<scalar_t>(s), input_grad ? dx.data_ptr<scalar_t>() : nullptr,
                                     c.has_value() ? dc.data_ptr<scalar_t>() : nullptr,
                                     s.has_value() ? ds.data_ptr<scalar_t>() : nullptr, B, C, H * W);
   });
   return {dx, dc, ds};
+}
+
+at::Tensor cbam_input_backward_cpu(const at::Tensor& grad_in, const std::optional<at::Tensor>& c_in,
+                                   const std::optional<at::Tensor>& s_in, const std::optional<at::Tensor>& gp_in,
+                                   const std::optional<at::Tensor>& sarg_in, const std::optional<at::Tensor>& gst_in,
+                                   const std::optional<at::Tensor>& carg_in, bool avg, bool max) {
+  cbam_check_input_backward("cbam_input_backward", grad_in, c_in, s_in, gp_in, sarg_in, gst_in, carg_in, avg, max,
+                            at::kCPU);
+  const at::Tensor grad = grad_in.contiguous();
+  const auto c = opt_contig(c_in), s = opt_contig(s_in), gp = opt_contig(gp_in), sarg = opt_contig(sarg_in);
+  const auto gst = opt_contig(gst_in), carg = opt_contig(carg_in);
+  const int64_t B = grad.size(0), C = grad.size(1), N = grad.size(2) * grad.size(3);
+  at::Tensor dx = at::empty(grad.sizes(), grad.options());
+  SROPS_DISPATCH_CBAM(grad.scalar_type(), "cbam_input_backward_cpu", [&] {
+    SROPS_CBAM_CALL(input_backward_kernel<scalar_t>, grad.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c),
+                    opt_ptr<scalar_t>(s), opt_ptr<scalar_t>(gp), opt_ptr<int64_t>(sarg), opt_ptr<scalar_t>(gst),
+                    gst.has_value() && max ? carg->data_ptr<int64_t>() : nullptr, dx.data_ptr<scalar_t>(), B, C, N,
+                    avg, max);
+  });
+  return dx;
 }
 
 TORCH_LIBRARY_IMPL(srops, CPU, m) {
@@ -166,6 +189,7 @@ TORCH_LIBRARY_IMPL(srops, CPU, m) {
   m.impl("cbam_spatial_pool_backward", &cbam_spatial_pool_backward_cpu);
   m.impl("cbam_apply", &cbam_apply_cpu);
   m.impl("cbam_apply_backward", &cbam_apply_backward_cpu);
+  m.impl("cbam_input_backward", &cbam_input_backward_cpu);
 }
 
 }  // namespace srops

@@ -130,7 +130,9 @@ void spatial_pool_kernel(const T* x, const T* c, T* pooled, int64_t* argmax, int
   });
 }
 
-// dy = g_mean / C + [ch == argmax] g_max;  dx = dy * c;  dc[b, ch] = sum_hw dy * x.
+// dy = g_mean / C + [ch == argmax] g_max;  dx = dy * c (unless dx is null);  dc[b, ch] = sum_hw dy * x.
+// The channel loop handles the dense g_mean term (plain vectorised loops); the g_max term touches one
+// channel per position and is added afterwards by position (a gather from x, a scatter into dx).
 template <typename T>
 void spatial_pool_backward_kernel(const T* g, const T* x, const T* c, const int64_t* argmax, T* dx, T* dc, int64_t B,
                                   int64_t C, int64_t N) {
@@ -138,29 +140,34 @@ void spatial_pool_backward_kernel(const T* g, const T* x, const T* c, const int6
   const int64_t tiles = (N + kTile - 1) / kTile;
   std::vector<A> partial(c ? B * tiles * C : 0);
   at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<A> buf(3 * kTile);
-    A *gmean = buf.data(), *gmax = gmean + kTile, *arg = gmax + kTile;
+    std::vector<A> gmean(kTile);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / tiles, s = (t % tiles) * kTile, len = std::min(kTile, N - s);
-      for (int64_t j = 0; j < len; ++j) {
-        gmax[j] = static_cast<A>(g[b * 2 * N + s + j]);
-        gmean[j] = static_cast<A>(g[b * 2 * N + N + s + j]) / static_cast<A>(C);
-        arg[j] = static_cast<A>(argmax[b * N + s + j]);
-      }
+      const T* gmax = g + b * 2 * N + s;
+      const int64_t* arg = argmax + b * N + s;
+      for (int64_t j = 0; j < len; ++j) gmean[j] = static_cast<A>(g[b * 2 * N + N + s + j]) / static_cast<A>(C);
+      A* part = c ? partial.data() + t * C : nullptr;
       for (int64_t ch = 0; ch < C; ++ch) {
         const int64_t off = (b * C + ch) * N + s;
-        const T* row = x + off;
-        T* drow = dx + off;
         const A cc = c ? static_cast<A>(c[b * C + ch]) : A(1);
-        const A chf = static_cast<A>(ch);
-        A part = 0;
-#pragma omp simd reduction(+ : part)
-        for (int64_t j = 0; j < len; ++j) {
-          const A dy = gmean[j] + (arg[j] == chf ? gmax[j] : A(0));
-          drow[j] = static_cast<T>(dy * cc);
-          part += dy * static_cast<A>(row[j]);
+        if (dx) {
+          T* drow = dx + off;
+#pragma omp simd
+          for (int64_t j = 0; j < len; ++j) drow[j] = static_cast<T>(gmean[j] * cc);
         }
-        if (c) partial[t * C + ch] = part;
+        if (part) {
+          const T* row = x + off;
+          A sum = 0;
+#pragma omp simd reduction(+ : sum)
+          for (int64_t j = 0; j < len; ++j) sum += gmean[j] * static_cast<A>(row[j]);
+          part[ch] = sum;
+        }
+      }
+      for (int64_t j = 0; j < len; ++j) {  // the max term, at the argmax channel of each position
+        const int64_t ch = arg[j], off = (b * C + ch) * N + s + j;
+        const A gm = static_cast<A>(gmax[j]);
+        if (dx) dx[off] = static_cast<T>((gmean[j] + gm) * (c ? static_cast<A>(c[b * C + ch]) : A(1)));
+        if (part) part[ch] += gm * static_cast<A>(x[off]);
       }
     }
   });
@@ -189,7 +196,7 @@ void apply_kernel(const T* x, const T* c, const T* s, T* out, int64_t B, int64_t
   });
 }
 
-// dx = g * s * c;  dc[b, ch] = sum_hw g * s * x;  ds[b, hw] = sum_ch g * x * c.
+// dx = g * s * c (unless dx is null);  dc[b, ch] = sum_hw g * s * x;  ds[b, hw] = sum_ch g * x * c.
 template <typename T>
 void apply_backward_kernel(const T* g, const T* x, const T* c, const T* s, T* dx, T* dc, T* ds, int64_t B, int64_t C,
                            int64_t N) {
@@ -207,16 +214,25 @@ void apply_backward_kernel(const T* g, const T* x, const T* c, const T* s, T* dx
         const int64_t off = (b * C + ch) * N + st;
         const T* grow = g + off;
         const T* row = x + off;
-        T* drow = dx + off;
         const A cc = c ? static_cast<A>(c[b * C + ch]) : A(1);
         A part = 0;
+        if (dx) {
+          T* drow = dx + off;
 #pragma omp simd reduction(+ : part)
-        for (int64_t j = 0; j < len; ++j) {
-          const A gv = static_cast<A>(grow[j]), xv = static_cast<A>(row[j]);
-          const A gs = gv * sv[j];
-          drow[j] = static_cast<T>(gs * cc);
-          part += gs * xv;
-          dsum[j] += gv * (xv * cc);
+          for (int64_t j = 0; j < len; ++j) {
+            const A gv = static_cast<A>(grow[j]), xv = static_cast<A>(row[j]);
+            const A gs = gv * sv[j];
+            drow[j] = static_cast<T>(gs * cc);
+            part += gs * xv;
+            dsum[j] += gv * (xv * cc);
+          }
+        } else {
+#pragma omp simd reduction(+ : part)
+          for (int64_t j = 0; j < len; ++j) {
+            const A gv = static_cast<A>(grow[j]), xv = static_cast<A>(row[j]);
+            part += gv * sv[j] * xv;
+            dsum[j] += gv * (xv * cc);
+          }
         }
         if (c) partial[t * C + ch] = part;
       }
@@ -225,6 +241,56 @@ void apply_backward_kernel(const T* g, const T* x, const T* c, const T* s, T* dx
     }
   });
   if (c) sum_tile_partials(partial.data(), dc, B, C, tiles);
+}
+
+// The whole input gradient in one pass, for the fused backward (cbam_input_backward):
+//   dx = c * (g * s + g_mean / C + [ch == spatial_argmax] g_max) + g_avg / N + [hw == channel_argmax] g_cmax
+// with c, s = 1 where absent and the pooled-gradient terms 0 where their gradient is absent. The
+// channel loop writes the dense terms; the elements at an argmax are then rewritten with their max
+// terms (one per position, one per channel row).
+template <typename T>
+void input_backward_kernel(const T* g, const T* c, const T* s, const T* gp, const int64_t* sarg, const T* gst,
+                           const int64_t* carg, T* dx, int64_t B, int64_t C, int64_t N, bool avg, bool max) {
+  using A = acc_t<T>;
+  const int64_t P = int64_t(avg) + int64_t(max);
+  const bool cmax = gst && max;
+  const int64_t tiles = (N + kTile - 1) / kTile;
+  at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<A> buf(2 * kTile);
+    A *sv = buf.data(), *gmean = sv + kTile;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / tiles, st = (t % tiles) * kTile, len = std::min(kTile, N - st);
+      for (int64_t j = 0; j < len; ++j) {
+        sv[j] = s ? static_cast<A>(s[b * N + st + j]) : A(1);
+        gmean[j] = gp ? static_cast<A>(gp[b * 2 * N + N + st + j]) / static_cast<A>(C) : A(0);
+      }
+      // dx at (channel ch, tile position j) with the max terms that apply there.
+      auto element = [&](int64_t ch, int64_t j) {
+        const int64_t r = b * C + ch;
+        A dy = static_cast<A>(g[r * N + st + j]) * sv[j] + gmean[j];
+        if (gp && sarg[b * N + st + j] == ch) dy += static_cast<A>(gp[b * 2 * N + st + j]);
+        A v = dy * (c ? static_cast<A>(c[r]) : A(1));
+        if (gst && avg) v += static_cast<A>(gst[r * P]) / static_cast<A>(N);
+        if (cmax && carg[r] == st + j) v += static_cast<A>(gst[r * P + P - 1]);
+        return static_cast<T>(v);
+      };
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const int64_t r = b * C + ch, off = r * N + st;
+        const T* grow = g + off;
+        T* drow = dx + off;
+        const A cc = c ? static_cast<A>(c[r]) : A(1);
+        const A ga = gst && avg ? static_cast<A>(gst[r * P]) / static_cast<A>(N) : A(0);
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) drow[j] = static_cast<T>((static_cast<A>(grow[j]) * sv[j] + gmean[j]) * cc + ga);
+        if (cmax && carg[r] >= st && carg[r] < st + len) drow[carg[r] - st] = element(ch, carg[r] - st);
+      }
+      if (gp)
+        for (int64_t j = 0; j < len; ++j) {
+          const int64_t ch = sarg[b * N + st + j];
+          dx[(b * C + ch) * N + st + j] = element(ch, j);
+        }
+    }
+  });
 }
 
 }  // namespace SROPS_CBAM_ISA

@@ -168,7 +168,7 @@ __global__ void apply_kernel(const T* __restrict__ x, const T* __restrict__ c, c
   }
 }
 
-// dx = g * s * c and ds[b, n] = sum_ch g * x * c, one thread per (b, position).
+// dx = g * s * c (unless dx is null) and ds[b, n] = sum_ch g * x * c, one thread per (b, position).
 template <typename T>
 __global__ void apply_backward_dx_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ c,
                                          const T* __restrict__ s, T* __restrict__ dx, T* __restrict__ ds, int64_t B,
@@ -182,7 +182,7 @@ __global__ void apply_backward_dx_kernel(const T* __restrict__ g, const T* __res
       const int64_t off = (b * C + ch) * N + n;
       const A cc = c ? static_cast<A>(c[b * C + ch]) : A(1);
       const A gv = static_cast<A>(g[off]);
-      dx[off] = static_cast<T>(gv * sv * cc);
+      if (dx) dx[off] = static_cast<T>(gv * sv * cc);
       if (ds) dsum += gv * (static_cast<A>(x[off]) * cc);
     }
     if (ds) ds[i] = static_cast<T>(dsum);
@@ -203,6 +203,34 @@ __global__ void apply_backward_dc_kernel(const T* __restrict__ g, const T* __res
   }
   const A total = block_sum(part, shared);
   if (threadIdx.x == 0) dc[r] = static_cast<T>(total);
+}
+
+// The whole input gradient of the fused backward (see cbam.h), one thread per (b, position) walking
+// the channels; absent gates are 1, absent pooled gradients 0.
+template <typename T>
+__global__ void input_backward_kernel(const T* __restrict__ g, const T* __restrict__ c, const T* __restrict__ s,
+                                      const T* __restrict__ gp, const int64_t* __restrict__ sarg,
+                                      const T* __restrict__ gst, const int64_t* __restrict__ carg, T* __restrict__ dx,
+                                      int64_t B, int64_t C, int64_t N, bool avg, bool max) {
+  using A = at::opmath_type<T>;
+  const int64_t P = int64_t(avg) + int64_t(max);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < B * N; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = i / N, n = i % N;
+    const A sv = s ? static_cast<A>(s[i]) : A(1);
+    const A gmax = gp ? static_cast<A>(gp[b * 2 * N + n]) : A(0);
+    const A gmean = gp ? static_cast<A>(gp[b * 2 * N + N + n]) / static_cast<A>(C) : A(0);
+    const int64_t am = gp ? sarg[i] : -1;
+    for (int64_t ch = 0; ch < C; ++ch) {
+      const int64_t r = b * C + ch, off = r * N + n;
+      A v = static_cast<A>(g[off]) * sv + gmean + (ch == am ? gmax : A(0));
+      if (c) v *= static_cast<A>(c[r]);
+      if (gst) {
+        if (avg) v += static_cast<A>(gst[r * P]) / static_cast<A>(N);
+        if (max && carg[r] == n) v += static_cast<A>(gst[r * P + P - 1]);
+      }
+      dx[off] = static_cast<T>(v);
+    }
+  }
 }
 
 }  // namespace
@@ -265,7 +293,7 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cuda(const at::Tensor& x_in
 
 std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in,
                                                                    const std::optional<at::Tensor>& c_in,
-                                                                   const at::Tensor& argmax_in) {
+                                                                   const at::Tensor& argmax_in, bool input_grad) {
   const char* op = "cbam_spatial_pool_backward";
   cbam_check_x(op, x_in, at::kCUDA);
   cbam_check_gates(op, x_in, c_in, std::nullopt);
@@ -275,13 +303,16 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cuda(const at::Ten
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous(), argmax = argmax_in.contiguous();
   const auto c = opt_contig(c_in);
-  at::Tensor dx = at::empty(x.sizes(), x.options());
+  at::Tensor dx = at::empty(input_grad ? x.sizes() : at::IntArrayRef{0}, x.options());
   at::Tensor dc = at::empty(c.has_value() ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options());
   const auto stream = at::cuda::getCurrentCUDAStream();
   SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_backward_cuda", [&] {
-    spatial_pool_backward_dx_kernel<scalar_t><<<blocks_for(B * N), kThreads, 0, stream>>>(
-        grad.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), argmax.data_ptr<int64_t>(), dx.data_ptr<scalar_t>(), B, C, N);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (input_grad) {
+      spatial_pool_backward_dx_kernel<scalar_t><<<blocks_for(B * N), kThreads, 0, stream>>>(
+          grad.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), argmax.data_ptr<int64_t>(), dx.data_ptr<scalar_t>(), B, C,
+          N);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
     if (c.has_value()) {
       spatial_pool_backward_dc_kernel<scalar_t><<<row_blocks(op, B * C), kThreads, 0, stream>>>(
           grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), argmax.data_ptr<int64_t>(), dc.data_ptr<scalar_t>(), C, N);
@@ -313,7 +344,8 @@ at::Tensor cbam_apply_cuda(const at::Tensor& x_in, const std::optional<at::Tenso
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cuda(const at::Tensor& grad_in,
                                                                         const at::Tensor& x_in,
                                                                         const std::optional<at::Tensor>& c_in,
-                                                                        const std::optional<at::Tensor>& s_in) {
+                                                                        const std::optional<at::Tensor>& s_in,
+                                                                        bool input_grad) {
   const char* op = "cbam_apply_backward";
   cbam_check_x(op, x_in, at::kCUDA);
   cbam_check_gates(op, x_in, c_in, s_in);
@@ -322,15 +354,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cuda(const at
   const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous();
   const auto c = opt_contig(c_in), s = opt_contig(s_in);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), N = H * W;
-  at::Tensor dx = at::empty(x.sizes(), x.options());
+  at::Tensor dx = at::empty(input_grad ? x.sizes() : at::IntArrayRef{0}, x.options());
   at::Tensor dc = at::empty(c.has_value() ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options());
   at::Tensor ds = at::empty(s.has_value() ? at::IntArrayRef{B, H, W} : at::IntArrayRef{0}, x.options());
   const auto stream = at::cuda::getCurrentCUDAStream();
   SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_backward_cuda", [&] {
-    apply_backward_dx_kernel<scalar_t><<<blocks_for(B * N), kThreads, 0, stream>>>(
-        grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), opt_ptr<scalar_t>(s),
-        dx.data_ptr<scalar_t>(), s.has_value() ? ds.data_ptr<scalar_t>() : nullptr, B, C, N);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (input_grad || s.has_value()) {
+      apply_backward_dx_kernel<scalar_t><<<blocks_for(B * N), kThreads, 0, stream>>>(
+          grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), opt_ptr<scalar_t>(s),
+          input_grad ? dx.data_ptr<scalar_t>() : nullptr, s.has_value() ? ds.data_ptr<scalar_t>() : nullptr, B, C, N);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
     if (c.has_value()) {
       apply_backward_dc_kernel<scalar_t><<<row_blocks(op, B * C), kThreads, 0, stream>>>(
           grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(s), dc.data_ptr<scalar_t>(), C, N);
@@ -340,6 +374,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cuda(const at
   return {dx, dc, ds};
 }
 
+at::Tensor cbam_input_backward_cuda(const at::Tensor& grad_in, const std::optional<at::Tensor>& c_in,
+                                    const std::optional<at::Tensor>& s_in, const std::optional<at::Tensor>& gp_in,
+                                    const std::optional<at::Tensor>& sarg_in, const std::optional<at::Tensor>& gst_in,
+                                    const std::optional<at::Tensor>& carg_in, bool avg, bool max) {
+  cbam_check_input_backward("cbam_input_backward", grad_in, c_in, s_in, gp_in, sarg_in, gst_in, carg_in, avg, max,
+                            at::kCUDA);
+  const c10::cuda::CUDAGuard guard(grad_in.device());
+  const at::Tensor grad = grad_in.contiguous();
+  const auto c = opt_contig(c_in), s = opt_contig(s_in), gp = opt_contig(gp_in), sarg = opt_contig(sarg_in);
+  const auto gst = opt_contig(gst_in), carg = opt_contig(carg_in);
+  const int64_t B = grad.size(0), C = grad.size(1), N = grad.size(2) * grad.size(3);
+  at::Tensor dx = at::empty(grad.sizes(), grad.options());
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  SROPS_DISPATCH_CBAM(grad.scalar_type(), "cbam_input_backward_cuda", [&] {
+    input_backward_kernel<scalar_t><<<blocks_for(B * N), kThreads, 0, stream>>>(
+        grad.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), opt_ptr<scalar_t>(s), opt_ptr<scalar_t>(gp),
+        opt_ptr<int64_t>(sarg), opt_ptr<scalar_t>(gst), gst.has_value() && max ? carg->data_ptr<int64_t>() : nullptr,
+        dx.data_ptr<scalar_t>(), B, C, N, avg, max);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return dx;
+}
+
 TORCH_LIBRARY_IMPL(srops, CUDA, m) {
   m.impl("cbam_channel_pool", &cbam_channel_pool_cuda);
   m.impl("cbam_channel_pool_backward", &cbam_channel_pool_backward_cuda);
@@ -347,6 +404,7 @@ TORCH_LIBRARY_IMPL(srops, CUDA, m) {
   m.impl("cbam_spatial_pool_backward", &cbam_spatial_pool_backward_cuda);
   m.impl("cbam_apply", &cbam_apply_cuda);
   m.impl("cbam_apply_backward", &cbam_apply_backward_cuda);
+  m.impl("cbam_input_backward", &cbam_input_backward_cuda);
 }
 
 }  // namespace srops

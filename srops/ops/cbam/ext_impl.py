@@ -10,8 +10,22 @@ Three passes over x ``[B, C, H, W]`` (see ``csrc/cbam/cbam.h``):
 3. ``cbam_apply(x, c, s)`` → x·c·s.
 
 Channel attention alone is passes 1 and 3 with ``s=None``; spatial attention alone is passes 2
-and 3 with ``c=None``. Each pass is an op with its own backward op; autograd around them carries
-the gradients to x, to c (the MLP's parameters) and to s (the conv's and BatchNorm's).
+and 3 with ``c=None``.
+
+Backward, eager mode (the fused backward): x's gradient is written once. The pass that reads x
+first (channel pooling, or spatial pooling when there is no channel gate) is the only autograd
+node that takes x; the later passes take x detached and their backward ops return only the gate
+gradients (``input_grad=False``: ``cbam_apply_backward`` reads grad and x for dc and ds,
+``cbam_spatial_pool_backward`` reads x for dc) and leave grad and the pooled gradient in a
+``_InputGrad`` shared by the three nodes. Autograd runs the first pass's node last, since every
+gate depends on it (``cbam_apply`` also takes its output as an anchor, so this holds for any MLP
+or conv); its backward then writes dx = c·(grad·s + dpool_spatial) + dpool_channel with
+``cbam_input_backward``: one read of grad and x's write, instead of three x-sized gradients that
+autograd would add. Backward traffic: reads of grad, x, x, grad and one write.
+
+Under ``torch.compile`` (or where ``cbam_input_backward`` has no kernel) each pass is an op with
+its own registered backward op (below), whose x-gradients autograd adds; the MLP's and conv's
+parameters get their gradients through ordinary autograd in both modes.
 
 Ties in a max: the gradient goes wholly to the first maximal element (the lowest H·W index for
 the channel max, the lowest channel for the max over channels), which is the reference's
@@ -24,6 +38,9 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
+
+from srops import _ext
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 _ops = torch.ops.srops
@@ -121,26 +138,160 @@ torch.library.register_autograd("srops::cbam_spatial_pool", _spatial_pool_backwa
 torch.library.register_autograd("srops::cbam_apply", _apply_backward, setup_context=_apply_setup)
 
 
+@torch.library.register_fake("srops::cbam_input_backward")
+def _input_backward_fake(grad, c, s, grad_pooled, spatial_argmax, grad_stats, channel_argmax, avg, max):  # noqa: A002
+    return grad.new_empty(grad.shape)
+
+
+# ---- the fused backward (eager) ------------------------------------------------------------------
+
+
+class _InputGrad:
+    """What the gate nodes of one fused CBAM call leave for the node that writes x's gradient."""
+
+    def __init__(self, avg: bool, mx: bool) -> None:
+        self.avg, self.max = avg, mx
+        self.c: torch.Tensor | None = None  # [B, C], detached
+        self.s: torch.Tensor | None = None  # [B, H, W], detached
+        self.channel_argmax: torch.Tensor | None = None
+        self.spatial_argmax: torch.Tensor | None = None
+        self._clear()
+
+    def _clear(self) -> None:
+        self.grad: torch.Tensor | None = None
+        self.grad_pooled: torch.Tensor | None = None
+        self.grad_stats: torch.Tensor | None = None
+
+    def dx(self) -> torch.Tensor:
+        if self.grad is None:  # cbam_apply's node runs first: its output is the anchor's consumer
+            raise RuntimeError("srops.cbam: fused backward reached the input node before cbam_apply's node")
+        has_pooled = self.grad_pooled is not None
+        has_stats = self.grad_stats is not None
+        dx = _ops.cbam_input_backward(
+            self.grad, self.c, self.s, self.grad_pooled, self.spatial_argmax if has_pooled else None,
+            self.grad_stats, self.channel_argmax if has_stats and self.max else None, self.avg, self.max)
+        self._clear()  # a second backward through a retained graph starts afresh
+        return dx
+
+
+class _ChannelPoolInput(torch.autograd.Function):
+    """Pass 1 on x itself; its backward writes the whole dx."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, state: _InputGrad) -> torch.Tensor:
+        stats, argmax = _ops.cbam_channel_pool(x, state.avg, state.max)
+        state.channel_argmax = argmax if state.max else None
+        ctx.state = state
+        return stats
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_stats: torch.Tensor):
+        state = ctx.state
+        state.grad_stats = grad_stats.contiguous()
+        return (state.dx() if ctx.needs_input_grad[0] else None), None
+
+
+class _SpatialPool(torch.autograd.Function):
+    """Pass 2; takes x itself only when there is no channel gate (then its backward writes dx)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, c: torch.Tensor | None, state: _InputGrad) -> torch.Tensor:
+        pooled, argmax = _ops.cbam_spatial_pool(x, c)
+        state.spatial_argmax = argmax
+        ctx.state, ctx.has_c = state, c is not None
+        ctx.save_for_backward(x, c, argmax)
+        return pooled
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_pooled: torch.Tensor):
+        state = ctx.state
+        x, c, argmax = ctx.saved_tensors
+        state.grad_pooled = grad_pooled = grad_pooled.contiguous()
+        dc = None
+        if ctx.has_c and ctx.needs_input_grad[1]:
+            _, dc = _ops.cbam_spatial_pool_backward(grad_pooled, x, c, argmax, False)
+        return (state.dx() if ctx.needs_input_grad[0] else None), dc, None
+
+
+class _Apply(torch.autograd.Function):
+    """Pass 3 on detached x; ``anchor`` (the first pass's output) orders the input node after this one."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, c: torch.Tensor | None, s: torch.Tensor | None, anchor: torch.Tensor,
+                state: _InputGrad) -> torch.Tensor:
+        state.c = None if c is None else c.detach()
+        state.s = None if s is None else s.detach()
+        ctx.state, ctx.has_c, ctx.has_s = state, c is not None, s is not None
+        ctx.save_for_backward(x, c, s)
+        return _ops.cbam_apply(x, c, s)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, c, s = ctx.saved_tensors
+        ctx.state.grad = grad = grad.contiguous()
+        dc = ds = None
+        need = ctx.needs_input_grad
+        if (ctx.has_c and need[1]) or (ctx.has_s and need[2]):
+            _, dc, ds = _ops.cbam_apply_backward(grad, x, c, s, False)
+        return None, (dc if ctx.has_c and need[1] else None), (ds if ctx.has_s and need[2] else None), None, None
+
+
+_DISPATCH_KEY = {"cpu": "CPU", "cuda": "CUDA"}
+
+
+def _fused_backward(x: torch.Tensor) -> bool:
+    """The eager fused backward applies: not being traced, and the device has its kernel."""
+    return not torch.compiler.is_compiling() and _ext.has_kernel(
+        "cbam_input_backward", _DISPATCH_KEY.get(x.device.type, ""))
+
+
+def _gate_logits(stats: torch.Tensor, mlp: Fn, pool: Sequence[str], avg: bool) -> torch.Tensor:
+    column = {"avg": 0, "max": int(avg)}
+    return sum(mlp(stats[:, :, column[p]]) for p in pool)
+
+
+def _spatial_logits(pooled: torch.Tensor, conv: Fn) -> torch.Tensor:
+    if pooled.device.type == "cpu":
+        # A 2→1 convolution's input gradient is several times faster channels-last on CPU (oneDNN);
+        # the copy is 2/C of x.
+        pooled = pooled.contiguous(memory_format=torch.channels_last)
+    return conv(pooled)
+
+
+def _attention_fused(x: torch.Tensor, mlp: Fn | None, conv: Fn | None, pool: Sequence[str]) -> torch.Tensor:
+    """Channel attention (conv None), spatial attention (mlp None) or CBAM with the fused backward."""
+    avg, mx = "avg" in pool, "max" in pool
+    state = _InputGrad(avg, mx)
+    x_det = x.detach()
+    c = s = None
+    if mlp is not None:
+        anchor = stats = _ChannelPoolInput.apply(x, state)
+        c = torch.sigmoid(_gate_logits(stats, mlp, pool, avg)).to(x.dtype)
+    if conv is not None:
+        pooled = _SpatialPool.apply(x if mlp is None else x_det, c, state)
+        if mlp is None:
+            anchor = pooled
+        s = torch.sigmoid(_spatial_logits(pooled, conv)).to(x.dtype)[:, 0]
+    return _Apply.apply(x_det, c, s, anchor, state)
+
+
 # ---- fused backends -------------------------------------------------------------------------------
 
 
 def _channel_gate(x: torch.Tensor, mlp: Fn, pool: Sequence[str]) -> torch.Tensor:
     """Passes 1 + MLP: c ``[B, C]`` in x's dtype."""
-    avg, mx = "avg" in pool, "max" in pool
-    stats, _ = _ops.cbam_channel_pool(x, avg, mx)
-    column = {"avg": 0, "max": int(avg)}
-    logits = sum(mlp(stats[:, :, column[p]]) for p in pool)
-    return torch.sigmoid(logits).to(x.dtype)
+    avg = "avg" in pool
+    stats, _ = _ops.cbam_channel_pool(x, avg, "max" in pool)
+    return torch.sigmoid(_gate_logits(stats, mlp, pool, avg)).to(x.dtype)
 
 
 def _spatial_gate(x: torch.Tensor, c: torch.Tensor | None, conv: Fn) -> torch.Tensor:
     """Pass 2 + conv: s ``[B, 1, H, W]`` in x's dtype, computed on x·c (or x)."""
     pooled, _ = _ops.cbam_spatial_pool(x, c)
-    if pooled.device.type == "cpu":
-        # A 2→1 convolution's input gradient is several times faster channels-last on CPU (oneDNN);
-        # the copy is 2/C of x.
-        pooled = pooled.contiguous(memory_format=torch.channels_last)
-    return torch.sigmoid(conv(pooled)).to(x.dtype)
+    return torch.sigmoid(_spatial_logits(pooled, conv)).to(x.dtype)
 
 
 def channel_gate_ext(x: torch.Tensor, mlp: Fn, pool: Sequence[str]) -> torch.Tensor:
@@ -152,13 +303,19 @@ def spatial_gate_ext(x: torch.Tensor, conv: Fn) -> torch.Tensor:
 
 
 def channel_attention_ext(x: torch.Tensor, mlp: Fn, pool: Sequence[str]) -> torch.Tensor:
+    if _fused_backward(x):
+        return _attention_fused(x, mlp, None, pool)
     return _ops.cbam_apply(x, _channel_gate(x, mlp, pool), None)
 
 
 def spatial_attention_ext(x: torch.Tensor, conv: Fn) -> torch.Tensor:
+    if _fused_backward(x):
+        return _attention_fused(x, None, conv, ())
     return _ops.cbam_apply(x, None, _spatial_gate(x, None, conv)[:, 0])
 
 
 def cbam_ext(x: torch.Tensor, mlp: Fn, conv: Fn, pool: Sequence[str]) -> torch.Tensor:
+    if _fused_backward(x):
+        return _attention_fused(x, mlp, conv, pool)
     c = _channel_gate(x, mlp, pool)
     return _ops.cbam_apply(x, c, _spatial_gate(x, c, conv)[:, 0])
