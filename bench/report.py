@@ -41,6 +41,7 @@ def load(paths: list[Path]) -> list[dict]:
                 "shape": info.get("shape", ""),
                 "mode": info.get("mode", ""),
                 "median_ms": bench["stats"]["median"] * 1e3,
+                "min_ms": bench["stats"]["min"] * 1e3,
                 "rounds": bench["stats"]["rounds"],
                 "peak_mb": info.get("peak_mb"),
                 "info": info,
@@ -66,13 +67,15 @@ def group_table(rows: list[dict]) -> list[str]:
     by = {r["backend"]: r for r in rows}
     ref = by.get("reference")
     comp = by.get(COMPILED)
-    lines = ["| backend | median ms | × vs reference | × vs compile(reference) | peak MB | rounds |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| backend | median ms | × vs reference | × vs compile(reference) | min ms | × vs reference (min) "
+             "| peak MB | rounds |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: r["median_ms"]):
         vs_ref = ref["median_ms"] / r["median_ms"] if ref else None
         vs_comp = comp["median_ms"] / r["median_ms"] if comp else None
+        vs_ref_min = ref["min_ms"] / r["min_ms"] if ref and r.get("min_ms") else None
         lines.append(f"| {r['backend']} | {r['median_ms']:.3f} | {_fmt(vs_ref)} | {_fmt(vs_comp)} | "
-                     f"{_fmt(r['peak_mb'], 1)} | {r['rounds']} |")
+                     f"{_fmt(r.get('min_ms'), 3)} | {_fmt(vs_ref_min)} | {_fmt(r['peak_mb'], 1)} | {r['rounds']} |")
     return lines
 
 
@@ -150,7 +153,9 @@ def write_report(rows: list[dict], out: Path, skipped: list[dict] = ()) -> Path:
     lines = ["# srops benchmark report", ""]
     lines += [f"- **{k}**: {v}" for k, v in env.items()]
     lines += [f"- **run**: {rows[0]['datetime'] if rows else '–'}", ""]
-    lines += ["Median of the timed rounds; speed-ups are ratios of medians measured in the same run.",
+    lines += ["Median of the timed rounds; speed-ups are ratios of medians measured in the same run. The",
+              "best round (min) and its ratio are given too: on a small shared CPU machine other load stretches",
+              "whole stretches of rounds, and the minimum is the least disturbed figure.",
               "Peak MB is the extra memory at the peak of one call beyond what was allocated before it.", ""]
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:

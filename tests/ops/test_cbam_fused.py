@@ -246,6 +246,103 @@ def test_gradcheck_cbam_end_to_end():
     assert torch.autograd.gradcheck(fn, (x, *params))
 
 
+@pytest.mark.parametrize("pool", [(True, True), (True, False), (False, True)], ids=["avgmax", "avg", "max"])
+@pytest.mark.parametrize("shape", [(2, 3, 1, 1), (3, 17, 7, 5), (2, 5, 67, 71)], ids=lambda s: "x".join(map(str, s)))
+def test_input_backward_is_the_sum_of_the_pass_gradients(shape, pool):
+    """cbam_input_backward's one-pass dx equals the three per-pass backward ops' x-gradients added, with
+    ties (repeated values) so that spatial and channel argmaxes meet on some elements."""
+    avg, mx = pool
+    B, C, H, W = shape
+    kw = dict(dtype=torch.float64)
+    x = torch.randint(0, 3, shape).double()
+    c, s, g = torch.rand(B, C, **kw), torch.rand(B, H, W, **kw), torch.randn(shape, **kw)
+    _, am1 = ops.cbam_channel_pool(x, avg, mx)
+    _, am2 = ops.cbam_spatial_pool(x, c)
+    gp, gst = torch.randn(B, 2, H, W, **kw), torch.randn(B, C, int(avg) + int(mx), **kw)
+    expected = (ops.cbam_apply_backward(g, x, c, s)[0] + ops.cbam_spatial_pool_backward(gp, x, c, am2)[0]
+                + ops.cbam_channel_pool_backward(gst, x, am1, avg, mx))
+    dx = ops.cbam_input_backward(g, c, s, gp, am2, gst, am1 if mx else None, avg, mx)
+    assert_close(dx, expected, "dx")
+    # each piece alone: without pooled gradients, without gates
+    assert_close(ops.cbam_input_backward(g, c, s, None, None, None, None, avg, mx),
+                 ops.cbam_apply_backward(g, x, c, s)[0], "dx (apply only)")
+    assert_close(ops.cbam_input_backward(g, None, None, gp, am2, None, None, avg, mx),
+                 g + ops.cbam_spatial_pool_backward(gp, x, None, am2)[0], "dx (no gates)")
+
+
+def test_gate_only_backward_ops_match_full():
+    """input_grad=False returns an empty dx and the same gate gradients."""
+    x, g = torch.randn(2, 5, 7, 6, dtype=torch.float64), torch.randn(2, 5, 7, 6, dtype=torch.float64)
+    c, s = torch.rand(2, 5, dtype=torch.float64), torch.rand(2, 7, 6, dtype=torch.float64)
+    _, am2 = ops.cbam_spatial_pool(x, c)
+    gp = torch.randn(2, 2, 7, 6, dtype=torch.float64)
+    full, gates = ops.cbam_apply_backward(g, x, c, s), ops.cbam_apply_backward(g, x, c, s, False)
+    assert gates[0].numel() == 0
+    assert_close(gates[1], full[1], "dc"), assert_close(gates[2], full[2], "ds")
+    full, gates = ops.cbam_spatial_pool_backward(gp, x, c, am2), ops.cbam_spatial_pool_backward(gp, x, c, am2, False)
+    assert gates[0].numel() == 0
+    assert_close(gates[1], full[1], "dc")
+
+
+@pytest.mark.parametrize("kind", ["cbam", "channel", "spatial"])
+def test_per_pass_autograd_path(kind, monkeypatch):
+    """The per-pass backward (used under torch.compile) still matches the reference in eager mode."""
+    from srops.ops.cbam import ext_impl
+
+    monkeypatch.setattr(ext_impl, "_fused_backward", lambda x: False)
+    ref, fused = _pair(kind, 17, POOLS[0], True, True, False, True, torch.float64)
+    _compare_modules(ref, fused, torch.randn(3, 17, 7, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("op", ["channel_attention", "spatial_attention"])
+def test_gradcheck_attention_end_to_end(op):
+    mlp = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 3)).double()
+    conv = torch.nn.Conv2d(2, 1, 3, padding=1).double()
+    layer = mlp if op == "channel_attention" else conv
+    x = torch.randn(2, 3, 4, 3, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, *_):
+        return getattr(F, op)(x, layer, backend="cpu")
+
+    assert torch.autograd.gradcheck(fn, (x, *layer.parameters()))
+
+
+def test_gates_ignoring_their_input():
+    """An MLP and a conv that do not depend on the pooled maps: dx is still x·c·s's gradient alone."""
+    x = torch.randn(2, 4, 5, 3, dtype=torch.float64)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    mlp = lambda p: bias.expand_as(p)  # noqa: E731
+    conv = lambda p: torch.zeros_like(p[:, :1]) + bias[0]  # noqa: E731
+    grads = []
+    for backend in ("reference", "cpu"):
+        xr = x.clone().requires_grad_()
+        bias.grad = None
+        out = F.cbam(xr, mlp, conv, backend=backend)
+        out.backward(torch.ones_like(out))
+        grads.append((out.detach(), xr.grad, bias.grad.clone()))
+    for name, a, b in zip(("out", "x.grad", "bias.grad"), grads[1], grads[0]):
+        assert_close(a, b, name)
+
+
+def test_retained_graph_and_checkpoint():
+    """A second backward through a retained graph, and activation checkpointing, give the same gradients."""
+    ref, fused = _pair("cbam", 17, POOLS[0], False, True, False, False, torch.float64)
+    x = torch.randn(3, 17, 7, 5, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, 17, 7, 5, dtype=torch.float64)
+    out = fused(x)
+    out.backward(g, retain_graph=True)
+    first = x.grad.clone()
+    x.grad = None
+    out.backward(g)
+    assert_close(x.grad, first, "x.grad (second backward)")
+    x.grad = None
+    torch.utils.checkpoint.checkpoint(fused, x, use_reentrant=False).backward(g)
+    assert_close(x.grad, first, "x.grad (checkpointed)")
+    xr = x.detach().clone().requires_grad_()
+    ref(xr).backward(g)
+    assert_close(first, xr.grad, "x.grad vs reference")
+
+
 def _opcheck_cases(device: str) -> list:
     kw = dict(dtype=torch.float64, device=device)
     x = torch.randn(2, 5, 3, 4, **kw, requires_grad=True)
@@ -266,6 +363,14 @@ def _opcheck_cases(device: str) -> list:
         (ops.cbam_apply.default, (x, None, s)),
         (ops.cbam_apply_backward.default, (g, x.detach(), c.detach(), s.detach())),
         (ops.cbam_apply_backward.default, (g, x.detach(), c.detach(), None)),
+        (ops.cbam_apply_backward.default, (g, x.detach(), c.detach(), s.detach(), False)),
+        (ops.cbam_spatial_pool_backward.default, (torch.randn(2, 2, 3, 4, **kw), x.detach(), c.detach(), am2, False)),
+        (ops.cbam_input_backward.default, (g, c.detach(), s.detach(), torch.randn(2, 2, 3, 4, **kw), am2,
+                                           torch.randn(2, 5, 2, **kw), am1, True, True)),
+        (ops.cbam_input_backward.default, (g, None, s.detach(), torch.randn(2, 2, 3, 4, **kw), am2, None, None,
+                                           True, True)),
+        (ops.cbam_input_backward.default, (g, c.detach(), None, None, None, torch.randn(2, 5, 1, **kw), None,
+                                           True, False)),
     ]
 
 
@@ -309,6 +414,19 @@ def test_bad_inputs():
         ops.cbam_spatial_pool_backward(torch.ones(2, 2, 3, 3), x, None, torch.zeros(2, 3, 3))
     with pytest.raises(ValueError, match=r"cbam_apply_backward: grad must have shape"):
         ops.cbam_apply_backward(torch.ones(2, 4, 3, 4), x, None, None)
+    am2 = torch.zeros(2, 3, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"cbam_input_backward: grad_pooled and spatial_argmax must be given together"):
+        ops.cbam_input_backward(x, None, None, torch.ones(2, 2, 3, 3), None, None, None, True, True)
+    with pytest.raises(ValueError, match=r"cbam_input_backward: spatial_argmax must hold channel indices"):
+        ops.cbam_input_backward(x, None, None, torch.ones(2, 2, 3, 3), am2 + 4, None, None, True, True)
+    with pytest.raises(ValueError, match=r"cbam_input_backward: channel_argmax must be given exactly when max"):
+        ops.cbam_input_backward(x, None, None, None, None, torch.ones(2, 4, 2), None, True, True)
+    with pytest.raises(ValueError, match=r"cbam_input_backward: grad_stats must have shape \[2, 4, 1\]"):
+        ops.cbam_input_backward(x, None, None, None, None, torch.ones(2, 4, 2), None, True, False)
+    with pytest.raises(ValueError, match=r"cbam_input_backward: channel_argmax must hold indices in \[0, H\*W\)"):
+        ops.cbam_input_backward(x, None, None, None, None, torch.ones(2, 4, 1), torch.full((2, 4), 9), False, True)
+    with pytest.raises(TypeError, match=r"cbam_input_backward: c must have dtype Float like x"):
+        ops.cbam_input_backward(x, torch.rand(2, 4, dtype=torch.float64), None, None, None, None, None, True, True)
 
 
 # ---- CUDA kernels (run only where a GPU is visible) ---------------------------------------------------

@@ -71,9 +71,10 @@ def _spatial_pool_fake(x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.T
 
 @torch.library.register_fake("srops::cbam_spatial_pool_backward")
 def _spatial_pool_backward_fake(
-    grad_pooled: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None, argmax: torch.Tensor
+    grad_pooled: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None, argmax: torch.Tensor, input_grad: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return x.new_empty(x.shape), x.new_empty(tuple(x.shape[:2]) if c is not None else (0,))
+    dx = x.new_empty(x.shape if input_grad else (0,))
+    return dx, x.new_empty(tuple(x.shape[:2]) if c is not None else (0,))
 
 
 @torch.library.register_fake("srops::cbam_apply")
@@ -83,12 +84,12 @@ def _apply_fake(x: torch.Tensor, c: torch.Tensor | None, s: torch.Tensor | None)
 
 @torch.library.register_fake("srops::cbam_apply_backward")
 def _apply_backward_fake(
-    grad: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None, s: torch.Tensor | None
+    grad: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None, s: torch.Tensor | None, input_grad: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     B, C, H, W = x.shape
     dc = x.new_empty((B, C) if c is not None else (0,))
     ds = x.new_empty((B, H, W) if s is not None else (0,))
-    return x.new_empty(x.shape), dc, ds
+    return x.new_empty(x.shape if input_grad else (0,)), dc, ds
 
 
 # ---- autograd ----------------------------------------------------------------------------------
@@ -170,7 +171,7 @@ class _InputGrad:
         dx = _ops.cbam_input_backward(
             self.grad, self.c, self.s, self.grad_pooled, self.spatial_argmax if has_pooled else None,
             self.grad_stats, self.channel_argmax if has_stats and self.max else None, self.avg, self.max)
-        self._clear()  # a second backward through a retained graph starts afresh
+        self._clear()  # drop the references now; a retained graph's next backward sets them again
         return dx
 
 

@@ -6,10 +6,12 @@ tensor-sized passes as kernels and call these on the small pooled tensors.
 
 Backends: ``reference`` (pure PyTorch) and the fused ``cpu`` (C++) and ``cuda``
 (CUDA C++) kernels of ``srops.ops.cbam.ext_impl``: three reads of x (channel
-pooling, channel-wise pooling of x·c without writing it, x·c·s) and one write;
-one backward op per pass (x·c·s: read grad and x, write dx; spatial pooling:
-read x, write dx; channel pooling: write dx), whose three x-gradients autograd
-adds. Saved for backward: x, c, s and int64 argmax indices ([B, C], [B, H, W]).
+pooling, channel-wise pooling of x·c without writing it, x·c·s) and one write.
+Backward in eager mode: the gate gradients (read grad and x; read x) and then
+x's whole gradient in one pass (read grad, write dx), so four reads and one
+write; under ``torch.compile`` one registered backward op per pass, whose
+x-gradients autograd adds. Saved for backward: x, c, s and int64 argmax indices
+([B, C], [B, H, W]).
 Default order: ("cpu", "reference") for CPU tensors, ("cuda", "reference") for
 CUDA tensors. All four float dtypes; float16 and bfloat16 are computed in
 float32 inside the kernels, with y = x·c rounded to the dtype as the reference
