@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from typing import Callable, Sequence
 
@@ -85,4 +86,5 @@ def run_benchmark(benchmark, call: Callable[[], object], device: torch.device, g
     benchmark.extra_info.update(info)
     benchmark.extra_info["peak_mb"] = round(peak_memory_mb(call, device), 3)
     benchmark.extra_info.update(env_info())
+    benchmark.extra_info["allocator"] = os.environ.get("SROPS_BENCH_ALLOCATOR", "default")
     benchmark(timed)

@@ -12,13 +12,32 @@ one-round run that proves the harness works).
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import sys
 
 import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep freed memory in the process (glibc only): with glibc's defaults a freed tensor of some MB goes back
+    to the OS and the next allocation of that size page-faults it in again, adding milliseconds to random
+    rounds of every backend. Recorded in each result's extra_info as ``allocator``."""
+    allocator = "default"
+    if ctypes.util.find_library("c") and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c"))
+            M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
+            if libc.mallopt(M_TRIM_THRESHOLD, 1 << 30) and libc.mallopt(M_MMAP_THRESHOLD, 32 << 20):
+                allocator = "glibc, trim threshold 1 GiB, mmap threshold 32 MiB"
+        except (OSError, AttributeError):
+            pass
+    os.environ["SROPS_BENCH_ALLOCATOR"] = allocator
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

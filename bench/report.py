@@ -19,7 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILED = "compile(reference)"
-ENV_KEYS = ("device", "torch", "torch CUDA", "triton", "CUDA compiled against", "compiled with", "CPU threads", "srops")
+ENV_KEYS = ("device", "torch", "torch CUDA", "triton", "CUDA compiled against", "compiled with", "CPU threads", "srops",
+            "allocator")
 
 
 def load_skipped(paths: list[Path]) -> list[dict]:
