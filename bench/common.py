@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import warnings
 from typing import Callable, Sequence
 
@@ -81,7 +82,12 @@ def run_benchmark(benchmark, call: Callable[[], object], device: torch.device, g
             torch.cuda.synchronize()
     else:
         timed = call
-    timed()  # warm-up (autotuning, compilation)
+    # Warm-up (autotuning, compilation, and on CPU the first faults of fresh huge pages, which can take
+    # several times a steady call): at least 3 calls and 0.5 s, at most 20 calls.
+    start, calls = time.perf_counter(), 0
+    while calls < 3 or (time.perf_counter() - start < 0.5 and calls < 20):
+        timed()
+        calls += 1
     benchmark.group = group
     benchmark.extra_info.update(info)
     benchmark.extra_info["peak_mb"] = round(peak_memory_mb(call, device), 3)
