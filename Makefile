@@ -1,6 +1,7 @@
 # make test  : create .venv if missing, install pinned deps, build the extension (CPU + CUDA sources), run tests
 # make demo  : same set-up, then the main job (python -m srops.models.demo: train a small AMMS ×2 on data/T91, evaluate on data/Set5 against bicubic)
 # make bench : all benchmarks on this machine, JSON + report.md + charts in bench/results/<device>/
+#              (allocator tuned for timing, see bench/conftest.py; make bench-default-allocator: untuned, into <device>-default-allocator/)
 # make gpu-check : on a GPU machine that already has torch (no network): build in place,
 #                  run the whole test suite (GPU-marked tests included) and the benchmarks, write results to bench/results/<device>/ or $SROPS_RESULTS_DIR
 VENV ?= .venv
@@ -9,7 +10,7 @@ DEPS := $(VENV)/.deps-stamp
 GPU_PY ?= python
 SHELL := /bin/bash
 
-.PHONY: test demo build gpu-check bench clean
+.PHONY: test demo build gpu-check bench bench-default-allocator clean
 
 $(DEPS): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +30,12 @@ test: build
 bench: build
 	out=$$($(PY) -m srops.info --results-dir); \
 	$(PY) -m pytest bench --benchmark-only --benchmark-json=$$out/bench.json && $(PY) bench/report.py $$out/bench.json
+
+# the same with the allocator left as an untuned program has it (every backend pays its page faults)
+bench-default-allocator: build
+	out=$$($(PY) -m srops.info --results-dir)-default-allocator; mkdir -p $$out; \
+	SROPS_BENCH_TUNED_ALLOCATOR=0 $(PY) -m pytest bench --benchmark-only --benchmark-json=$$out/bench.json && \
+	$(PY) bench/report.py $$out/bench.json
 
 demo: build
 	$(PY) -m srops.models.demo

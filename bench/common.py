@@ -92,5 +92,5 @@ def run_benchmark(benchmark, call: Callable[[], object], device: torch.device, g
     benchmark.extra_info.update(info)
     benchmark.extra_info["peak_mb"] = round(peak_memory_mb(call, device), 3)
     benchmark.extra_info.update(env_info())
-    benchmark.extra_info["allocator"] = os.environ.get("SROPS_BENCH_ALLOCATOR", "default")
+    benchmark.extra_info["allocator"] = os.environ.get("_SROPS_BENCH_ALLOCATOR", "default")
     benchmark(timed)

@@ -19,9 +19,14 @@ import sys
 
 import pytest
 
-# Large CPU tensors on transparent huge pages (read by torch at its first allocation, so set before torch is
-# imported): a fresh 133 MB output otherwise spends most of its time in 4 KiB page faults, for every backend.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# The process's memory allocation is tuned for timing unless SROPS_BENCH_TUNED_ALLOCATOR=0 (then every
+# backend also pays the page faults of its fresh allocations, as in an untuned program):
+# large CPU tensors on transparent huge pages (read by torch at its first allocation, so set before torch
+# is imported; a fresh 133 MB output otherwise spends most of its time in 4 KiB page faults), and freed
+# memory kept in the process (pytest_configure).
+TUNED_ALLOCATOR = os.environ.get("SROPS_BENCH_TUNED_ALLOCATOR", "1") != "0"
+if TUNED_ALLOCATOR:
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import torch  # noqa: E402
 
@@ -34,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
     to the OS and the next allocation of that size page-faults it in again, adding milliseconds to random
     rounds of every backend. Recorded in each result's extra_info as ``allocator``."""
     allocator = "default"
-    if ctypes.util.find_library("c") and sys.platform.startswith("linux"):
+    if TUNED_ALLOCATOR and ctypes.util.find_library("c") and sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c"))
             M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
@@ -44,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
             pass
     if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1":
         allocator += "; torch THP_MEM_ALLOC_ENABLE=1"
-    os.environ["SROPS_BENCH_ALLOCATOR"] = allocator
+    os.environ["_SROPS_BENCH_ALLOCATOR"] = allocator
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
