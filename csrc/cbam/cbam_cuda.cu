@@ -1,6 +1,7 @@
 // CUDA kernels of fused CBAM (see cbam.h). All index arithmetic in int64; accumulation in
 // at::opmath_type (float32 for float16/bfloat16/float32, float64 for float64). Reductions over H*W
-// use one block per (b, c) row; reductions over C use one thread per (b, position) walking the
+// use one block per (b, c) row (the forward channel pooling splits rows when B*C is small);
+// reductions over C use one thread per (b, position) walking the
 // channels, so loads stay coalesced along H*W. Deterministic: no atomics.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -38,18 +39,24 @@ __device__ __forceinline__ bool ranks_before(A v, int64_t i, A m, int64_t mi) {
   return v > m || (v == m && i < mi);
 }
 
+// Per-channel sum, max and first argmax over H*W. Block (r, k) reduces part k of row r (gridDim.y parts
+// of ceil(N / parts) elements): with one part it writes stats/argmax directly; with several it writes
+// the part's (sum, max, index) to the workspace and channel_pool_combine_kernel finishes the row, so
+// that small batches still fill the device. Deterministic (fixed reduction order).
 template <typename T>
 __global__ void channel_pool_kernel(const T* __restrict__ x, T* __restrict__ stats, int64_t* __restrict__ argmax,
-                                    int64_t N, bool avg, bool max) {
+                                    at::opmath_type<T>* __restrict__ part_sum, at::opmath_type<T>* __restrict__ part_max,
+                                    int64_t* __restrict__ part_idx, int64_t N, bool avg, bool max) {
   using A = at::opmath_type<T>;
   __shared__ A s_sum[kThreads];
   __shared__ A s_max[kThreads];
   __shared__ int64_t s_idx[kThreads];
-  const int64_t r = blockIdx.x;
+  const int64_t r = blockIdx.x, parts = gridDim.y, k = blockIdx.y;
+  const int64_t len = (N + parts - 1) / parts, begin = k * len, end = begin + len < N ? begin + len : N;
   const T* row = x + r * N;
   A sum = 0, best = 0;
   int64_t idx = -1;
-  for (int64_t m = threadIdx.x; m < N; m += blockDim.x) {
+  for (int64_t m = begin + threadIdx.x; m < end; m += blockDim.x) {
     const A v = static_cast<A>(row[m]);
     sum += v;
     if (idx < 0 || ranks_before(v, m, best, idx)) best = v, idx = m;
@@ -65,13 +72,42 @@ __global__ void channel_pool_kernel(const T* __restrict__ x, T* __restrict__ sta
     }
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
-    const int64_t P = int64_t(avg) + int64_t(max);
-    if (avg) stats[r * P] = static_cast<T>(s_sum[0] / static_cast<A>(N));
-    if (max) {
-      stats[r * P + P - 1] = row[s_idx[0]];
-      argmax[r] = s_idx[0];
-    }
+  if (threadIdx.x != 0) return;
+  if (parts > 1) {
+    part_sum[r * parts + k] = s_sum[0], part_max[r * parts + k] = s_max[0], part_idx[r * parts + k] = s_idx[0];
+    return;
+  }
+  const int64_t P = int64_t(avg) + int64_t(max);
+  if (avg) stats[r * P] = static_cast<T>(s_sum[0] / static_cast<A>(N));
+  if (max) {
+    stats[r * P + P - 1] = row[s_idx[0]];
+    argmax[r] = s_idx[0];
+  }
+}
+
+// Row r's parts in order: the sum, and the first maximal element (an empty part has index -1).
+template <typename T>
+__global__ void channel_pool_combine_kernel(const T* __restrict__ x, const at::opmath_type<T>* __restrict__ part_sum,
+                                            const at::opmath_type<T>* __restrict__ part_max,
+                                            const int64_t* __restrict__ part_idx, T* __restrict__ stats,
+                                            int64_t* __restrict__ argmax, int64_t rows, int64_t parts, int64_t N,
+                                            bool avg, bool max) {
+  using A = at::opmath_type<T>;
+  const int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (r >= rows) return;
+  A sum = 0, best = 0;
+  int64_t idx = -1;
+  for (int64_t k = 0; k < parts; ++k) {
+    const int64_t i = r * parts + k;
+    sum += part_sum[i];
+    if (part_idx[i] >= 0 && (idx < 0 || ranks_before(part_max[i], part_idx[i], best, idx)))
+      best = part_max[i], idx = part_idx[i];
+  }
+  const int64_t P = int64_t(avg) + int64_t(max);
+  if (avg) stats[r * P] = static_cast<T>(sum / static_cast<A>(N));
+  if (max) {
+    stats[r * P + P - 1] = x[r * N + idx];
+    argmax[r] = idx;
   }
 }
 
@@ -243,10 +279,30 @@ std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cuda(const at::Tensor& x_in
   at::Tensor stats = at::empty({B, C, int64_t(avg) + int64_t(max)}, x.options());
   at::Tensor argmax = at::empty(max ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options().dtype(at::kLong));
   const auto stream = at::cuda::getCurrentCUDAStream();
+  const int64_t rows = B * C;
+  // Enough blocks for about four per multiprocessor, each part at least 4 elements per thread.
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t parts =
+      std::max<int64_t>(1, std::min<int64_t>({(4 * sms + rows - 1) / rows, N / (4 * kThreads), 65535}));
+  const auto acc = at::toOpMathType(x.scalar_type());
+  at::Tensor ws = at::empty({parts > 1 ? 2 * rows * parts : 0}, x.options().dtype(acc));
+  at::Tensor ws_idx = at::empty({parts > 1 ? rows * parts : 0}, x.options().dtype(at::kLong));
   SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_channel_pool_cuda", [&] {
-    channel_pool_kernel<scalar_t><<<row_blocks("cbam_channel_pool", B * C), kThreads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(), max ? argmax.data_ptr<int64_t>() : nullptr, N, avg, max);
+    using A = at::opmath_type<scalar_t>;
+    A* part_sum = parts > 1 ? ws.data_ptr<A>() : nullptr;
+    A* part_max = parts > 1 ? part_sum + rows * parts : nullptr;
+    int64_t* part_idx = parts > 1 ? ws_idx.data_ptr<int64_t>() : nullptr;
+    int64_t* am = max ? argmax.data_ptr<int64_t>() : nullptr;
+    channel_pool_kernel<scalar_t><<<dim3(row_blocks("cbam_channel_pool", rows), static_cast<unsigned>(parts)),
+                                    kThreads, 0, stream>>>(x.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(), am, part_sum,
+                                              part_max, part_idx, N, avg, max);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (parts > 1) {
+      channel_pool_combine_kernel<scalar_t><<<blocks_for(rows), kThreads, 0, stream>>>(
+          x.data_ptr<scalar_t>(), part_sum, part_max, part_idx, stats.data_ptr<scalar_t>(), am, rows, parts, N, avg,
+          max);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
   });
   return {stats, argmax};
 }

@@ -459,6 +459,22 @@ def test_cuda_ties(data):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("data", ["normal", "repeated", "nan"])
+@pytest.mark.parametrize("shape", [(1, 3, 257, 263), (1, 64, 540, 96), (300, 300, 4, 4)], ids=lambda s: "x".join(map(str, s)))
+def test_cuda_channel_pool_split_rows(shape, data):
+    """Small B·C splits each row over several blocks (combined in order); the statistics and the first-maximum
+    index must still equal the CPU kernel's, with ties and NaN."""
+    x = torch.randn(shape, dtype=torch.float64) if data != "repeated" else torch.randint(0, 4, shape).double()
+    if data == "nan":
+        x.view(-1)[x.numel() // 2] = float("nan")
+    for avg, mx in ((True, True), (False, True), (True, False)):
+        stats_cpu, am_cpu = ops.cbam_channel_pool(x, avg, mx)
+        stats_gpu, am_gpu = ops.cbam_channel_pool(x.cuda(), avg, mx)
+        torch.testing.assert_close(stats_gpu.cpu(), stats_cpu, equal_nan=True, rtol=1e-12, atol=1e-12)
+        assert torch.equal(am_gpu.cpu(), am_cpu)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_dtypes_forward(dtype):
     ref64, _ = _pair("cbam", 64, POOLS[0], False, True, False, False, torch.float64, "cuda", "reference")
