@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import srops
-from srops._backend import BACKEND_NAMES
+from srops import BACKEND_NAMES
 
 #: DIV2K RGB mean on the 0–1 scale (EDSR, RCAN, SAN).
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)

@@ -81,3 +81,11 @@ def test_dtype_gate_reason():
 def test_unknown_backend_name_is_value_error():
     with pytest.raises(ValueError, match="backend must be one of"):
         F.covpool(torch.randn(1, 2, 3), backend="gpu")
+
+
+def test_backend_names_public():
+    """The public tuple of backend names names every backend any op registers."""
+    import srops
+
+    registered = {name for per_op in srops.backends().values() for name in per_op}
+    assert registered <= set(srops.BACKEND_NAMES) and "reference" in registered
