@@ -68,15 +68,21 @@ def group_table(rows: list[dict]) -> list[str]:
     by = {r["backend"]: r for r in rows}
     ref = by.get("reference")
     comp = by.get(COMPILED)
+    # Effective bandwidth (minimal traffic over the median time) where the benchmark records the traffic.
+    bandwidth = any("min_bytes" in r["info"] for r in rows)
     lines = ["| backend | median ms | × vs reference | × vs compile(reference) | min ms | × vs reference (min) "
-             "| peak MB | rounds |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| peak MB | rounds |" + (" effective GB/s |" if bandwidth else ""),
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if bandwidth else "")]
     for r in sorted(rows, key=lambda r: r["median_ms"]):
         vs_ref = ref["median_ms"] / r["median_ms"] if ref else None
         vs_comp = comp["median_ms"] / r["median_ms"] if comp else None
         vs_ref_min = ref["min_ms"] / r["min_ms"] if ref and r.get("min_ms") else None
-        lines.append(f"| {r['backend']} | {r['median_ms']:.3f} | {_fmt(vs_ref)} | {_fmt(vs_comp)} | "
-                     f"{_fmt(r.get('min_ms'), 3)} | {_fmt(vs_ref_min)} | {_fmt(r['peak_mb'], 1)} | {r['rounds']} |")
+        line = (f"| {r['backend']} | {r['median_ms']:.3f} | {_fmt(vs_ref)} | {_fmt(vs_comp)} | "
+                f"{_fmt(r.get('min_ms'), 3)} | {_fmt(vs_ref_min)} | {_fmt(r['peak_mb'], 1)} | {r['rounds']} |")
+        if bandwidth:
+            moved = r["info"].get("min_bytes")
+            line += f" {_fmt(moved / (r['median_ms'] * 1e6) if moved else None, 1)} |"
+        lines.append(line)
     return lines
 
 
@@ -157,7 +163,8 @@ def write_report(rows: list[dict], out: Path, skipped: list[dict] = ()) -> Path:
     lines += ["Median of the timed rounds; speed-ups are ratios of medians measured in the same run. The",
               "best round (min) and its ratio are given too: on a small shared CPU machine other load stretches",
               "whole stretches of rounds, and the minimum is the least disturbed figure.",
-              "Peak MB is the extra memory at the peak of one call beyond what was allocated before it.", ""]
+              "Peak MB is the extra memory at the peak of one call beyond what was allocated before it.",
+              "Effective GB/s (where given): the op's minimal memory traffic over the median time.", ""]
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         groups[r["group"]].append(r)
