@@ -29,6 +29,12 @@ at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x, co
                                  const at::Tensor& a, const at::Tensor& states, const at::Tensor& trace,
                                  const at::Tensor& out, bool row_mean);
 
+// The kernels' building blocks, for plain covariance pooling (covpool_cpu.cpp); x [B, C, M] contiguous,
+// float32 or float64, on the CPU. sigma [B, C, C] = (X − μ1ᵀ)(X − μ1ᵀ)ᵀ / M (chunked, double-accumulated
+// Gram); out [B, C, M] = G (X − μ1ᵀ) for g [B, C, C] contiguous (chunked GEMM).
+void covariance_cpu(const at::Tensor& x, at::Tensor& sigma);
+void centred_product_cpu(const at::Tensor& g, const at::Tensor& x, at::Tensor& out);
+
 // Batched-matmul path (sqrtm_bmm.cpp), any device: the iterations from A [B, C, C] and t [B]
 // (filling out and states), and the backward chain to gx = (dΣ + dΣᵀ)/M [B, C, C], v = gx·μ [B, C].
 void sqrtm_forward_bmm(const at::Tensor& a, const at::Tensor& trace, int64_t N, bool row_mean, at::Tensor& out,

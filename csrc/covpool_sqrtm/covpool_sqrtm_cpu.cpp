@@ -278,6 +278,52 @@ void dx_kernel(const T* x, const T* gx, const T* v, T* dx, int64_t B, int64_t C,
 
 }  // namespace
 
+void covariance_cpu(const at::Tensor& x, at::Tensor& sigma) {
+  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covariance_cpu", [&] {
+    using T = scalar_t;
+    const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
+    std::vector<T> mean(B * C);
+    row_means(x.data_ptr<T>(), mean.data(), B * C, M);
+    const int64_t S = std::min(ceil_div(M, kChunk), ceil_div(at::get_num_threads(), B));
+    std::vector<double> part(B * S * Cp * Cp);
+    covariance_partials(x.data_ptr<T>(), mean.data(), part.data(), B, C, Cp, M, S);
+    T* out = sigma.data_ptr<T>();
+    at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t bi = begin; bi < end; ++bi) {
+        const int64_t b = bi / C, i = bi % C;
+        for (int64_t j = i; j < C; ++j) {
+          double v = 0;
+          for (int64_t s = 0; s < S; ++s) v += part[(b * S + s) * Cp * Cp + i * Cp + j];
+          out[(b * C + i) * C + j] = out[(b * C + j) * C + i] = static_cast<T>(v / static_cast<double>(M));
+        }
+      }
+    });
+  });
+}
+
+void centred_product_cpu(const at::Tensor& g, const at::Tensor& x, at::Tensor& out) {
+  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "centred_product_cpu", [&] {
+    using T = scalar_t;
+    const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
+    std::vector<T> mean(B * C), gx(B * Cp * Cp, T(0)), v(B * Cp, T(0));
+    row_means(x.data_ptr<T>(), mean.data(), B * C, M);
+    const T* gp = g.data_ptr<T>();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < C; ++i) {
+        double s = 0;
+        for (int64_t j = 0; j < C; ++j) {
+          const T gij = gp[(b * C + i) * C + j];
+          gx[b * Cp * Cp + i * Cp + j] = gij;
+          s += static_cast<double>(gij) * static_cast<double>(mean[b * C + j]);
+        }
+        v[b * Cp + i] = static_cast<T>(s);
+      }
+    dx_kernel<T>(x.data_ptr<T>(), gx.data(), v.data(), out.data_ptr<T>(), B, C, Cp, M);
+  });
+}
+
 SqrtmFwdResult covpool_sqrtm_fwd_cpu(const at::Tensor& x_in, int64_t iterations, double eps, bool row_mean) {
   check_sqrtm_fwd_args(x_in, iterations, eps, at::kCPU);
   const at::Tensor x = x_in.contiguous();
