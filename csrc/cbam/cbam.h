@@ -52,6 +52,14 @@ inline void cbam_check_index(const char* op, const char* arg, const at::Tensor& 
   TORCH_CHECK_VALUE(t.sizes() == shape, "srops::", op, ": ", arg, " must have shape ", shape, ", got ", t.sizes());
 }
 
+// t's values lie in [0, bound); `what` names the range in the message (e.g. "channel indices in [0, C)").
+// Reads t's minimum and maximum (a device sync on CUDA).
+inline void cbam_check_index_range(const char* op, const char* arg, const at::Tensor& t, int64_t bound,
+                                   const char* what) {
+  TORCH_CHECK_VALUE(t.min().item<int64_t>() >= 0 && t.max().item<int64_t>() < bound, "srops::", op, ": ", arg,
+                    " must hold ", what, ", got values outside it");
+}
+
 // Shared argument checks of the six ops (used by the CPU and CUDA entry points).
 inline void cbam_check_channel_pool(const char* op, const at::Tensor& x, bool avg, bool max, at::DeviceType dev) {
   cbam_check_x(op, x, dev);
@@ -80,8 +88,7 @@ inline void cbam_check_input_backward(const char* op, const at::Tensor& grad, co
   if (grad_pooled.has_value()) {
     cbam_check_like(op, "grad_pooled", *grad_pooled, grad, {B, 2, H, W});
     cbam_check_index(op, "spatial_argmax", *spatial_argmax, grad, {B, H, W});
-    TORCH_CHECK_VALUE(spatial_argmax->min().item<int64_t>() >= 0 && spatial_argmax->max().item<int64_t>() < C,
-                      "srops::", op, ": spatial_argmax must hold channel indices in [0, C), got values outside it");
+    cbam_check_index_range(op, "spatial_argmax", *spatial_argmax, C, "channel indices in [0, C)");
   }
   if (grad_stats.has_value()) {
     TORCH_CHECK_VALUE(avg || max, "srops::", op, ": at least one of avg and max must be true, got neither");
@@ -90,8 +97,7 @@ inline void cbam_check_input_backward(const char* op, const at::Tensor& grad, co
                       " is true, got max=", max, " and ", channel_argmax.has_value() ? "a" : "no", " channel_argmax");
     if (max) {
       cbam_check_index(op, "channel_argmax", *channel_argmax, grad, {B, C});
-      TORCH_CHECK_VALUE(channel_argmax->min().item<int64_t>() >= 0 && channel_argmax->max().item<int64_t>() < H * W,
-                        "srops::", op, ": channel_argmax must hold indices in [0, H*W), got values outside it");
+      cbam_check_index_range(op, "channel_argmax", *channel_argmax, H * W, "indices in [0, H*W)");
     }
   }
 }

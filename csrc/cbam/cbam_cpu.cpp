@@ -73,10 +73,7 @@ at::Tensor cbam_channel_pool_backward_cpu(const at::Tensor& grad_in, const at::T
   cbam_check_like(op, "grad_stats", grad_in, x, {B, C, int64_t(avg) + int64_t(max)});
   cbam_check_index(op, "argmax", argmax_in, x, max ? at::IntArrayRef{B, C} : at::IntArrayRef{0});
   const at::Tensor grad = grad_in.contiguous(), argmax = argmax_in.contiguous();
-  if (max) {
-    TORCH_CHECK_VALUE(argmax.min().item<int64_t>() >= 0 && argmax.max().item<int64_t>() < N, "srops::", op,
-                      ": argmax must hold indices in [0, H*W), got values outside it");
-  }
+  if (max) cbam_check_index_range(op, "argmax", argmax, N, "indices in [0, H*W)");
   at::Tensor dx = at::empty(x.sizes(), x.options());
   SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_channel_pool_backward_cpu", [&] {
     SROPS_CBAM_CALL(channel_pool_backward_kernel<scalar_t>, grad.data_ptr<scalar_t>(), max ? argmax.data_ptr<int64_t>() : nullptr,
@@ -110,8 +107,7 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cpu(const at::Tens
   cbam_check_like(op, "grad_pooled", grad_in, x_in, {B, 2, H, W});
   cbam_check_index(op, "argmax", argmax_in, x_in, {B, H, W});
   const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous(), argmax = argmax_in.contiguous();
-  TORCH_CHECK_VALUE(argmax.min().item<int64_t>() >= 0 && argmax.max().item<int64_t>() < C, "srops::", op,
-                    ": argmax must hold channel indices in [0, C), got values outside it");
+  cbam_check_index_range(op, "argmax", argmax, C, "channel indices in [0, C)");
   const auto c = opt_contig(c_in);
   at::Tensor dx = at::empty(input_grad ? x.sizes() : at::IntArrayRef{0}, x.options());
   at::Tensor dc = at::empty(c.has_value() ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options());

@@ -18,6 +18,7 @@
 #include <algorithm>
 
 #include "common/checks.h"
+#include "covpool/covpool.h"
 #include "covpool_sqrtm/covpool_sqrtm.h"
 
 namespace srops {
@@ -198,11 +199,8 @@ at::Tensor covpool_sqrtm_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& x
 // Plain covariance pooling (srops::covpool_fwd/bwd, float32/float64) on the same kernels.
 namespace {
 
-void check_covpool_x(const char* op, const at::Tensor& x) {
-  check_dim(op, "x", x, 3, "[B, C, M]");
-  check_float_or_double(op, "x", x);
-  check_device_type(op, "x", x, at::kCUDA);
-  check_nonempty(op, "x", x);
+void check_covpool_x_cuda(const char* op, const at::Tensor& x) {
+  check_covpool_x(op, x, at::kCUDA);
   TORCH_CHECK_VALUE(x.size(0) <= 65535, "srops::", op, ": x must have batch size B <= 65535, got ", x.size(0));
 }
 
@@ -220,7 +218,7 @@ at::Tensor row_means_cuda(const at::Tensor& x) {
 }  // namespace
 
 at::Tensor covpool_fwd_cuda(const at::Tensor& x_in) {
-  check_covpool_x("covpool_fwd", x_in);
+  check_covpool_x_cuda("covpool_fwd", x_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
@@ -241,11 +239,9 @@ at::Tensor covpool_fwd_cuda(const at::Tensor& x_in) {
 }
 
 at::Tensor covpool_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& x_in) {
-  check_covpool_x("covpool_bwd", x_in);
+  check_covpool_x_cuda("covpool_bwd", x_in);
+  check_covpool_grad("covpool_bwd", grad_in, x_in, at::kCUDA);
   const int64_t B = x_in.size(0), C = x_in.size(1), M = x_in.size(2);
-  check_same_dtype("covpool_bwd", "grad", grad_in, x_in);
-  check_device_type("covpool_bwd", "grad", grad_in, at::kCUDA);
-  check_shape("covpool_bwd", "grad", grad_in, {B, C, C});
   TORCH_CHECK_VALUE(ceil_div(C, kTile) <= 65535, "srops::covpool_bwd: x must have C <= ", 65535 * kTile, ", got ", C);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
