@@ -108,14 +108,30 @@ void covariance_partials(const T* x, const T* mean, double* part, int64_t B, int
   });
 }
 
+// Row means of x (into mean) and the centred Gram partial sums; entry(b, i, j) = Σ_b[i, j] (i <= j) in double.
+template <typename T>
+struct CentredGram {
+  int64_t B, Cp, M, S;
+  std::vector<double> part;
+
+  CentredGram(const T* x, T* mean, int64_t B_, int64_t C, int64_t Cp_, int64_t M_)
+      : B(B_), Cp(Cp_), M(M_), S(std::min(ceil_div(M_, kChunk), ceil_div(at::get_num_threads(), B_))) {
+    row_means(x, mean, B * C, M);
+    part.resize(B * S * Cp * Cp);
+    covariance_partials(x, mean, part.data(), B, C, Cp, M, S);
+  }
+  double entry(int64_t b, int64_t i, int64_t j) const {
+    double v = 0;
+    for (int64_t s = 0; s < S; ++s) v += part[(b * S + s) * Cp * Cp + i * Cp + j];
+    return v / static_cast<double>(M);
+  }
+};
+
 template <typename T>
 void sqrtm_forward(const T* x, int64_t B, int64_t C, int64_t M, int64_t N, double eps, bool row_mean, bool iterate,
                    T* out, T* mean, T* a_out, T* states, T* trace) {
   const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
-  row_means(x, mean, B * C, M);
-  const int64_t S = std::min(ceil_div(M, kChunk), ceil_div(at::get_num_threads(), B));
-  std::vector<double> part(B * S * Cp * Cp);
-  covariance_partials(x, mean, part.data(), B, C, Cp, M, S);
+  const CentredGram<T> gram(x, mean, B, C, Cp, M);
   const Mats<T> mt{C, Cp};
   const int64_t P2 = Cp * Cp, C2 = C * C;
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
@@ -125,11 +141,7 @@ void sqrtm_forward(const T* x, int64_t B, int64_t C, int64_t M, int64_t N, doubl
       std::fill(buf.begin(), buf.end(), T(0));
       double tr = eps;
       for (int64_t i = 0; i < C; ++i) {
-        for (int64_t j = i; j < C; ++j) {
-          double v = 0;
-          for (int64_t s = 0; s < S; ++s) v += part[(b * S + s) * P2 + i * Cp + j];
-          A[i * Cp + j] = A[j * Cp + i] = static_cast<T>(v / static_cast<double>(M));
-        }
+        for (int64_t j = i; j < C; ++j) A[i * Cp + j] = A[j * Cp + i] = static_cast<T>(gram.entry(b, i, j));
         tr += static_cast<double>(A[i * Cp + i]);
       }
       const T t = static_cast<T>(tr);
@@ -284,19 +296,12 @@ void covariance_cpu(const at::Tensor& x, at::Tensor& sigma) {
     using T = scalar_t;
     const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
     std::vector<T> mean(B * C);
-    row_means(x.data_ptr<T>(), mean.data(), B * C, M);
-    const int64_t S = std::min(ceil_div(M, kChunk), ceil_div(at::get_num_threads(), B));
-    std::vector<double> part(B * S * Cp * Cp);
-    covariance_partials(x.data_ptr<T>(), mean.data(), part.data(), B, C, Cp, M, S);
+    const CentredGram<T> gram(x.data_ptr<T>(), mean.data(), B, C, Cp, M);
     T* out = sigma.data_ptr<T>();
     at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
       for (int64_t bi = begin; bi < end; ++bi) {
         const int64_t b = bi / C, i = bi % C;
-        for (int64_t j = i; j < C; ++j) {
-          double v = 0;
-          for (int64_t s = 0; s < S; ++s) v += part[(b * S + s) * Cp * Cp + i * Cp + j];
-          out[(b * C + i) * C + j] = out[(b * C + j) * C + i] = static_cast<T>(v / static_cast<double>(M));
-        }
+        for (int64_t j = i; j < C; ++j) out[(b * C + i) * C + j] = out[(b * C + j) * C + i] = static_cast<T>(gram.entry(b, i, j));
       }
     });
   });
@@ -309,17 +314,16 @@ void centred_product_cpu(const at::Tensor& g, const at::Tensor& x, at::Tensor& o
     const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
     std::vector<T> mean(B * C), gx(B * Cp * Cp, T(0)), v(B * Cp, T(0));
     row_means(x.data_ptr<T>(), mean.data(), B * C, M);
-    const T* gp = g.data_ptr<T>();
-    for (int64_t b = 0; b < B; ++b)
+    const Mats<T> mt{C, Cp};
+    for (int64_t b = 0; b < B; ++b) {
+      mt.load(gx.data() + b * Cp * Cp, g.data_ptr<T>() + b * C * C);
       for (int64_t i = 0; i < C; ++i) {
         double s = 0;
-        for (int64_t j = 0; j < C; ++j) {
-          const T gij = gp[(b * C + i) * C + j];
-          gx[b * Cp * Cp + i * Cp + j] = gij;
-          s += static_cast<double>(gij) * static_cast<double>(mean[b * C + j]);
-        }
+        for (int64_t j = 0; j < C; ++j)
+          s += static_cast<double>(gx[b * Cp * Cp + i * Cp + j]) * static_cast<double>(mean[b * C + j]);
         v[b * Cp + i] = static_cast<T>(s);
       }
+    }
     dx_kernel<T>(x.data_ptr<T>(), gx.data(), v.data(), out.data_ptr<T>(), B, C, Cp, M);
   });
 }
@@ -360,13 +364,12 @@ at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x_in,
                               tc.data_ptr<T>(), B, C, Cp, M, N, row_mean, gx.data(), v.data());
     } else {
       const auto [gx_t, v_t] = sqrtm_backward_bmm(g, o, mu, ac, sc, tc, M, row_mean);
-      const T* gp = gx_t.data_ptr<T>();
       const T* vp = v_t.data_ptr<T>();
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = 0; i < C; ++i) {
-          std::copy(gp + (b * C + i) * C, gp + (b * C + i + 1) * C, gx.data() + b * Cp * Cp + i * Cp);
-          v[b * Cp + i] = vp[b * C + i];
-        }
+      const Mats<T> mt{C, Cp};
+      for (int64_t b = 0; b < B; ++b) {
+        mt.load(gx.data() + b * Cp * Cp, gx_t.data_ptr<T>() + b * C * C);
+        std::copy(vp + b * C, vp + (b + 1) * C, v.data() + b * Cp);
+      }
     }
     dx_kernel<T>(x.data_ptr<T>(), gx.data(), v.data(), dx.data_ptr<T>(), B, C, Cp, M);
   });
