@@ -5,6 +5,7 @@
   of torch are present, with or without a GPU. ``torch.cuda.is_available()`` is
   never consulted.
 * ``SROPS_NO_EXT=1`` installs the pure-Python package (reference backends only).
+* ``SROPS_NO_CUDA=1`` builds the C++ CPU kernels only (about half the build time).
 * ``SROPS_FORCE_CUDA=1`` fails loudly if the CUDA sources cannot be built.
 * ``TORCH_CUDA_ARCH_LIST`` is respected; when unset it defaults to
   ``8.0;9.0+PTX`` (A100, H100/H200, PTX for newer parts).
@@ -23,6 +24,7 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).resolve().parent
 NO_EXT = os.environ.get("SROPS_NO_EXT", "0") == "1"
 FORCE_CUDA = os.environ.get("SROPS_FORCE_CUDA", "0") == "1"
+NO_CUDA = os.environ.get("SROPS_NO_CUDA", "0") == "1"
 DEFAULT_ARCHS = "8.0;9.0+PTX"
 
 
@@ -89,7 +91,9 @@ def _extensions() -> tuple[list, dict]:
     cpu_sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/*/*.cpp"))
     cuda_sources = sorted(glob.glob("csrc/**/*.cu", recursive=True))
     why_not = None
-    if torch.version.cuda is None:
+    if NO_CUDA:
+        why_not = "SROPS_NO_CUDA=1 is set"
+    elif torch.version.cuda is None:
         why_not = "torch is a CPU-only build"
     elif cpp_extension.CUDA_HOME is None:
         why_not = "nvcc not found (set CUDA_HOME)"
