@@ -60,7 +60,7 @@ def run(stage: Stage) -> None:
         _need(backend, "covpool_sqrtm")
         rec["path"] = sqrtm_path(C, dtype, device)
         x = torch.randn(3, C, M, device=device, dtype=dtype)
-        xr, xf = x.double().requires_grad_(), x.clone().requires_grad_()
+        xr, xf = x.double().clone().requires_grad_(), x.clone().requires_grad_()
         yr = F.covpool_sqrtm(xr, 5, 1e-5, row_mean, backend="reference")
         yf = F.covpool_sqrtm(xf, 5, 1e-5, row_mean, backend=backend)
         g = torch.randn_like(yr)
@@ -78,7 +78,7 @@ def run(stage: Stage) -> None:
     def covpool(rec: dict, C: int, dtype: torch.dtype) -> None:
         _need(backend, "covpool")
         x = torch.randn(2, C, M, device=device, dtype=dtype)
-        xr, xf = x.double().requires_grad_(), x.clone().requires_grad_()
+        xr, xf = x.double().clone().requires_grad_(), x.clone().requires_grad_()
         yr, yf = F.covpool(xr, backend="reference"), F.covpool(xf, backend=backend)
         g = torch.randn_like(yr)
         yr.backward(g)
@@ -90,7 +90,7 @@ def run(stage: Stage) -> None:
 
     def module(kind: str, C: int, pool) -> torch.nn.Module:
         if kind == "cbam":
-            return CBAM(C, reduction=4, pool=pool, mlp_bn=True, spatial_bn=True, backend="reference")
+            return CBAM(C, reduction=4, pool=pool, mlp_bn=False, spatial_bn=True, backend="reference")
         if kind == "channel":
             return ChannelAttention(C, reduction=4, pool=pool, backend="reference")
         return SpatialAttention(7, bn=True, backend="reference")
@@ -107,8 +107,8 @@ def run(stage: Stage) -> None:
         x = torch.randn(shape, dtype=torch.float64)
         if ties:
             x = (x * 2).round() / 2
-        xr = x.to(ref_device).requires_grad_()
-        xf = x.to(device, dtype).requires_grad_()
+        xr = x.to(ref_device).clone().requires_grad_()
+        xf = x.to(device, dtype).clone().requires_grad_()
         yr, yf = ref(xr), fused(xf)
         g = torch.randn_like(yr)
         yr.backward(g)

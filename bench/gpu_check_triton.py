@@ -49,7 +49,7 @@ def nan_prefilled() -> Iterator[None]:
 
 def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """‖actual − expected‖ / ‖expected‖ in float64 (inf when actual holds NaN or inf)."""
-    a, e = actual.double(), expected.double()
+    a, e = actual.detach().double(), expected.detach().double()
     if not torch.isfinite(a).all():
         return float("inf")
     return float((a - e).norm() / e.norm().clamp_min(1e-300))
