@@ -347,20 +347,20 @@ import sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from srops.ops.nonlocal_attention import triton_impl as ti
+from srops.ops.nonlocal_attention import triton_kernels as ti
 
 arch, dt, bd, bdv = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 ints = {"N", "M", "D", "DV"}
 floats = {"qk_scale", "scale"}
 kernels = [  # (kernel, pointer element types in argument order, block sizes)
-    (ti._fwd_kernel, [dt, dt, dt, dt, "fp32"], dict(BLOCK_M=128, BLOCK_N=64)),
-    (ti._dq_kernel, [dt, dt, dt, dt, "fp32", "fp32", dt], dict(BLOCK_M=64, BLOCK_N=64)),
-    (ti._dkdv_kernel, [dt, dt, dt, dt, "fp32", "fp32", dt, dt], dict(BLOCK_M=64, BLOCK_N=64)),
-    (ti._delta_kernel, [dt, dt, "fp32"], dict(BLOCK_M=64)),
+    (ti.fwd_kernel, [dt, dt, dt, dt, "fp32"], dict(BLOCK_M=128, BLOCK_N=64)),
+    (ti.dq_kernel, [dt, dt, dt, dt, "fp32", "fp32", dt], dict(BLOCK_M=64, BLOCK_N=64)),
+    (ti.dkdv_kernel, [dt, dt, dt, dt, "fp32", "fp32", dt, dt], dict(BLOCK_M=64, BLOCK_N=64)),
+    (ti.delta_kernel, [dt, dt, "fp32"], dict(BLOCK_M=64)),
 ]
 for kernel, pointers, blocks in kernels:
     consts = dict(blocks, BLOCK_DV=bdv)
-    if kernel is not ti._delta_kernel:
+    if kernel is not ti.delta_kernel:
         consts.update(BLOCK_D=bd, PREC="ieee" if dt == "fp32" else "tf32")
     pointers, signature = list(pointers), {}
     for name in kernel.arg_names:
