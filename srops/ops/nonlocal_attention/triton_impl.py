@@ -192,3 +192,12 @@ def nonlocal_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if TRITON_ERROR is not None:
         raise RuntimeError(f"srops.nonlocal_attention: backend 'triton' is unavailable: {TRITON_ERROR}")
     return torch.ops.srops.flash_nonlocal_fwd(q, k, v, float(scale))[0]
+
+
+def sass_kernels() -> list[tuple[str, object, tuple[str, ...]]]:
+    """(configuration name, jit kernel, float32 pointer arguments) of each tuned kernel (bench/sass_report.py)."""
+    return [
+        ("fwd", _k.fwd_kernel, ("STATS",)),
+        ("dq", _k.dq_kernel, ("STATS", "DELTA")),
+        ("dkdv", _k.dkdv_kernel, ("STATS", "DELTA")),
+    ]
