@@ -127,7 +127,7 @@ def inner_loop(instrs: list[tuple[int, str]], labels: dict[str, int]) -> list[st
 def measure(name: str, kernel, fp32_ptrs: set[str], dt: str, d: int, dv: int, config) -> dict:
     blocks = dict(config.kwargs)
     consts = dict(blocks, BLOCK_D=triton_impl._head_block(d), BLOCK_DV=triton_impl._head_block(dv),
-                  PREC="ieee" if dt == "fp32" else "tf32")
+                  Q_SIGN=1, PREC="ieee" if dt == "fp32" else "tf32")
     consts = {k: v for k, v in consts.items() if k in kernel.arg_names}
     signature, constexprs, attrs = _signature(kernel, fp32_ptrs, dt, consts)
     start = time.perf_counter()

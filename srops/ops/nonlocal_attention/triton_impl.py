@@ -106,8 +106,8 @@ def _fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -
     with _device_guard(q):
         _k.fwd_kernel[(triton.cdiv(n, bm), b)](
             q, k, v, out, stats, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *stats.stride(),
-            n, m, d, dv, scale * LOG2E, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, BLOCK_DV=block_dv,
-            PREC=_precision(q), **launch,
+            n, m, d, dv, abs(scale) * LOG2E if scale != 0 else 1.0, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d,
+            BLOCK_DV=block_dv, Q_SIGN=(scale > 0) - (scale < 0), PREC=_precision(q), **launch,
         )
     return out, stats
 

@@ -9,44 +9,69 @@ import triton.language as tl
 
 
 @triton.jit
+def _fwd_step(q, k, v, m_i, l_i, acc, col_ok, qk_scale, MASKED: tl.constexpr, PREC: tl.constexpr):
+    """One key block of the online softmax on raw scores (``qk_scale`` > 0 folded into the exp's FFMA)."""
+    s = tl.dot(q, tl.trans(k), input_precision=PREC)
+    if MASKED:
+        s = tl.where(col_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_scaled = m_new * qk_scale
+    alpha = tl.math.exp2(tl.fma(m_i, qk_scale, -m_scaled))
+    p = tl.math.exp2(tl.fma(s, qk_scale, -m_scaled[:, None]))
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def fwd_kernel(
     Q, K, V, O, STATS,
     sqb, sqn, sqd, skb, skm, skd, svb, svm, svd, sob, son, sod, slb, sls, sln,
     N, M, D, DV, qk_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    PREC: tl.constexpr,
+    Q_SIGN: tl.constexpr, PREC: tl.constexpr,
 ):
-    pid_m = tl.program_id(0).to(tl.int64)
+    """One program per (query block, batch item). ``qk_scale = |scale|·log2 e`` (1 when scale = 0), and
+    ``Q_SIGN`` (1, -1 or 0) the sign of scale applied to q, so the row max runs on raw scores."""
+    pid_m = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row0 = pid_m.to(tl.int64) * BLOCK_M
+    rows = tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    row_ok = offs_m < N
-    q = tl.load(Q + pid_b * sqb + offs_m[:, None] * sqn + offs_d[None, :] * sqd,
-                mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    d_ok = offs_d[None, :] < D
+    dv_ok = offs_dv[None, :] < DV
+    row_ok = rows < N - row0
+    q = tl.load(Q + pid_b * sqb + row0 * sqn + rows[:, None] * sqn + offs_d[None, :] * sqd,
+                mask=row_ok[:, None] & d_ok, other=0.0)
+    if Q_SIGN != 1:
+        q = q * Q_SIGN
+    # 64-bit base pointers advanced per block; in-block offsets stay 32-bit
+    k_ptrs = K + pid_b * skb + cols[:, None] * skm + offs_d[None, :] * skd
+    v_ptrs = V + pid_b * svb + cols[:, None] * svm + offs_dv[None, :] * svd
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
-    for start in range(0, M, BLOCK_N):
-        offs_n = start + tl.arange(0, BLOCK_N)
-        col_ok = offs_n < M
-        k = tl.load(K + pid_b * skb + offs_n[:, None] * skm + offs_d[None, :] * skd,
-                    mask=col_ok[:, None] & (offs_d[None, :] < D), other=0.0)
-        v = tl.load(V + pid_b * svb + offs_n[:, None] * svm + offs_dv[None, :] * svd,
-                    mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        s = tl.where(col_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
-        m_i = m_new
+    full = M // BLOCK_N
+    for _ in range(0, full):  # full key blocks: no column masks
+        k = tl.load(k_ptrs, mask=d_ok, other=0.0)
+        v = tl.load(v_ptrs, mask=dv_ok, other=0.0)
+        m_i, l_i, acc = _fwd_step(q, k, v, m_i, l_i, acc, cols, qk_scale, False, PREC)
+        k_ptrs += BLOCK_N * skm
+        v_ptrs += BLOCK_N * svm
+    if full * BLOCK_N < M:  # the ragged last block
+        col_ok = cols < M - full * BLOCK_N
+        k = tl.load(k_ptrs, mask=col_ok[:, None] & d_ok, other=0.0)
+        v = tl.load(v_ptrs, mask=col_ok[:, None] & dv_ok, other=0.0)
+        m_i, l_i, acc = _fwd_step(q, k, v, m_i, l_i, acc, col_ok, qk_scale, True, PREC)
     acc = acc / l_i[:, None]
-    tl.store(O + pid_b * sob + offs_m[:, None] * son + offs_dv[None, :] * sod, acc.to(O.dtype.element_ty),
-             mask=row_ok[:, None] & (offs_dv[None, :] < DV))
-    tl.store(STATS + pid_b * slb + offs_m * sln, m_i, mask=row_ok)
-    tl.store(STATS + pid_b * slb + sls + offs_m * sln, tl.math.log2(l_i), mask=row_ok)
+    tl.store(O + pid_b * sob + row0 * son + rows[:, None] * son + offs_dv[None, :] * sod,
+             acc.to(O.dtype.element_ty), mask=row_ok[:, None] & dv_ok)
+    stats = STATS + pid_b * slb + row0 * sln + rows * sln
+    tl.store(stats, m_i * qk_scale, mask=row_ok)
+    tl.store(stats + sls, tl.math.log2(l_i), mask=row_ok)
+
 
 @triton.jit
 def delta_kernel(
