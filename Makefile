@@ -8,7 +8,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-stamp
-GPU_PY ?= python
+GPU_PY ?= python3
 SHELL := /bin/bash
 
 .PHONY: test demo build gpu-check bench bench-default-allocator clean

@@ -38,13 +38,17 @@ def _check_errs(rec: dict, errs: dict[str, float], tol: float) -> None:
 
 
 def sqrtm_path(C: int, dtype: torch.dtype, device: str) -> str:
-    """The forward/backward paths covpool_sqrtm takes at this C (from the compiled launch plan if present)."""
-    plan = getattr(torch.ops.srops, "_covpool_sqrtm_plan", None)
-    if plan is None or device != "cuda":
+    """The forward/backward paths covpool_sqrtm takes at this C on this GPU, from the compiled launch plan
+    (``srops_launch.covpool_sqrtm_plan``; the backward kernel's static shared memory is its reduction buffer)."""
+    launch = getattr(torch.ops, "srops_launch", None)
+    if device != "cuda" or launch is None or not hasattr(launch, "covpool_sqrtm_plan"):
         return "n/a"
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
     optin = int(getattr(props, "shared_memory_per_block_optin", 0))
-    fwd, bwd = plan(C, torch.empty((), dtype=dtype).element_size(), props.multi_processor_count, optin)
+    elem = torch.empty((), dtype=dtype).element_size()
+    _, fwd_mats, bwd_mats, threads = launch.constants()
+    fwd = launch.covpool_sqrtm_plan(C, elem, fwd_mats, 0, props.multi_processor_count, optin)[0]
+    bwd = launch.covpool_sqrtm_plan(C, elem, bwd_mats, threads * elem, props.multi_processor_count, optin)[0]
     return f"fwd {fwd}, bwd {bwd}"
 
 
