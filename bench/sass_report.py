@@ -107,9 +107,9 @@ def _parse(lines: list[str]) -> tuple[list[tuple[int, str]], dict[str, int]]:
 
 
 def inner_loop(instrs: list[tuple[int, str]], labels: dict[str, int]) -> list[str]:
-    """Instructions of the smallest backward-branch loop holding both an exp and a matrix product."""
+    """Instructions of the smallest backward-branch loop holding an exp (and a matrix product if any loop has one)."""
     index = {addr: i for i, (addr, _) in enumerate(instrs)}
-    best = None
+    best, best_mma = None, None
     for j, (addr, text) in enumerate(instrs):
         if "BRA" not in text:
             continue
@@ -118,10 +118,12 @@ def inner_loop(instrs: list[tuple[int, str]], labels: dict[str, int]) -> list[st
         if target is None or target > addr or target not in index:
             continue
         body = [t for _, t in instrs[index[target]: j + 1]]
-        if any("MUFU.EX2" in t for t in body) and any(MMA.search(t) for t in body):
+        if any("MUFU.EX2" in t for t in body):
             if best is None or len(body) < len(best):
                 best = body
-    return best or []
+            if any(MMA.search(t) for t in body) and (best_mma is None or len(body) < len(best_mma)):
+                best_mma = body
+    return best_mma or best or []
 
 
 def measure(name: str, kernel, fp32_ptrs: set[str], dt: str, d: int, dv: int, config) -> dict:

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - reported by triton_impl.TRITON_ERROR
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel. BLOCK_M runs over queries, BLOCK_N over keys.
 _CANDIDATES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
-    "fwd": ((128, 64, 4, 2), (128, 128, 8, 2), (64, 64, 4, 2), (128, 32, 4, 3)),
+    "fwd": ((128, 64, 4, 2), (128, 128, 8, 2), (64, 64, 4, 2), (128, 32, 8, 2), (64, 32, 4, 2)),
     "dq": ((64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2)),
     "dkdv": ((64, 64, 4, 2), (64, 128, 8, 2), (32, 64, 4, 2)),
 }
@@ -39,11 +39,11 @@ _CANDIDATES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
 _INTERPRET_CONFIG = (16, 16, 1, 1)
 # Fewer programs than this (grid size) and the rule takes the next smaller block on the parallel dim.
 _MIN_PROGRAMS = 264
-# kernel -> ((large, small) candidate index for 32-bit or d > 32, (large, small) for 16-bit with d, dv <= 32)
-_RULE: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
-    "fwd": ((0, 2), (1, 2)),
-    "dq": ((0, 2), (0, 2)),
-    "dkdv": ((0, 2), (0, 2)),
+# kernel -> (large, small) candidate index for (float32, 16-bit with d or dv > 32, 16-bit with d, dv <= 32)
+_RULE: dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]] = {
+    "fwd": ((3, 4), (0, 2), (1, 2)),
+    "dq": ((0, 2), (0, 2), (0, 2)),
+    "dkdv": ((0, 2), (0, 2), (0, 2)),
 }
 
 _lock = threading.Lock()
@@ -133,8 +133,8 @@ def choose(name: str, n: int, m: int, batch: int, block_d: int, block_dv: int, d
     if interpret:
         return _make(_INTERPRET_CONFIG)
     entries = _CANDIDATES[name]
-    wide = block_d <= 32 and block_dv <= 32 and dtype != torch.float32
-    large, small = _RULE[name][1 if wide else 0]
+    kind = 0 if dtype == torch.float32 else (2 if block_d <= 32 and block_dv <= 32 else 1)
+    large, small = _RULE[name][kind]
     rows, key = (m, "BLOCK_N") if name == "dkdv" else (n, "BLOCK_M")
     block = entries[large][{"BLOCK_M": 0, "BLOCK_N": 1}[key]]
     return _make(entries[large] if triton.cdiv(size_bucket(rows), block) * batch >= _MIN_PROGRAMS else entries[small])

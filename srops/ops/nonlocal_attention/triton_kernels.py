@@ -18,8 +18,13 @@ def _fwd_step(q, k, v, m_i, l_i, acc, col_ok, qk_scale, MASKED: tl.constexpr, PR
     m_scaled = m_new * qk_scale
     alpha = tl.math.exp2(tl.fma(m_i, qk_scale, -m_scaled))
     p = tl.math.exp2(tl.fma(s, qk_scale, -m_scaled[:, None]))
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+    p = p.to(v.dtype)
+    if PREC == "ieee":  # float32 products run on FMA units: a plain row sum
+        l_i = l_i * alpha[:, None] + tl.sum(p, 1)[:, None]
+    else:  # row sums on the tensor cores: the 16 columns of l_i accumulate the same sum of p
+        ones = tl.full([p.shape[1], 16], 1.0, v.dtype)
+        l_i = l_i * alpha[:, None] + tl.dot(p, ones, input_precision=PREC)
+    acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PREC)
     return m_new, l_i, acc
 
 
@@ -51,7 +56,7 @@ def fwd_kernel(
     k_ptrs = K + pid_b * skb + cols[:, None] * skm + offs_d[None, :] * skd
     v_ptrs = V + pid_b * svb + cols[:, None] * svm + offs_dv[None, :] * svd
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
+    l_i = tl.zeros([BLOCK_M, 1 if PREC == "ieee" else 16], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     full = M // BLOCK_N
     for _ in range(0, full):  # full key blocks: no column masks
@@ -65,6 +70,7 @@ def fwd_kernel(
         k = tl.load(k_ptrs, mask=col_ok[:, None] & d_ok, other=0.0)
         v = tl.load(v_ptrs, mask=col_ok[:, None] & dv_ok, other=0.0)
         m_i, l_i, acc = _fwd_step(q, k, v, m_i, l_i, acc, col_ok, qk_scale, True, PREC)
+    l_i = tl.max(l_i, 1)
     acc = acc / l_i[:, None]
     tl.store(O + pid_b * sob + row0 * son + rows[:, None] * son + offs_dv[None, :] * sod,
              acc.to(O.dtype.element_ty), mask=row_ok[:, None] & dv_ok)
