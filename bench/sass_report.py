@@ -37,8 +37,8 @@ from triton.compiler import ASTSource  # noqa: E402
 from srops.ops.nonlocal_attention import triton_configs, triton_impl  # noqa: E402
 
 TRITON_BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-INTS = {"N", "M", "D", "DV"}
-FLOATS = {"qk_scale", "scale"}
+INTS = {"N", "M", "D", "DV", "N_PAD", "M_PAD", "KPG", "QPC", "G"}
+FLOATS = {"qk_scale", "scale", "dk_scale"}
 UNIT_STRIDE = re.compile(r"^s[a-z]+[dv]$|^sln$")  # last-dim strides (…d, …dv) and the stats row stride
 MMA = re.compile(r"\b(HGMMA|HMMA|IMMA|DMMA)\b")
 
@@ -107,9 +107,9 @@ def _parse(lines: list[str]) -> tuple[list[tuple[int, str]], dict[str, int]]:
 
 
 def inner_loop(instrs: list[tuple[int, str]], labels: dict[str, int]) -> list[str]:
-    """Instructions of the smallest backward-branch loop holding both an exp and a matrix product."""
+    """Instructions of the smallest backward-branch loop holding an exp (and a matrix product if any loop has one)."""
     index = {addr: i for i, (addr, _) in enumerate(instrs)}
-    best = None
+    best, best_mma = None, None
     for j, (addr, text) in enumerate(instrs):
         if "BRA" not in text:
             continue
@@ -118,16 +118,18 @@ def inner_loop(instrs: list[tuple[int, str]], labels: dict[str, int]) -> list[st
         if target is None or target > addr or target not in index:
             continue
         body = [t for _, t in instrs[index[target]: j + 1]]
-        if any("MUFU.EX2" in t for t in body) and any(MMA.search(t) for t in body):
+        if any("MUFU.EX2" in t for t in body):
             if best is None or len(body) < len(best):
                 best = body
-    return best or []
+            if any(MMA.search(t) for t in body) and (best_mma is None or len(body) < len(best_mma)):
+                best_mma = body
+    return best_mma or best or []
 
 
 def measure(name: str, kernel, fp32_ptrs: set[str], dt: str, d: int, dv: int, config) -> dict:
     blocks = dict(config.kwargs)
     consts = dict(blocks, BLOCK_D=triton_impl._head_block(d), BLOCK_DV=triton_impl._head_block(dv),
-                  Q_SIGN=1, PREC="ieee" if dt == "fp32" else "tf32")
+                  Q_SIGN=1, PARTIAL=False, PREC="ieee" if dt == "fp32" else "tf32")
     consts = {k: v for k, v in consts.items() if k in kernel.arg_names}
     signature, constexprs, attrs = _signature(kernel, fp32_ptrs, dt, consts)
     start = time.perf_counter()

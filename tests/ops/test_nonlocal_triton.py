@@ -358,21 +358,24 @@ import sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from srops.ops.nonlocal_attention import triton_kernels as ti
+from srops.ops.nonlocal_attention import triton_bwd_kernels as bk
+from srops.ops.nonlocal_attention import triton_kernels as fk
 
 arch, dt, bd, bdv = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-ints = {"N", "M", "D", "DV"}
-floats = {"qk_scale", "scale"}
-kernels = [  # (kernel, pointer element types in argument order, block sizes)
-    (ti.fwd_kernel, [dt, dt, dt, dt, "fp32"], dict(BLOCK_M=128, BLOCK_N=64)),
-    (ti.dq_kernel, [dt, dt, dt, dt, "fp32", "fp32", dt], dict(BLOCK_M=64, BLOCK_N=64)),
-    (ti.dkdv_kernel, [dt, dt, dt, dt, "fp32", "fp32", dt, dt], dict(BLOCK_M=64, BLOCK_N=64)),
-    (ti.delta_kernel, [dt, dt, "fp32"], dict(BLOCK_M=64)),
+ints = {"N", "M", "D", "DV", "N_PAD", "M_PAD", "KPG", "QPC", "G", "PARTS", "ROWS", "ROWS_PAD", "COLS"}
+floats = {"qk_scale", "scale", "dk_scale"}
+prec = "ieee" if dt == "fp32" else "tf32"
+heads = dict(BLOCK_D=bd, BLOCK_DV=bdv, Q_SIGN=-1, PREC=prec)
+kernels = [  # (kernel, pointer element types in argument order, constexprs)
+    (fk.fwd_kernel, [dt, dt, dt, dt, "fp32"], dict(heads, BLOCK_M=128, BLOCK_N=64)),
+    (bk.bwd_kernel, [dt, dt, dt, dt, "fp32", "fp32", "fp32", dt, dt], dict(heads, BLOCK_M=64, BLOCK_N=64,
+                                                                           PARTIAL=False)),
+    (bk.bwd_kernel, [dt, dt, dt, dt, "fp32", "fp32", "fp32", "fp32", "fp32"], dict(heads, BLOCK_M=64, BLOCK_N=64,
+                                                                                   PARTIAL=True)),
+    (bk.delta_kernel, [dt, dt, "fp32"], dict(BLOCK_M=64, BLOCK_DV=bdv)),
+    (bk.partial_sum_kernel, ["fp32", dt], dict(BLOCK_R=64, BLOCK_C=bd)),
 ]
-for kernel, pointers, blocks in kernels:
-    consts = dict(blocks, BLOCK_DV=bdv)
-    if kernel is not ti.delta_kernel:
-        consts.update(BLOCK_D=bd, PREC="ieee" if dt == "fp32" else "tf32")
+for kernel, pointers, consts in kernels:
     pointers, signature = list(pointers), {}
     for name in kernel.arg_names:
         if name in consts:
@@ -416,4 +419,4 @@ def test_kernels_compile_for_nvidia(arch, dtype, d, dv):
     result = subprocess.run([sys.executable, "-c", _AOT_SCRIPT, str(arch), dtype, str(bd), str(bdv)], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("shared") == 4, result.stdout
+    assert result.stdout.count("shared") == 5, result.stdout

@@ -123,3 +123,34 @@ def test_rule_is_a_function_of_the_size_bucket():
                 assert (a.kwargs, a.num_warps, a.num_stages) == (b.kwargs, b.num_warps, b.num_stages)
                 assert (a.kwargs, a.num_warps, a.num_stages) in allowed
     assert [triton_configs.size_bucket(x) for x in (0, 1, 2, 3, 64, 65)] == [1, 1, 2, 4, 64, 128]
+
+
+@pytest.mark.parametrize(
+    "min_programs, budget",
+    [(1, 1 << 40), (4, 0), (264, 0), (6, 1 << 40)],
+    ids=["one-program-walks-all", "2x2-groups-chunks", "one-tile-per-program", "key-groups-only"],
+)
+def test_backward_split_matches_the_oracle_and_repeats_bitwise(monkeypatch, min_programs, budget):
+    """Every backward split (key groups × query chunks, dK/dV partials or direct) against the oracle, twice."""
+    monkeypatch.setattr(triton_configs, "_MIN_PROGRAMS", min_programs)
+    monkeypatch.setattr(triton_configs, "SCRATCH_BUDGET", budget)
+    q, k, v, grad = _inputs(1, 16 * 4 + 3, 16 * 5 + 5, 24, 40, seed=11)
+    oracle = _run(nonlocal_attention_ref, q, k, v, grad, -0.4)
+    to = lambda t: t.to(device=DEVICE, dtype=torch.float32)  # noqa: E731
+    with triton_impl.nan_outputs():
+        first = _run(_triton, to(q), to(k), to(v), to(grad), -0.4)
+        second = _run(_triton, to(q), to(k), to(v), to(grad), -0.4)
+    for label, a, b, e in zip(NAMES, first, second, oracle):
+        assert torch.isfinite(a).all(), f"{label} has unwritten (NaN) elements"
+        assert torch.equal(a, b), f"{label} differs between two runs"
+        assert_close(a.cpu(), e.to(torch.float32), label)
+
+
+def test_backward_split_rule():
+    """The split covers every block, bounds the scratch by the budget, and reaches the program target."""
+    for n_kb, n_qb, batch in [(1, 1, 1), (3, 5, 1), (8100, 8100, 1), (36, 36, 16), (2, 700, 3)]:
+        groups, chunks, kpg, qpc = triton_configs.bwd_split(n_kb, n_qb, batch, n_qb * 64, n_kb * 64, 32, 32)
+        assert (groups - 1) * kpg < n_kb <= groups * kpg and (chunks - 1) * qpc < n_qb <= chunks * qpc
+        assert 2 * groups * chunks * batch >= min(triton_configs._MIN_PROGRAMS, n_kb * n_qb * batch)
+        if chunks == 1:
+            assert groups * batch * n_qb * 64 * 32 * 4 <= triton_configs.SCRATCH_BUDGET or n_qb == 1

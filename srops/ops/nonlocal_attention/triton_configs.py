@@ -31,19 +31,17 @@ except ImportError:  # pragma: no cover - reported by triton_impl.TRITON_ERROR
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel. BLOCK_M runs over queries, BLOCK_N over keys.
 _CANDIDATES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
-    "fwd": ((128, 64, 4, 2), (128, 128, 8, 2), (64, 64, 4, 2), (128, 32, 4, 3)),
-    "dq": ((64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2)),
-    "dkdv": ((64, 64, 4, 2), (64, 128, 8, 2), (32, 64, 4, 2)),
+    "fwd": ((128, 64, 4, 2), (128, 128, 8, 2), (64, 64, 4, 2), (128, 32, 8, 2), (64, 32, 4, 2)),
+    "bwd": ((64, 64, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2), (32, 64, 4, 2), (32, 32, 4, 2)),
 }
 # Under TRITON_INTERPRET=1 (CPU tensors, tests): small blocks keep runs short.
 _INTERPRET_CONFIG = (16, 16, 1, 1)
 # Fewer programs than this (grid size) and the rule takes the next smaller block on the parallel dim.
 _MIN_PROGRAMS = 264
-# kernel -> ((large, small) candidate index for 32-bit or d > 32, (large, small) for 16-bit with d, dv <= 32)
-_RULE: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
-    "fwd": ((0, 2), (1, 2)),
-    "dq": ((0, 2), (0, 2)),
-    "dkdv": ((0, 2), (0, 2)),
+# kernel -> (large, small) candidate index for (float32, 16-bit with d or dv > 32, 16-bit with d, dv <= 32)
+_RULE: dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]] = {
+    "fwd": ((3, 4), (0, 2), (1, 2)),
+    "bwd": ((4, 4), (0, 3), (0, 3)),
 }
 
 _lock = threading.Lock()
@@ -116,6 +114,34 @@ def empty(*shape: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor
     return torch.empty(*shape, device=device, dtype=dtype)
 
 
+# The backward's float32 scratch (dQ partials per key group, dK/dV partials per query chunk) may take
+# this much before the split trades key groups for query chunks.
+SCRATCH_BUDGET = 256 << 20
+
+
+def bwd_split(n_kb: int, n_qb: int, batch: int, n_pad: int, m_pad: int, block_d: int, block_dv: int
+              ) -> tuple[int, int, int, int]:
+    """``(G, S, key blocks per group, query blocks per chunk)`` of the backward for a problem size.
+
+    At least ``_MIN_PROGRAMS`` programs (G·S·B) where the blocks allow: key groups first (S = 1, dK/dV
+    written directly), query chunks where the key blocks are too few; while the dQ scratch
+    ``G·B·n_pad·block_d`` float32 exceeds :data:`SCRATCH_BUDGET`, ~√ of the programs each way. A pure function of the sizes: the same split, hence the same
+    summation order, in every process.
+    """
+    want = -(-_MIN_PROGRAMS // batch)
+
+    def split(count: int, parts: int) -> tuple[int, int]:  # (parts, blocks per part), parts >= the wish
+        per = max(1, count // max(1, parts))
+        return -(-count // per), per
+
+    groups, kpg = split(n_kb, min(n_kb, want))
+    chunks, qpc = split(n_qb, min(n_qb, want // groups))  # few key blocks: query chunks make up the rest
+    if groups * batch * n_pad * block_d * 4 > SCRATCH_BUDGET and n_qb > 1:
+        chunks, qpc = split(n_qb, min(n_qb, max(2, int(want ** 0.5 + 0.5))))
+        groups, kpg = split(n_kb, min(n_kb, -(-want // chunks)))
+    return groups, chunks, kpg, qpc
+
+
 def size_bucket(size: int) -> int:
     """Power-of-two bucket of a sequence length (the key of the configuration rule)."""
     return 1 if size <= 1 else 1 << (int(size) - 1).bit_length()
@@ -133,8 +159,8 @@ def choose(name: str, n: int, m: int, batch: int, block_d: int, block_dv: int, d
     if interpret:
         return _make(_INTERPRET_CONFIG)
     entries = _CANDIDATES[name]
-    wide = block_d <= 32 and block_dv <= 32 and dtype != torch.float32
-    large, small = _RULE[name][1 if wide else 0]
-    rows, key = (m, "BLOCK_N") if name == "dkdv" else (n, "BLOCK_M")
+    kind = 0 if dtype == torch.float32 else (2 if block_d <= 32 and block_dv <= 32 else 1)
+    large, small = _RULE[name][kind]
+    rows, key = (m, "BLOCK_N") if name == "bwd" else (n, "BLOCK_M")
     block = entries[large][{"BLOCK_M": 0, "BLOCK_N": 1}[key]]
     return _make(entries[large] if triton.cdiv(size_bucket(rows), block) * batch >= _MIN_PROGRAMS else entries[small])

@@ -10,9 +10,10 @@ Layouts (single head): q ``[B, N, d]``, k ``[B, M, d]``, v ``[B, M, dv]`` → ou
   Keeping the two apart matters for large logits (SAN uses no 1/√d): one float32
   log-sum-exp near 300 carries an absolute error of ~1e-5, which every
   recomputed probability would inherit.
-* Backward, without atomics (deterministic): ``delta = rowsum(dO ∘ O)``, then one
-  pass per query block for dQ and one pass per key block for dK and dV, each
-  recomputing ``p = 2^((t − max) − log2 sum)``.
+* Backward, without atomics (bitwise deterministic): ``delta = rowsum(dO ∘ O)``, then
+  one pass computing dQ, dK and dV together with one exp per score
+  (``p = 2^((t − max) − log2 sum)`` recomputed once), dQ partials per key group in a
+  float32 scratch summed in index order afterwards (see triton_bwd_kernels).
 
 Any N and M (masked tails), any head dims up to 128 (padded to the next power of
 two, at least 16, with masks; d ≠ dv allowed), float16/bfloat16/float32 inputs with
@@ -81,6 +82,7 @@ def _precision(q: torch.Tensor) -> str:
 
 
 if TRITON_ERROR is None:
+    from srops.ops.nonlocal_attention import triton_bwd_kernels as _bk
     from srops.ops.nonlocal_attention import triton_kernels as _k
 
 
@@ -124,23 +126,36 @@ def _bwd_impl(
     if b == 0 or n == 0 or m == 0:
         return dq.zero_(), dk.zero_(), dvv.zero_()
     block_d, block_dv = _head_block(d), _head_block(dv)
-    delta = _configs.empty(b, n, device=q.device, dtype=torch.float32)
-    strides = (*q.stride(), *k.stride(), *v.stride(), *grad.stride(), *stats.stride())
+    bm, bn, launch = _config("bwd", n, m, b, block_d, block_dv, q.dtype)
+    n_qb, n_kb = triton.cdiv(n, bm), triton.cdiv(m, bn)
+    n_pad, m_pad = n_qb * bm, n_kb * bn
+    groups, chunks, kpg, qpc = _configs.bwd_split(n_kb, n_qb, b, n_pad, m_pad, block_d, block_dv)
+    f32 = dict(device=q.device, dtype=torch.float32)
+    delta = _configs.empty(b, n, **f32)
+    dq_part = _configs.empty(groups, b, n_pad, block_d, **f32)
+    partial = chunks > 1
+    dk_out = _configs.empty(chunks, b, m_pad, block_d, **f32) if partial else dk
+    dv_out = _configs.empty(chunks, b, m_pad, block_dv, **f32) if partial else dvv
     with _device_guard(q):
         block = 16 if INTERPRET else 64
-        _k.delta_kernel[(triton.cdiv(n, block), b)](
+        _bk.delta_kernel[(triton.cdiv(n, block), b)](
             out, grad, delta, *out.stride(), *grad.stride(), n, dv, BLOCK_M=block, BLOCK_DV=block_dv,
         )
-        bm, bn, launch = _config("dq", n, m, b, block_d, block_dv, q.dtype)
-        _k.dq_kernel[(triton.cdiv(n, bm), b)](
-            q, k, v, grad, stats, delta, dq, *strides, n, m, d, dv, scale * LOG2E, scale,
-            BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, BLOCK_DV=block_dv, PREC=_precision(q), **launch,
+        _bk.bwd_kernel[(groups * chunks, b)](
+            q, k, v, grad, stats, delta, dq_part, dk_out, dv_out,
+            *q.stride(), *k.stride(), *v.stride(), *grad.stride(), *stats.stride(),
+            n, m, d, dv, n_pad, m_pad, abs(scale) * LOG2E if scale != 0 else 1.0, scale, kpg, qpc, groups,
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, BLOCK_DV=block_dv, Q_SIGN=(scale > 0) - (scale < 0),
+            PARTIAL=partial, PREC=_precision(q), **launch,
         )
-        bm, bn, launch = _config("dkdv", n, m, b, block_d, block_dv, q.dtype)
-        _k.dkdv_kernel[(triton.cdiv(m, bn), b)](
-            q, k, v, grad, stats, delta, dk, dvv, *strides, n, m, d, dv, scale * LOG2E, scale,
-            BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, BLOCK_DV=block_dv, PREC=_precision(q), **launch,
-        )
+        sums = [(dq_part, dq, groups, n, n_pad, d, abs(scale), block_d)]
+        if partial:
+            sums += [(dk_out, dk, chunks, m, m_pad, d, scale, block_d), (dv_out, dvv, chunks, m, m_pad, dv, 1.0, block_dv)]
+        for parts, target, count, rows, rows_pad, cols, factor, block_c in sums:
+            block_r = 16 if INTERPRET else 64
+            _bk.partial_sum_kernel[(triton.cdiv(rows, block_r), b)](
+                parts, target, count, rows, rows_pad, cols, factor, BLOCK_R=block_r, BLOCK_C=block_c,
+            )
     return dq, dk, dvv
 
 
@@ -198,6 +213,5 @@ def sass_kernels() -> list[tuple[str, object, tuple[str, ...]]]:
     """(configuration name, jit kernel, float32 pointer arguments) of each tuned kernel (bench/sass_report.py)."""
     return [
         ("fwd", _k.fwd_kernel, ("STATS",)),
-        ("dq", _k.dq_kernel, ("STATS", "DELTA")),
-        ("dkdv", _k.dkdv_kernel, ("STATS", "DELTA")),
+        ("bwd", _bk.bwd_kernel, ("STATS", "DELTA", "DQP")),
     ]
