@@ -163,7 +163,8 @@ def innermost_loops(body: list[tuple[int, str]]) -> list[tuple[int, int]]:
 def loop_stats(body: list[tuple[int, str]], loop: tuple[int, int], principal: tuple[str, int]) -> dict:
     ops = [opcode(t) for _, t in body[loop[0]:loop[1] + 1]]
     count = lambda prefix: sum(o.split(".")[0] == prefix for o in ops)  # noqa: E731
-    n_principal = sum(o.split(".")[0] == principal[0] for o in ops)
+    kinds = {"FFMA": ("FFMA", "DFMA")}.get(principal[0], (principal[0],))  # float64 kernels use DFMA
+    n_principal = sum(o.split(".")[0] in kinds for o in ops)
     elems = n_principal / principal[1] if n_principal else 0
     return {
         "instructions": len(ops), "LDG": count("LDG"), "LDS": count("LDS"), "LD": count("LD"),
@@ -181,7 +182,8 @@ def report(binaries: list[Path]) -> list[dict]:
             pretty = names[mangled]
             if "srops" not in pretty:
                 continue
-            short = re.sub(r"\(.*", "", pretty).replace("srops::", "")
+            short = re.sub(r"\(.*", "", pretty.replace("(anonymous namespace)::", "")).replace("srops::", "")
+            short = re.sub(r"^void ", "", short)
             key = next((k for k in sorted(PRINCIPAL, key=len, reverse=True) if k in short.split("<")[0]), None)
             principal = PRINCIPAL.get(key, ("STG", 1))
             loops = [loop_stats(body, lp, principal) for lp in innermost_loops(body)]
@@ -192,11 +194,12 @@ def report(binaries: list[Path]) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| kernel | SASS instr | inner loop instr | per element | LDG | LDS | LD (generic) | STG | CALL |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| kernel | SASS instr | generic LD/ST (kernel) | inner loop instr | per element | LDG | LDS | "
+             "LD (generic) | STG | CALL |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         s = r["inner"] or {}
-        lines.append(f"| `{r['kernel']}` | {r['instructions']} | {s.get('instructions', '-')} | "
+        lines.append(f"| `{r['kernel']}` | {r['instructions']} | {r['generic_ld_st']} | {s.get('instructions', '-')} | "
                      f"{s.get('per_element') if s.get('per_element') is not None else '-'} | {s.get('LDG', '-')} | "
                      f"{s.get('LDS', '-')} | {s.get('LD', '-')} | {s.get('STG', '-')} | {s.get('CALL', '-')} |")
     return "\n".join(lines) + "\n"
@@ -210,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", default=None)
     parser.add_argument("--filter", default="", help="only kernels whose name contains this")
     parser.add_argument("--only", action="append", default=None, help="compile only this .cu file name")
+    parser.add_argument("--keep", default=None, help="keep the compiled cubins in this folder")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        binaries = [Path(p) for p in args.so] if args.so else compile_cubins(Path(args.csrc), Path(tmp), args.only)
+        work = Path(args.keep) if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        binaries = [Path(p) for p in args.so] if args.so else compile_cubins(Path(args.csrc), work, args.only)
         rows = [r for r in report(binaries) if args.filter in r["kernel"]]
     text = markdown(rows)
     print(text)
