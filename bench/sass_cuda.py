@@ -4,12 +4,14 @@
     python bench/sass_cuda.py --so srops/_C*.so       # read the SASS of a built extension instead
     python bench/sass_cuda.py --csrc /tmp/old/csrc    # another source tree (a baseline), same flags
     python bench/sass_cuda.py --json out.json --markdown out.md
+    python bench/sass_cuda.py --so srops/_C*.so --compare base.json   # before/after table first
 
 Per kernel (every template instantiation, demangled): registers, the innermost loops (a backward branch and
 its target, holding no other loop) with their instruction count, global/shared/generic loads and stores,
 calls (64-bit integer division and modulo are calls to a subroutine on sm_90), and instructions per
 element = loop instructions / elements per iteration, the elements counted by the kernel's principal
-memory operation (``PRINCIPAL``: e.g. one STG per output element). No GPU is needed: nvcc and the
+memory operation (``PRINCIPAL``: e.g. one STG per output element). A kernel with optional inputs has one
+loop per combination the compiler specialised (and unrolled copies): the range over them is given. No GPU is needed: nvcc and the
 cuobjdump that Triton's wheel carries suffice.
 """
 from __future__ import annotations
@@ -188,7 +190,9 @@ def report(binaries: list[Path]) -> list[dict]:
             principal = PRINCIPAL.get(key, ("STG", 1))
             loops = [loop_stats(body, lp, principal) for lp in innermost_loops(body)]
             best = max(loops, key=lambda s: (s["elements"] > 0, s["instructions"]), default=None)
+            per = [lp["per_element"] for lp in loops if lp["per_element"] is not None]
             rows.append({"kernel": short, "instructions": len(body), "loops": loops, "inner": best,
+                         "per_element_range": [min(per), max(per)] if per else None,
                          "generic_ld_st": sum(opcode(t).split(".")[0] in ("LD", "ST") for _, t in body)})
     return sorted(rows, key=lambda r: r["kernel"])
 
@@ -205,6 +209,32 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def base_name(kernel: str) -> str:
+    """Kernel name without namespaces, the accumulation type and the shared/scratch flag: the key that
+    matches a kernel across source versions (forward_kernel<float, true> -> forward_kernel<float>)."""
+    name = re.sub(r"^\w+_kernels::", "", kernel)
+    name = re.sub(r"<([\w:]+), (?:float|double|true|false)>", r"<\1>", name)
+    return name
+
+
+def comparison(before: list[dict], after: list[dict]) -> str:
+    """Markdown table of instructions per element (and generic loads/stores) before -> after."""
+    old = {}
+    for r in before:
+        old.setdefault(base_name(r["kernel"]), r)
+    lines = ["| kernel | per element before (inner loops, min–max) | after | generic LD/ST before | after | "
+             "SASS instr before | after |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in after:
+        b = old.get(base_name(r["kernel"]))
+        if b is None:
+            continue
+        pe = lambda x: "{:g}–{:g}".format(*x["per_element_range"]) if x.get("per_element_range") else "-"  # noqa
+        lines.append(f"| `{r['kernel']}` | {pe(b)} | {pe(r)} | {b['generic_ld_st']} | {r['generic_ld_st']} | "
+                     f"{b['instructions']} | {r['instructions']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--so", nargs="*", default=None, help="built extension(s) to read instead of compiling")
@@ -214,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--filter", default="", help="only kernels whose name contains this")
     parser.add_argument("--only", action="append", default=None, help="compile only this .cu file name")
     parser.add_argument("--keep", default=None, help="keep the compiled cubins in this folder")
+    parser.add_argument("--compare", default=None, help="JSON of an earlier run: print a before/after table")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
@@ -221,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         binaries = [Path(p) for p in args.so] if args.so else compile_cubins(Path(args.csrc), work, args.only)
         rows = [r for r in report(binaries) if args.filter in r["kernel"]]
     text = markdown(rows)
+    if args.compare:
+        text = comparison(json.loads(Path(args.compare).read_text()), rows) + "\n" + text
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
