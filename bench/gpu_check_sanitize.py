@@ -7,6 +7,7 @@ run) the tools are skipped with the reason and the workload runs once on its own
 """
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -62,8 +63,21 @@ def workload(device: str) -> list[str]:
     return done
 
 
-def sanitizer_command(tool: str) -> list[str]:
-    return ["compute-sanitizer", "--tool", tool, "--error-exitcode", str(EXIT_ON_ERROR),
+def find_sanitizer() -> str | None:
+    """compute-sanitizer on PATH, else in the usual CUDA and Nsight install folders."""
+    found = shutil.which("compute-sanitizer")
+    if found:
+        return found
+    for pattern in ("/usr/local/cuda*/bin/compute-sanitizer", "/usr/local/cuda*/compute-sanitizer/compute-sanitizer",
+                    "/opt/nvidia/*/compute-sanitizer", "/opt/nvidia/**/compute-sanitizer"):
+        hits = sorted(glob.glob(pattern, recursive=True))
+        if hits:
+            return hits[-1]
+    return None
+
+
+def sanitizer_command(tool: str, exe: str = "compute-sanitizer") -> list[str]:
+    return [exe, "--tool", tool, "--error-exitcode", str(EXIT_ON_ERROR),
             sys.executable, "-m", "bench.gpu_check_sanitize"]
 
 
@@ -86,11 +100,12 @@ def run(stage: Stage) -> None:
     def tool(rec: dict, name: str, share: float) -> None:
         if dry:
             raise SkipCase("dry run: no GPU")
-        if shutil.which("compute-sanitizer") is None:
-            raise SkipCase("compute-sanitizer is not on PATH")
+        exe = find_sanitizer()
+        if exe is None:
+            raise SkipCase("compute-sanitizer not found (PATH, /usr/local/cuda*, /opt/nvidia)")
         timeout = max(5.0, stage.time_left() * share)
         try:
-            res = subprocess.run(sanitizer_command(name), capture_output=True, text=True, timeout=timeout,
+            res = subprocess.run(sanitizer_command(name, exe), capture_output=True, text=True, timeout=timeout,
                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
         except subprocess.TimeoutExpired as exc:
             rec["tail"] = (exc.stdout or b"")[-3000:].decode(errors="replace") if isinstance(exc.stdout, bytes) \
