@@ -3,7 +3,8 @@
 The launchers choose grids, splits, shared-memory bytes and the shared-vs-scratch path through plain host
 functions of the problem size and a ``{sms, smem_optin}`` device description (csrc/*/*_launch.cpp),
 exposed as ``torch.ops.srops_launch.*``: every configuration a GPU will see is checked here. The kernel
-headers must also compile with a host compiler through a stand-in for the CUDA execution model.
+headers must also compile with a host compiler through a stand-in for the CUDA execution model, and the
+CBAM kernels that need no block cooperation run there against direct loops.
 """
 from __future__ import annotations
 
@@ -158,3 +159,16 @@ def test_kernel_headers_compile_on_the_host():
     res = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", f"-I{ROOT / 'csrc'}", f"-I{ROOT}",
                           str(ROOT / "tests" / "cuda" / "kernels_compile.cpp")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no host C++ compiler (g++)")
+def test_cbam_grid_kernels_run_on_the_host(tmp_path):
+    """The CBAM kernels without block cooperation, one thread per block on a grid smaller than the problem
+    (both grid-stride loops taken), against direct loops; outputs start as NaN."""
+    exe = tmp_path / "kernels_run"
+    build = subprocess.run(["g++", "-std=c++17", "-O1", f"-I{ROOT / 'csrc'}", f"-I{ROOT}",
+                            str(ROOT / "tests" / "cuda" / "kernels_run.cpp"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    res = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout[-3000:]
