@@ -156,19 +156,21 @@ def test_cbam_cpu_backward_still_rejects_out_of_range_indices():
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no host C++ compiler (g++)")
 def test_kernel_headers_compile_on_the_host():
-    res = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", f"-I{ROOT / 'csrc'}", f"-I{ROOT}",
+    res = subprocess.run(["g++", "-std=c++20", "-fsyntax-only", f"-I{ROOT / 'csrc'}", f"-I{ROOT}",
                           str(ROOT / "tests" / "cuda" / "kernels_compile.cpp")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no host C++ compiler (g++)")
-def test_cbam_grid_kernels_run_on_the_host(tmp_path):
-    """The CBAM kernels without block cooperation, one thread per block on a grid smaller than the problem
-    (both grid-stride loops taken), against direct loops; outputs start as NaN."""
-    exe = tmp_path / "kernels_run"
-    build = subprocess.run(["g++", "-std=c++17", "-O1", f"-I{ROOT / 'csrc'}", f"-I{ROOT}",
-                            str(ROOT / "tests" / "cuda" / "kernels_run.cpp"), "-o", str(exe)],
-                           capture_output=True, text=True)
+@pytest.mark.parametrize("program", ["kernels_run.cpp", "sqrtm_run.cpp"])
+def test_kernels_run_on_the_host(program, tmp_path):
+    """kernels_run.cpp: the CBAM 2-D-grid kernels, one thread per block on a grid smaller than the problem
+    (both grid-stride loops taken), against direct loops, outputs starting as NaN. sqrtm_run.cpp: the
+    Newton–Schulz kernels with 256 threads per block at real barriers, the forward against direct matrix
+    loops and the shared-memory and global-scratch paths of forward and backward bitwise equal."""
+    exe = tmp_path / "run"
+    build = subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", f"-I{ROOT / 'csrc'}", f"-I{ROOT}",
+                            str(ROOT / "tests" / "cuda" / program), "-o", str(exe)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
-    res = subprocess.run([str(exe)], capture_output=True, text=True)
+    res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout[-3000:]
