@@ -1,9 +1,10 @@
 // What the srops kernel headers (csrc/<op>/*_kernels.cuh) need from CUDA, in one place: function
 // qualifiers, dynamic shared memory, and the block-level primitives they use. Under nvcc these are the
 // CUDA keywords; a CPU implementation of the CUDA execution model (a tester's emulator) defines
-// SROPS_CUDA_EMULATION and provides threadIdx/blockIdx/blockDim/gridDim and __syncthreads itself, and the
-// kernel bodies then compile unchanged. Kernels take raw pointers and plain integers only: no ATen, no
-// streams, no device properties (those belong to the launchers, csrc/<op>/*_cuda.cu).
+// SROPS_CUDA_EMULATION and provides threadIdx/blockIdx/blockDim/gridDim, __syncthreads and
+// srops_dynamic_shared() itself (tests/cuda/emulation.h is one), and the kernel bodies compile unchanged.
+// Kernels take raw pointers and plain integers only: no ATen, no streams, no device properties (those
+// belong to the launchers, csrc/<op>/*_cuda.cu).
 #pragma once
 
 #if defined(__CUDACC__)
@@ -22,7 +23,7 @@
 #define SROPS_GLOBAL
 #define SROPS_DEVICE inline
 #define SROPS_HOST_DEVICE inline
-#define SROPS_SHARED static  // blocks run one after another, a block's threads as fibers of one thread
+#define SROPS_SHARED static  // blocks run one after another: the running block's threads share it
 #define SROPS_LAUNCH_BOUNDS(threads)
 #define SROPS_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(srops_dynamic_shared())
 #else
