@@ -1,4 +1,4 @@
-"""ChannelAttention, SpatialAttention and CBAM (official CBAM semantics; RCAN and seed-004 variants)."""
+"""ChannelAttention, SpatialAttention and CBAM (docs/ops.md §C: official, timm, RCAN, CBAM study)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -16,7 +16,7 @@ class ChannelAttention(nn.Module):
         channels: C of the input ``[B, C, H, W]``.
         reduction: hidden width ``max(1, C // reduction)`` (CBAM, RCAN: 16).
         pool: ``("avg", "max")`` (CBAM) or ``("avg",)`` (RCAN channel attention).
-        mlp_bn: BatchNorm1d after the hidden layer (seed 004's variant; needs B > 1 in training).
+        mlp_bn: BatchNorm1d after the hidden layer (the CBAM study's variant, docs/models.md §4; needs B > 1 in training).
         backend: see :func:`srops.functional.channel_attention`.
 
     The MLP is ``Linear(C, h) [→ BatchNorm1d(h)] → ReLU → Linear(h, C)``, with biases.
@@ -87,7 +87,7 @@ class CBAM(nn.Module):
         backend: see :func:`srops.functional.cbam`.
 
     Defaults are the official CBAM (avg+max, r = 16, 7×7 conv without bias, BN).
-    Parameters at C = 64: 680; with ``mlp_bn=True`` (seed 004) 688.
+    Parameters at C = 64: 680; with ``mlp_bn=True`` (CBAM study) 688.
     """
 
     def __init__(
