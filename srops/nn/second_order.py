@@ -32,7 +32,7 @@ class SecondOrderAttention(nn.Module):
         eps: added to the covariance trace before normalising.
         backend: backend of :func:`srops.functional.covpool_sqrtm`.
 
-    The statistic is computed in float32 whatever the input dtype. Its gradient is the exact
+    The statistic is computed in float32 (float64 for float64 input). Its gradient is the exact
     derivative of the Newton–Schulz iteration; fast-MPN-COV's hand-written backward returns the
     transpose of the pre-normalisation gradient instead, which agrees after covariance pooling
     (only dΣ + dΣᵀ reaches x) but differs for a non-symmetric gradient fed to ``sqrtm_ns``
