@@ -149,9 +149,12 @@ _CONVERT = {"NonLocal2d": _nonlocal, "SecondOrderAttention": _second_order, "Cha
 def _detect(kind: str, sd: Mapping[str, Any], prefix: str) -> str | None:
     for layout, marker in LAYOUTS[kind].items():
         value = sd.get(prefix + marker)
-        # srops's own mlp_bn layout also has 'mlp.1.weight' (the BatchNorm's, 1-D)
-        if value is not None and not (marker == "mlp.1.weight" and getattr(value, "dim", lambda: 2)() != 2):
-            return layout
+        if value is None:
+            continue
+        # srops's own mlp_bn layout also has an 'mlp.1.weight': the BatchNorm's, 1-D
+        if marker == "mlp.1.weight" and not (isinstance(value, torch.Tensor) and value.dim() == 2):
+            continue
+        return layout
     return None
 
 
