@@ -190,3 +190,19 @@ def test_san_miscrops_the_other_side_when_one_side_is_1000(h, w, kept):
     assert centre_crop(x, 1000).shape[-2:] == (1000, w)  # srops keeps the shorter side whole
     xt = x.transpose(2, 3)  # the same with the sides swapped
     assert san_crop(xt).shape[-2:] == (kept, 1000)
+
+
+def test_convert_state_dict_and_sub_state_dict():
+    ref = peer(16, 2, pooled=True, bn=True)
+    blk = NonLocal2d(16, 2, bn=True)
+    sd = ref.state_dict()
+    converted = compat.convert_state_dict(blk, sd, "alexhex7")
+    assert set(converted) == set(blk.state_dict())
+    torch.testing.assert_close(converted["qkv.weight"][2:4], sd["phi.0.weight"])  # θ, φ, g order
+    assert "theta.weight" in sd and "qkv.weight" not in sd  # the caller's dict is left alone
+    blk.load_state_dict(sd)
+    assert "theta.weight" in sd  # load_state_dict's hook converts a copy too
+    with pytest.raises(ValueError, match=r"no key starts with 'RG\.0\.soca\.'"):
+        compat.sub_state_dict(ref.state_dict(), "RG.0.soca")
+    with pytest.raises(TypeError, match=r"expected a srops attention module, got Conv2d"):
+        compat.convert_state_dict(nn.Conv2d(1, 1, 1), {}, "san")
