@@ -23,6 +23,8 @@ class ChannelAttention(nn.Module):
         mlp_bn: BatchNorm1d after the hidden layer (the CBAM study's variant, docs/models.md §4; needs B > 1 in training).
         backend: see :func:`srops.functional.channel_attention`.
         mlp_bias: biases in the two Linear layers (official CBAM, RCAN: yes; timm: ``False``).
+        hidden: the hidden width itself, overriding ``reduction`` (timm rounds C / 16 to the
+            nearest integer, which no ``C // r`` may equal).
 
     The MLP is ``Linear(C, h) [→ BatchNorm1d(h)] → ReLU → Linear(h, C)``. ``load_state_dict``
     also takes the official CBAM, timm and RCAN keys (docs/ops.md §D; :func:`from_state_dict`).
@@ -36,12 +38,15 @@ class ChannelAttention(nn.Module):
         mlp_bn: bool = False,
         backend: str | None = None,
         mlp_bias: bool = True,
+        hidden: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ValueError(f"srops.ChannelAttention: 'channels' must be an int >= 1, got {channels!r}")
+        if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1):
+            raise ValueError(f"srops.ChannelAttention: 'hidden' must be None or an int >= 1, got {hidden!r}")
         self.channels, self.pool, self.backend = channels, check_pool("ChannelAttention", pool), backend
-        hidden = max(1, channels // reduction)
+        hidden = max(1, channels // reduction) if hidden is None else hidden
         layers: list[nn.Module] = [nn.Linear(channels, hidden, bias=mlp_bias)]
         if mlp_bn:
             layers.append(nn.BatchNorm1d(hidden))
@@ -124,14 +129,14 @@ class CBAM(nn.Module):
         channels, reduction, pool, mlp_bn: as :class:`ChannelAttention`.
         kernel_size, spatial_bn, spatial_bias: as :class:`SpatialAttention` (``bn``, ``bias``).
         backend: see :func:`srops.functional.cbam`.
-        mlp_bias: as :class:`ChannelAttention`.
+        mlp_bias, mlp_hidden: as :class:`ChannelAttention` (``mlp_bias``, ``hidden``).
         spatial_pool_order, bn_momentum: as :class:`SpatialAttention` (``pool_order``, ``bn_momentum``).
 
     Defaults are the official CBAM (avg+max, r = 16, 7×7 conv without bias, BN).
     Parameters at C = 64: 680; with ``mlp_bn=True`` (CBAM study) 688.
     timm's ``CbamModule`` is ``CBAM(C, mlp_bias=False, spatial_pool_order=("mean", "max"),
-    bn_momentum=0.1)`` (its hidden width is round(C / 16), not C // 16: pass the matching
-    ``reduction``, or use :meth:`from_state_dict`). ``load_state_dict`` also takes the
+    bn_momentum=0.1)`` (its hidden width is round(C / 16), not C // 16: pass it as
+    ``mlp_hidden``, or use :meth:`from_state_dict`). ``load_state_dict`` also takes the
     official CBAM and timm keys (docs/ops.md §D).
     """
 
@@ -148,10 +153,11 @@ class CBAM(nn.Module):
         mlp_bias: bool = True,
         spatial_pool_order: Sequence[str] = ("max", "mean"),
         bn_momentum: float = 0.01,
+        mlp_hidden: int | None = None,
     ) -> None:
         super().__init__()
         self.backend = backend
-        self.channel = ChannelAttention(channels, reduction, pool, mlp_bn, backend, mlp_bias)
+        self.channel = ChannelAttention(channels, reduction, pool, mlp_bn, backend, mlp_bias, mlp_hidden)
         self.spatial = SpatialAttention(kernel_size, spatial_bn, spatial_bias, backend, spatial_pool_order, bn_momentum)
         self.register_load_state_dict_pre_hook(peer_load_hook)
 

@@ -214,7 +214,7 @@ def _config(kind: str, sd: Mapping[str, torch.Tensor], layout: str) -> dict[str,
     if kind == "ChannelAttention":
         key = {"rcan": "conv_du.0.", "official": "mlp.1.", "timm": "fc1."}[layout]
         w = _weight(kind, sd, key + "weight", layout)
-        return {"channels": w.shape[1], "reduction": _reduction(kind, w.shape[1], w.shape[0]),
+        return {"channels": w.shape[1], "hidden": w.shape[0],
                 "pool": ("avg",) if layout == "rcan" else ("avg", "max"), "mlp_bias": key + "bias" in sd}
     if kind == "SpatialAttention":
         src = "spatial." if layout == "official" else "conv."
@@ -225,7 +225,7 @@ def _config(kind: str, sd: Mapping[str, torch.Tensor], layout: str) -> dict[str,
     heads = ("ChannelGate.", "SpatialGate.") if layout == "official" else ("channel.", "spatial.")
     channel = _config("ChannelAttention", _strip(sd, heads[0]), layout)
     spatial = _config("SpatialAttention", _strip(sd, heads[1]), layout)
-    return {"channels": channel["channels"], "reduction": channel["reduction"], "mlp_bias": channel["mlp_bias"],
+    return {"channels": channel["channels"], "mlp_hidden": channel["hidden"], "mlp_bias": channel["mlp_bias"],
             "kernel_size": spatial["kernel_size"], "spatial_bn": spatial["bn"], "spatial_bias": spatial["bias"],
             "spatial_pool_order": spatial["pool_order"], "bn_momentum": spatial["bn_momentum"]}
 

@@ -149,13 +149,25 @@ def test_official_cbam_loads_into_default_cbam(backend):
 @pytest.mark.parametrize("backend", [None, "reference"])
 def test_timm_cbam_loads_strictly_with_timm_options(backend):
     ref = randomise(TimmCbam(24))  # hidden round(24 / 16) = 2, where srops's 24 // 16 would be 1
-    ours = CBAM(24, reduction=12, mlp_bias=False, spatial_pool_order=("mean", "max"), bn_momentum=0.1, backend=backend)
+    ours = CBAM(24, mlp_hidden=2, mlp_bias=False, spatial_pool_order=("mean", "max"), bn_momentum=0.1, backend=backend)
     ours.load_state_dict(ref.state_dict(), strict=True)
     check_same(ours, ref, 24)
     built = CBAM.from_state_dict(ref.state_dict(), "timm", backend=backend)
     assert built.channel.mlp[0].bias is None and built.spatial.pool_order == ("mean", "max")
     assert built.spatial.bn.momentum == 0.1 and built.channel.mlp[0].out_features == 2
     check_same(built, ref, 24)
+
+
+def test_timm_hidden_width_no_reduction_gives():
+    ref = randomise(TimmCbam(520))  # round(32.5) = 33; no integer r has 520 // r == 33
+    assert not any(max(1, 520 // r) == 33 for r in range(1, 521))
+    built = CBAM.from_state_dict(ref.state_dict(), "timm", backend="reference")
+    assert built.channel.mlp[0].out_features == 33
+    x = torch.randn(2, 520, 4, 5)
+    built.eval(), ref.eval()
+    torch.testing.assert_close(built(x), ref(x))
+    with pytest.raises(ValueError, match=r"srops\.ChannelAttention: 'hidden' must be None or an int >= 1, got 0"):
+        ChannelAttention(8, hidden=0)
 
 
 def test_timm_cbam_into_mismatched_options_is_refused():
