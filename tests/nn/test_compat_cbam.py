@@ -119,10 +119,6 @@ class RcanCALayer(nn.Module):
         return x * self.conv_du(self.avg_pool(x))
 
 
-def spatial_bn(m: nn.Module) -> nn.BatchNorm2d:
-    return next(layer for layer in m.modules() if isinstance(layer, nn.BatchNorm2d))
-
-
 def check_same(ours: nn.Module, ref: nn.Module, c: int) -> None:
     """Eval outputs agree; one training step gives the same output and BN running statistics."""
     x = torch.randn(4, c, 9, 11)
