@@ -126,8 +126,10 @@ def check_same(ours: nn.Module, ref: nn.Module, c: int) -> None:
     torch.testing.assert_close(ours(x), ref(x))
     ours.train(), ref.train()
     torch.testing.assert_close(ours(x), ref(x))
-    for a, b in zip([m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)],
-                    [m for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]):
+    ours_bn = [m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)]
+    ref_bn = [m for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(ours_bn) == len(ref_bn)
+    for a, b in zip(ours_bn, ref_bn):
         torch.testing.assert_close(a.running_mean, b.running_mean)  # same momentum
         torch.testing.assert_close(a.running_var, b.running_var)
 
