@@ -33,6 +33,7 @@ def test_tidy_csv_and_gan_window_mean(tmp_path: Path, tiny_train: Path, tiny_val
     monkeypatch.setattr(GanObjective, "discriminator_step", recording)
     cfg = tiny_cfg(tmp_path, tiny_train, tiny_val, iters=4, log_every=2)
     cfg["gan"] = {"discriminator": {"name": "srgan_discriminator"}, "adv_weight": 1e-3}
+    cfg["val"].update({"every": 4, "max_images": 1})
     run(cfg)
     rows = log_rows(tmp_path / "log.csv")
     assert rows and all(all(v != "" for v in r.values()) for r in rows)

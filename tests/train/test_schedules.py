@@ -20,10 +20,12 @@ def _cosine_cfg(out: Path, train: Path, val: Path | None) -> dict:
 def test_cosine_warmup_values(tmp_path: Path, tiny_train: Path) -> None:
     cfg = _cosine_cfg(tmp_path, tiny_train, None)
     trainer, _ = run(cfg)
-    sched = type(trainer.sched)(torch.optim.SGD([torch.zeros(1)], lr=1e-3), total=8, warmup=2, min_lr=1e-5)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    sched = type(trainer.sched)(opt, total=8, warmup=2, min_lr=1e-5)
     lrs = []
     for _ in range(9):
         lrs.append(sched.get_last_lr()[0])
+        opt.step()
         sched.step()
     expect = [1e-3 / 3, 2e-3 / 3] + [1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(7)]
     assert lrs == pytest.approx(expect)
