@@ -88,7 +88,7 @@ def read_image(path: PathLike, allow_large: bool = False, who: str = "srops.imag
 def _to_array(img) -> np.ndarray:
     mode = img.mode
     if mode in _16BIT_MODES:
-        return np.asarray(img).astype(np.uint16)[..., None]
+        return np.array(img).astype(np.uint16)[..., None]
     if mode == "I":
         arr = np.asarray(img)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
@@ -107,7 +107,7 @@ def _to_array(img) -> np.ndarray:
         mode, img = "RGBA", img.convert("RGBA")
     elif mode != "RGB":
         mode, img = "RGB", img.convert("RGB")
-    arr = np.asarray(img, dtype=np.uint8)
+    arr = np.array(img, dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
 
 
@@ -125,7 +125,7 @@ def write_image(arr: np.ndarray, path: PathLike) -> None:
     if arr.dtype == np.uint16:
         if arr.shape[2] != 1:
             raise ValueError(f"srops.image.write_image: 16-bit images must be greyscale (C = 1), got C = {arr.shape[2]}")
-        img = Image.fromarray(np.ascontiguousarray(arr[..., 0]).astype("<u2"), mode="I;16")
+        img = Image.fromarray(np.ascontiguousarray(arr[..., 0]))
     elif arr.dtype == np.uint8:
         img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else np.ascontiguousarray(arr))
     else:
