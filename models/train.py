@@ -176,16 +176,17 @@ class Trainer:
         return st
 
     def _load(self, path: Path) -> None:
-        try:
-            st = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as exc:  # truncated or foreign file
-            raise ValueError(f"srops.models.train: cannot read checkpoint {str(path)!r}: {exc}") from exc
-        self.net.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["optimizer"])
-        self.sched.load_state_dict(st["scheduler"])
-        self.scaler.load_state_dict(st["scaler"])
-        if self.gan is not None:
-            self.gan.load_state_dict(st["gan"])
+        from srops.models import checkpoint as ck
+
+        who = "srops.models.train"
+        st = ck.load_checkpoint(path, map_location=self.device, who=who)
+        ck.require_keys(st, ("model", *ck.TRAINING_KEYS) + (("gan",) if self.gan is not None else ()), path,
+                        "--resume", who)
+        ck.load_weights(self.net, st["model"], path, f"the network of this config ({self.cfg['model']['name']!r})",
+                        who)
+        for entry, obj in (("optimizer", self.opt), ("scheduler", self.sched), ("scaler", self.scaler)) + (
+                (("gan", self.gan),) if self.gan is not None else ()):
+            ck.load_state(obj, st[entry], path, entry, who)
         rng = st["rng"]
         rng["torch"] = rng["torch"].cpu()
         if "cuda" in rng:
