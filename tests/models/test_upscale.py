@@ -213,3 +213,27 @@ def test_decompression_bomb_guard(tmp_path: Path, monkeypatch, capsys) -> None:
     assert Image.MAX_IMAGE_PIXELS == 500  # the limit is restored after the read
     monkeypatch.undo()
     assert read(tmp_path / "o" / "big.png").size == (80, 80)
+
+
+def _levels_apart(a: Path, b: Path) -> int:
+    return int(np.abs(np.array(read(a)).astype(int) - np.array(read(b)).astype(int)).max())
+
+
+def test_bf16_on_cpu_close_to_float32(tmp_path: Path, photos: Path) -> None:
+    ck = write_checkpoint(tmp_path / "tiny.pt", iteration=1)
+    img = str(photos / "butterfly.png")
+    assert main([img, "-o", str(tmp_path / "f32"), "--checkpoint", str(ck), "--device", "cpu"]) == 0
+    assert main([img, "-o", str(tmp_path / "bf16"), "--checkpoint", str(ck), "--device", "cpu", "--bf16"]) == 0
+    assert _levels_apart(tmp_path / "f32" / "butterfly.png", tmp_path / "bf16" / "butterfly.png") <= 4
+
+
+@pytest.mark.gpu
+def test_cuda_half_and_bf16_close_to_cpu(tmp_path: Path, photos: Path) -> None:
+    ck = write_checkpoint(tmp_path / "tiny.pt", iteration=1)
+    img = str(photos / "woman_rgba.png")
+    assert main([img, "-o", str(tmp_path / "cpu"), "--checkpoint", str(ck), "--device", "cpu"]) == 0
+    for flag in ("--half", "--bf16"):
+        out = tmp_path / flag.strip("-")
+        assert main([img, "-o", str(out), "--checkpoint", str(ck), "--device", "cuda", flag,
+                     "--tile", "24", "--tile-overlap", "8"]) == 0
+        assert _levels_apart(tmp_path / "cpu" / "woman_rgba.png", out / "woman_rgba.png") <= 4
