@@ -208,10 +208,10 @@ def upscale_file(model, job: Job, scale: int, args, device: torch.device, dtype:
             break
         except torch.OutOfMemoryError:
             # the whole image does not fit: fall back to ever smaller tiles (not below 64 LR pixels)
-            if tile is not None and tile <= 64:
+            smaller = max(min(512, max(h, w) // 2) if tile is None else tile // 2, 64, 2 * args.tile_overlap + 1)
+            if tile is not None and smaller >= tile:
                 raise
-            tile = min(512, max(h, w) // 2) if tile is None else tile // 2
-            tile = max(tile, 64, 2 * args.tile_overlap + 1)
+            tile = smaller
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             print(f"note: '{job.src}' does not fit in {device} memory at this size; retrying with tiles of {tile}",

@@ -237,3 +237,29 @@ def test_cuda_half_and_bf16_close_to_cpu(tmp_path: Path, photos: Path) -> None:
         assert main([img, "-o", str(out), "--checkpoint", str(ck), "--device", "cuda", flag,
                      "--tile", "24", "--tile-overlap", "8"]) == 0
         assert _levels_apart(tmp_path / "cpu" / "woman_rgba.png", out / "woman_rgba.png") <= 4
+
+
+def test_out_of_memory_falls_back_to_tiles(tmp_path: Path, photos: Path, monkeypatch, capsys) -> None:
+    import srops.models.inference as inference
+
+    real, tiles = inference.upscale_tensor, []
+
+    def small_memory(model, lr, scale, tile=None, **kw):
+        tiles.append(tile)
+        if tile is None or tile > 64:
+            raise torch.OutOfMemoryError("simulated: not enough memory")
+        return real(model, lr, scale, tile=tile, **kw)
+
+    monkeypatch.setattr(inference, "upscale_tensor", small_memory)
+    ck = write_checkpoint(tmp_path / "tiny.pt", iteration=1)
+    Image.fromarray(crop("butterfly", 150, 140)).save(tmp_path / "big.png")
+    assert main([str(tmp_path / "big.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ck),
+                 "--tile-overlap", "16"]) == 0
+    assert tiles == [None, 75, 64] and "retrying with tiles of 64" in capsys.readouterr().err
+    assert read(tmp_path / "o" / "big.png").size == (280, 300)
+    tiles.clear()  # the default overlap (32) keeps tiles above 64: the command gives up with a clear error
+    assert main([str(tmp_path / "big.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ck)]) == 1
+    assert tiles == [None, 75, 65] and "out of memory" in capsys.readouterr().err
+    monkeypatch.setattr(inference, "upscale_tensor", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError()))
+    assert main([str(tmp_path / "big.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ck), "--tile", "100"]) == 1
+    assert "out of memory" in capsys.readouterr().err
