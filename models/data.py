@@ -1,6 +1,6 @@
 """Super-resolution datasets built from folders of HR images.
 
-Every HR image is read as RGB (greyscale and palette images are converted), cropped to a multiple of
+Every HR image is read as RGB (greyscale and palette images are converted, 16-bit scaled to 8), cropped to a multiple of
 ``scale`` (modcrop) and downscaled with MATLAB-compatible bicubic (``srops.image.imresize``); the LR
 image is quantised to uint8 levels, as if it had been saved as PNG. Pairs are cached in memory as uint8
 tensors ``[3, H, W]`` and optionally on disk (``cache_dir``), keyed by file names, sizes, mtimes and scale.
@@ -20,7 +20,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg")
 
@@ -36,17 +35,23 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def read_rgb(path: str | os.PathLike) -> torch.Tensor:
-    """Decode ``path`` as an RGB uint8 tensor ``[3, H, W]``; ValueError naming the file if unreadable."""
+def read_rgb(path: str | os.PathLike, allow_large: bool = False) -> torch.Tensor:
+    """Decode ``path`` as an RGB uint8 tensor ``[3, H, W]``; ValueError naming the file if unreadable.
+
+    Greyscale is replicated to three channels and alpha dropped. 16-bit images (PNG greyscale, mode
+    ``I;16``) are scaled to 8 bits by value / 257, rounded (65535 → 255), never clipped.
+    ``allow_large`` lifts Pillow's decompression-bomb pixel limit (see ``srops.image.read_image``).
+    """
+    from srops.image import read_image
+
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            arr = np.asarray(im, dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"srops.models.data: cannot read image {str(path)!r}: {exc}") from exc
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+        arr = read_image(path, allow_large=allow_large, who="srops.models.data")
+    except FileNotFoundError as exc:
+        raise ValueError(f"srops.models.data: cannot read image {str(path)!r}: no such file") from exc
+    if arr.dtype == np.uint16:
+        arr = np.floor(arr.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    arr = arr[..., :3] if arr.shape[2] >= 3 else np.repeat(arr[..., :1], 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 
 def downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
-from srops.models.checkpoints import save_atomic
+from srops.models.runstate import save_atomic
 from srops.models.logs import Progress, RunLog
 from srops.models.schedules import progress_decay
 from srops.models.signals import StopSignals, signal_name

@@ -27,7 +27,7 @@ import sys
 
 import torch.distributed as dist
 
-from srops.models.checkpoints import save_atomic  # noqa: F401  (re-exported)
+from srops.models.runstate import save_atomic  # noqa: F401  (re-exported)
 from srops.models.config import DEFAULTS, list_presets, load_config, parse_yaml  # noqa: F401  (re-exported)
 from srops.models.trainer import NonFiniteLossError, Trainer, import_modules  # noqa: F401  (re-exported)
 

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from srops.models import build
-from srops.models.checkpoints import clean_stale_temporaries, rng_state, save_atomic, set_rng_state
+from srops.models.runstate import clean_stale_temporaries, rng_state, save_atomic, set_rng_state
 from srops.models.config import check_keys, resolve_folder
 from srops.models.data import TrainPatches, ValImages
 from srops.models.logs import Progress, RunLog
@@ -147,18 +147,20 @@ class Trainer:
         return st
 
     def _load(self, path: Path) -> None:
-        try:
-            st = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as exc:  # truncated or foreign file
-            raise ValueError(f"srops.models.train: cannot read checkpoint {str(path)!r}: {exc}") from exc
-        self.net.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["optimizer"])
-        self.sched.load_state_dict(st["scheduler"])
-        self.scaler.load_state_dict(st["scaler"])
-        if self.gan is not None:
-            self.gan.load_state_dict(st["gan"])
-        if self.ema is not None:
-            self.ema.load_state_dict(st["ema"] if "ema" in st else st["model"])
+        from srops.models import checkpoint as ck
+
+        who = "srops.models.train"
+        st = ck.load_checkpoint(path, map_location=self.device, who=who)
+        ck.require_keys(st, ("model", *ck.TRAINING_KEYS) + (("gan",) if self.gan is not None else ()), path,
+                        "--resume", who)
+        ck.load_weights(self.net, st["model"], path, f"the network of this config ({self.cfg['model']['name']!r})",
+                        who)
+        for entry, obj in (("optimizer", self.opt), ("scheduler", self.sched), ("scaler", self.scaler)) + (
+                (("gan", self.gan),) if self.gan is not None else ()):
+            ck.load_state(obj, st[entry], path, entry, who)
+        if self.ema is not None:  # a run that turns the EMA on at a resume starts it from the weights
+            ck.load_weights(self.ema.module, st.get("ema", st["model"]), path, "the EMA of this config's network",
+                            who)
         set_rng_state(st["rng"])
         self.iteration = self.resumed_from = int(st["sampler"]["next_step"])
         self.best_psnr = float(st.get("best_psnr", -math.inf))

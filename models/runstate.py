@@ -1,4 +1,4 @@
-"""Checkpoint files of ``srops.models.train``: atomic writes, RNG states, stale temporary files.
+"""Run state of ``srops.models.train`` on disk: atomic checkpoint writes, RNG states, stale temporary files.
 
 A checkpoint is written to ``.<name>.tmp<PID>`` in the same folder and then renamed onto ``<name>``, so
 ``last.pt`` is never half-written. A process killed inside ``torch.save`` leaves its temporary file
