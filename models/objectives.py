@@ -96,7 +96,7 @@ class ContentLoss(nn.Module):
     """The ``loss`` block as a module: Σ weight_t · term_t(sr, hr) over the ``+``-joined terms of
     ``loss.name``; ``sr`` ``[B, 3, H, W]`` in [0, 1] or a coarse → fine list (LapSRN pyramid).
 
-    ``description`` says what is trained (and why a optional VGG term was dropped).
+    ``description`` says what is trained (and why an optional VGG term was dropped).
     """
 
     def __init__(self, cfg: dict, device: torch.device | str = "cpu") -> None:
@@ -131,7 +131,7 @@ class ContentLoss(nn.Module):
                 notes.append(f"the optional VGG term is off: {why} (set SROPS_VGG_WEIGHTS or loss.vgg.weights "
                              f"to a torchvision {vcfg.get('arch', 'vgg19')} state_dict file to use it)")
         self.terms = [(n, float(weights.get(n, 1.0))) for n in names]
-        self.description = "loss: " + " + ".join(f"{w:g}·{n}" for n, w in self.terms) + \
+        self.description = "loss: " + " + ".join(n if w == 1.0 else f"{w:g}·{n}" for n, w in self.terms) + \
             ("; " + "; ".join(notes) if notes else "")
 
     def _one(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
