@@ -181,7 +181,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         path = resolve_config(path)
         with open(path) as fh:
             tree = parse_yaml(fh.read()) or {}
-        check_keys(tree, f"config file {str(path)!r}", check_networks=False)
+        check_keys(tree, f"config file {str(path)!r}")
         cfg = _merge(cfg, tree)
     for item in overrides:
         if "=" not in item:
@@ -199,4 +199,5 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
                 node[part] = {}
             node = node[part]
         node[parts[-1]] = value
+        check_keys(cfg, f"--set {item!r}")  # a network argument, now that the network's name is known
     return cfg

@@ -36,6 +36,12 @@ def test_unknown_file_key_and_cli(tmp_path: Path, capsys) -> None:
 
 
 def test_unknown_network_argument(tmp_path: Path, tiny_train: Path) -> None:
+    with pytest.raises(ValueError, match=r"'model.n_feat' in --set 'model.n_feat=8'.*did you mean 'model.n_feats'"):
+        load_config("drfn_x4", ["model.n_feat=8"])
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump({"model": {"name": "drfn", "scale": 4, "n_group": 2}}))
+    with pytest.raises(ValueError, match=r"'model.n_group' in config file.*did you mean 'model.n_groups'"):
+        load_config(path)
     """15.1: model keys are checked against the network's constructor once its module is imported."""
     cfg = tiny_cfg(tmp_path, tiny_train, None)
     cfg["model"]["feat"] = 16
