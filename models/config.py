@@ -7,6 +7,12 @@ Blocks mirror constructor arguments: ``model`` ({name, scale, **kwargs} for ``sr
 ``name: cosine`` with ``warmup_iters`` and ``min_lr``; ``progress_milestones`` / ``progress_gamma`` for
 time-budgeted runs), ``loss``, ``train``, ``val`` and, for GAN training, ``gan``.
 
+Keys beyond the papers' settings: ``data.skip_small`` (leave out training images smaller than the LR patch,
+with one summary line; false: a ValueError naming them), ``train.ema_decay`` (EMA of the weights, used for
+validation and ``best.pt``), ``train.time_budget`` (seconds of training, final validation and checkpoint
+included, continued across resumes), ``val.tb_crop`` (side in HR pixels of the validation crops shown in
+TensorBoard), ``val.folders`` (validation folders instead of ``data.val``).
+
 Every key of a file or of ``--set`` must be one of :data:`DEFAULTS` (or :data:`EXTRA_KEYS`), or, in
 ``model`` and ``gan.discriminator``, an argument of the network's constructor; anything else is a
 ValueError naming the nearest valid key.

@@ -95,12 +95,13 @@ def fit(t: "Trainer") -> dict:
     stopped_early, stopped_by = False, None
     with StopSignals() as stop:
         try:
+            mark = t.clock()
             for lr, hr in loader:
-                s0 = t.clock()
                 logs = t.step(lr, hr)
                 t.iteration += 1
                 it = t.iteration
-                step_cost = t.clock() - s0 if step_cost == 0.0 else 0.8 * step_cost + 0.2 * (t.clock() - s0)
+                now = t.clock()  # an iteration's cost includes loading its batch
+                step_cost = now - mark if step_cost == 0.0 else 0.8 * step_cost + 0.2 * (now - mark)
                 frac = it / max(1, t.total)
                 if budget:
                     frac = max(frac, t.seconds() / budget)
@@ -135,6 +136,7 @@ def fit(t: "Trainer") -> dict:
                 if over:
                     stopped_early = True
                     break
+                mark = t.clock()
         finally:
             progress.close()
             if log is not None:
@@ -144,7 +146,18 @@ def fit(t: "Trainer") -> dict:
     return last
 
 
-def _batches(t: "Trainer"):
-    from srops.models.trainer import _StepBatches
+class _StepBatches(torch.utils.data.Dataset):
+    """Item ``step`` is this rank's share of global batch ``step`` (deterministic, resumable)."""
 
+    def __init__(self, patches, batch_size: int, rank: int, world: int) -> None:
+        self.patches, self.batch_size, self.rank, self.world = patches, batch_size, rank, world
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, step: int):
+        return self.patches.batch(step, self.batch_size, self.rank, self.world)
+
+
+def _batches(t: "Trainer") -> _StepBatches:
     return _StepBatches(t.patches, int(t.cfg["data"]["batch_size"]), t.rank, t.world)

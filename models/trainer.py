@@ -42,19 +42,6 @@ def import_modules(names) -> None:
         importlib.import_module(name)
 
 
-class _StepBatches(torch.utils.data.Dataset):
-    """Item ``step`` is this rank's share of global batch ``step`` (deterministic, resumable)."""
-
-    def __init__(self, patches: TrainPatches, batch_size: int, rank: int, world: int) -> None:
-        self.patches, self.batch_size, self.rank, self.world = patches, batch_size, rank, world
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def __getitem__(self, step: int):
-        return self.patches.batch(step, self.batch_size, self.rank, self.world)
-
-
 def _folders(value) -> list[str]:
     return [resolve_folder(f) for f in ([value] if isinstance(value, (str, os.PathLike)) else value)]
 
@@ -129,6 +116,7 @@ class Trainer:
         self.best_psnr = -math.inf
         self.elapsed = 0.0  # training seconds of earlier sessions (from the checkpoint)
         self.resumed_from: int | None = None
+        self._t0: float | None = None  # clock() at the start of this session's fit
         self.notes = [n for n in (self.patches.skip_summary(), self.loss.description) if n]
         if resume:
             self._load(self.ckpt_path)
@@ -186,7 +174,7 @@ class Trainer:
 
     def seconds(self) -> float:
         """Training time so far, earlier sessions included."""
-        return self.elapsed + (self.clock() - self._t0 if hasattr(self, "_t0") else 0.0)
+        return self.elapsed + (0.0 if self._t0 is None else self.clock() - self._t0)
 
     # ---- one step ------------------------------------------------------------------------------
     def step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
