@@ -57,9 +57,27 @@ def _wait_for_rows(log: Path, rows: int, proc: subprocess.Popen, timeout: float 
     raise AssertionError("training did not log in time")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigint_in_process_saves_and_returns(tmp_path: Path, tiny_train: Path) -> None:
+    """14.9: Ctrl-C (SIGINT) during a step: the step finishes, a checkpoint is written, fit returns."""
+    trainer = Trainer(tiny_cfg(tmp_path, tiny_train, None, iters=100, ckpt_every=100))
+    real = trainer.step
+
+    def interrupted(lr, hr):
+        out = real(lr, hr)
+        if trainer.iteration == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    trainer.step = interrupted
+    res = trainer.fit()
+    assert res["stopped_by"] == "SIGINT" and res["iteration"] == 2
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["iteration"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM], ids=["SIGTERM"])
 def test_signal_saves_then_exits(tmp_path: Path, tiny_train: Path, signum) -> None:
-    """14.9: SIGTERM/SIGINT write a checkpoint of the iteration reached, then the process exits."""
+    """14.9: SIGTERM writes a checkpoint of the iteration reached, then the process exits (128 + 15)."""
     cfg = tiny_cfg(tmp_path / "run", tiny_train, None, iters=10**6, ckpt_every=10**6, log_every=1)
     cmd = [sys.executable, "-m", "srops.models.train", "-c", write_cfg(tmp_path / "c.yml", cfg)]
     proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
