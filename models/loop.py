@@ -17,7 +17,7 @@ import torch.distributed as dist
 from srops.models.runstate import save_atomic
 from srops.models.logs import Progress, RunLog
 from srops.models.schedules import progress_decay
-from srops.models.signals import StopSignals, signal_name
+from srops.models.signals import StopSignals, ignore_stop_signals, signal_name
 
 if TYPE_CHECKING:
     from srops.models.trainer import Trainer
@@ -81,7 +81,8 @@ def fit(t: "Trainer") -> dict:
     t._t0 = t.clock()
     loader = torch.utils.data.DataLoader(
         _batches(t), batch_size=None, sampler=range(t.iteration, t.total),
-        num_workers=int(dc.get("num_workers") or 0), pin_memory=t.device.type == "cuda")
+        num_workers=int(dc.get("num_workers") or 0), pin_memory=t.device.type == "cuda",
+        worker_init_fn=ignore_stop_signals)
     log = RunLog(t.out, t.resumed_from, bool(tc.get("tensorboard")), int(dc["iters_per_epoch"])) if t.main else None
     progress = Progress(t.main and bool(tc.get("progress")), t.total, t.iteration, t.out.name)
     if t.main:

@@ -4,7 +4,8 @@ While :class:`StopSignals` is active, the first SIGTERM/SIGINT only records itse
 checks :meth:`StopSignals.agreed` after every iteration, saves a checkpoint and returns. Under torchrun
 the ranks agree by an all-reduce, so every rank stops after the same iteration even when the signal
 reached them at different times (or only one of them). A second signal of the same kind gets the
-default behaviour (a second Ctrl-C interrupts at once).
+default behaviour (a second Ctrl-C interrupts at once). DataLoader worker processes ignore both signals
+(a scheduler that signals the whole process group must not kill them before the checkpoint is written).
 """
 from __future__ import annotations
 
@@ -53,3 +54,9 @@ class StopSignals:
 
 def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of the training DataLoader: its workers leave SIGTERM/SIGINT to the main process."""
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)

@@ -77,13 +77,16 @@ def test_sigint_in_process_saves_and_returns(tmp_path: Path, tiny_train: Path) -
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM], ids=["SIGTERM"])
 def test_signal_saves_then_exits(tmp_path: Path, tiny_train: Path, signum) -> None:
-    """14.9: SIGTERM writes a checkpoint of the iteration reached, then the process exits (128 + 15)."""
+    """14.9: SIGTERM writes a checkpoint of the iteration reached, then the process exits (128 + 15).
+    The signal goes to the whole process group, DataLoader workers included, as a batch scheduler sends it."""
     cfg = tiny_cfg(tmp_path / "run", tiny_train, None, iters=10**6, ckpt_every=10**6, log_every=1)
+    cfg["data"]["num_workers"] = 1
     cmd = [sys.executable, "-m", "srops.models.train", "-c", write_cfg(tmp_path / "c.yml", cfg)]
-    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         _wait_for_rows(tmp_path / "run" / "log.csv", 3, proc)
-        proc.send_signal(signum)
+        os.killpg(proc.pid, signum)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
