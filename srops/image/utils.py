@@ -124,7 +124,8 @@ def write_image(arr: np.ndarray, path: PathLike) -> None:
                          f"{getattr(arr, 'shape', type(arr).__name__)}")
     if arr.dtype == np.uint16:
         if arr.shape[2] != 1:
-            raise ValueError(f"srops.image.write_image: 16-bit images must be greyscale (C = 1), got C = {arr.shape[2]}")
+            raise ValueError("srops.image.write_image: 16-bit images must be greyscale (C = 1), "
+                             f"got C = {arr.shape[2]}")
         img = Image.fromarray(np.ascontiguousarray(arr[..., 0]))
     elif arr.dtype == np.uint8:
         img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else np.ascontiguousarray(arr))

@@ -89,7 +89,8 @@ def test_folder_names_modes_sizes(tmp_path: Path, photos: Path, capsys) -> None:
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
     # grey output = BT.601 luma of the RGB result on the replicated grey image
     grey = np.array(Image.fromarray(crop("baby", 35, 31)).convert("L"))
-    y = (sr_of(np.repeat(grey[..., None], 3, 2)) * torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)[:, None, None]).sum(0)
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)[:, None, None]
+    y = (sr_of(np.repeat(grey[..., None], 3, 2)) * luma).sum(0)
     g8 = np.array(read(out / "baby8.png")).astype(int)
     assert np.abs(g8 - torch.floor(y * 255 + 0.5).numpy()).max() <= 1
     # 16-bit in, 16-bit out with the same content at 65535 levels (8-bit input × 257)
@@ -120,7 +121,8 @@ def test_tiled_matches_whole(tmp_path: Path, photos: Path) -> None:
     # too little overlap for the receptive field: seams appear (the comparison above can fail)
     seams = tmp_path / "seams"
     assert main([files[0], "-o", str(seams), "--checkpoint", str(ck), "--tile", "12", "--tile-overlap", "4"]) == 0
-    assert np.abs(np.array(read(seams / "big.png")).astype(int) - np.array(read(whole / "big.png")).astype(int)).max() > 1
+    a, b = np.array(read(seams / "big.png")).astype(int), np.array(read(whole / "big.png")).astype(int)
+    assert np.abs(a - b).max() > 1
 
 
 def test_tiling_covers_and_blends() -> None:
