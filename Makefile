@@ -2,12 +2,13 @@
 # make demo  : same set-up, then the main job (python -m srops.models.demo: train a small AMMS ×2 on data/T91, evaluate on data/Set5 against bicubic)
 # make bench : all benchmarks on this machine, JSON + report.md + charts in bench/results/<device>/
 #              (allocator tuned for timing, see bench/conftest.py; make bench-default-allocator: untuned, into <device>-default-allocator/)
-# make gpu-check : on a GPU machine that already has torch (no network): build in place,
-#                  run the whole test suite (GPU-marked tests included) and the benchmarks, write results to bench/results/<device>/ or $SROPS_RESULTS_DIR
+# make gpu-check : on a GPU machine that already has torch (no network): bench/gpu_check.py, under 8 minutes in
+#                  stages (sm_90 build, Triton, CUDA C++, timing, full image, sanitizer), results to $SROPS_RESULTS_DIR
+#                  or bench/results/<device>/
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-stamp
-GPU_PY ?= python
+GPU_PY ?= python3
 SHELL := /bin/bash
 
 .PHONY: test demo build gpu-check bench bench-default-allocator clean
@@ -41,13 +42,7 @@ demo: build
 	$(PY) -m srops.models.demo
 
 gpu-check:
-	$(GPU_PY) -m pip install --no-build-isolation --no-deps -e .
-	out=$$($(GPU_PY) -m srops.info --results-dir); \
-	$(GPU_PY) -m srops.info | tee $$out/info.txt; \
-	$(GPU_PY) -m pytest tests -ra --junitxml=$$out/gpu-tests.xml > $$out/gpu-tests.txt 2>&1; status=$$?; \
-	tail -n 30 $$out/gpu-tests.txt; \
-	$(GPU_PY) -m pytest bench --benchmark-only --benchmark-json=$$out/bench.json > $$out/bench.txt 2>&1 || status=1; \
-	tail -n 60 $$out/bench.txt; $(GPU_PY) bench/report.py $$out/bench.json || status=1; exit $$status
+	$(GPU_PY) bench/gpu_check.py
 
 clean:
 	rm -rf build srops/_C*.so srops/_build_info.py *.egg-info

@@ -19,6 +19,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
 #include <optional>
 #include <tuple>
 
@@ -52,10 +53,22 @@ inline void cbam_check_index(const char* op, const char* arg, const at::Tensor& 
   TORCH_CHECK_VALUE(t.sizes() == shape, "srops::", op, ": ", arg, " must have shape ", shape, ", got ", t.sizes());
 }
 
+// Whether the index-range checks below run for tensors on `dev`. They read the indices' minimum and
+// maximum: cheap on the CPU, but on CUDA a device sync each (2–4 per fused backward) that also rules out
+// CUDA-graph capture, so there they run only with SROPS_DEBUG_CHECKS=1 in the environment. The CUDA
+// kernels only compare indices with positions (cbam_kernels.cuh): an index out of range drops its
+// gradient term and never reads or writes outside a tensor.
+inline bool cbam_index_range_checked(at::DeviceType dev) {
+  if (dev != at::kCUDA) return true;
+  const char* flag = std::getenv("SROPS_DEBUG_CHECKS");
+  return flag != nullptr && flag[0] == '1';
+}
+
 // t's values lie in [0, bound); `what` names the range in the message (e.g. "channel indices in [0, C)").
-// Reads t's minimum and maximum (a device sync on CUDA).
+// Skipped on CUDA unless SROPS_DEBUG_CHECKS=1 (see cbam_index_range_checked).
 inline void cbam_check_index_range(const char* op, const char* arg, const at::Tensor& t, int64_t bound,
                                    const char* what) {
+  if (t.numel() == 0 || !cbam_index_range_checked(t.device().type())) return;
   TORCH_CHECK_VALUE(t.min().item<int64_t>() >= 0 && t.max().item<int64_t>() < bound, "srops::", op, ": ", arg,
                     " must hold ", what, ", got values outside it");
 }

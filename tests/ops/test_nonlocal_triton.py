@@ -21,13 +21,14 @@ pytestmark = pytest.mark.skipif(triton_impl.TRITON_ERROR is not None, reason=str
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 OP = "nonlocal_attention"
 
-# (B, N, M, d, dv): N, M never multiples of the block; d, dv padded inside the kernel.
+# (B, N, M, d, dv): N, M no multiples of the block but in the last; d, dv padded inside the kernel.
 SHAPES = [
     (2, 17 * 19, 5, 8, 8),
     (1, 40, 33, 24, 40),
     (2, 23, 50, 40, 24),
     (1, 9, 18, 3, 5),
     (1, 20, 17, 128, 72),
+    (2, 32, 48, 16, 8),  # N, M whole blocks at the interpreter's 16×16: no ragged last block
 ]
 
 
@@ -72,6 +73,16 @@ def test_float32_matches_reference(shape, scale):
     oracle = _run(nonlocal_attention_ref, q.double(), k.double(), v.double(), grad.double(), scale)
     for name, a, e in zip(NAMES, got, oracle):
         assert a.dtype == torch.float32 and a.shape == e.shape
+        assert_close(a, e, name)
+
+
+@pytest.mark.parametrize("scale", [-0.7, 0.0])
+def test_negative_and_zero_scale(scale):
+    """The kernels take row maxima on raw scores: a negative scale flips q's sign, zero gives uniform weights."""
+    q, k, v, grad = _inputs(*SHAPES[1])
+    got = _run(_triton, q, k, v, grad, scale)
+    oracle = _run(nonlocal_attention_ref, q.double(), k.double(), v.double(), grad.double(), scale)
+    for name, a, e in zip(NAMES, got, oracle):
         assert_close(a, e, name)
 
 
@@ -347,21 +358,24 @@ import sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from srops.ops.nonlocal_attention import triton_impl as ti
+from srops.ops.nonlocal_attention import triton_bwd_kernels as bk
+from srops.ops.nonlocal_attention import triton_kernels as fk
 
 arch, dt, bd, bdv = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-ints = {"N", "M", "D", "DV"}
-floats = {"qk_scale", "scale"}
-kernels = [  # (kernel, pointer element types in argument order, block sizes)
-    (ti._fwd_kernel, [dt, dt, dt, dt, "fp32"], dict(BLOCK_M=128, BLOCK_N=64)),
-    (ti._dq_kernel, [dt, dt, dt, dt, "fp32", "fp32", dt], dict(BLOCK_M=64, BLOCK_N=64)),
-    (ti._dkdv_kernel, [dt, dt, dt, dt, "fp32", "fp32", dt, dt], dict(BLOCK_M=64, BLOCK_N=64)),
-    (ti._delta_kernel, [dt, dt, "fp32"], dict(BLOCK_M=64)),
+ints = {"N", "M", "D", "DV", "N_PAD", "M_PAD", "KPG", "QPC", "G", "PARTS", "ROWS", "ROWS_PAD", "COLS"}
+floats = {"qk_scale", "scale", "dk_scale"}
+prec = "ieee" if dt == "fp32" else "tf32"
+heads = dict(BLOCK_D=bd, BLOCK_DV=bdv, Q_SIGN=-1, PREC=prec)
+kernels = [  # (kernel, pointer element types in argument order, constexprs)
+    (fk.fwd_kernel, [dt, dt, dt, dt, "fp32"], dict(heads, BLOCK_M=128, BLOCK_N=64)),
+    (bk.bwd_kernel, [dt, dt, dt, dt, "fp32", "fp32", "fp32", dt, dt], dict(heads, BLOCK_M=64, BLOCK_N=64,
+                                                                           PARTIAL=False)),
+    (bk.bwd_kernel, [dt, dt, dt, dt, "fp32", "fp32", "fp32", "fp32", "fp32"], dict(heads, BLOCK_M=64, BLOCK_N=64,
+                                                                                   PARTIAL=True)),
+    (bk.delta_kernel, [dt, dt, "fp32"], dict(BLOCK_M=64, BLOCK_DV=bdv)),
+    (bk.partial_sum_kernel, ["fp32", dt], dict(BLOCK_R=64, BLOCK_C=bd)),
 ]
-for kernel, pointers, blocks in kernels:
-    consts = dict(blocks, BLOCK_DV=bdv)
-    if kernel is not ti._delta_kernel:
-        consts.update(BLOCK_D=bd, PREC="ieee" if dt == "fp32" else "tf32")
+for kernel, pointers, consts in kernels:
     pointers, signature = list(pointers), {}
     for name in kernel.arg_names:
         if name in consts:
@@ -405,4 +419,4 @@ def test_kernels_compile_for_nvidia(arch, dtype, d, dv):
     result = subprocess.run([sys.executable, "-c", _AOT_SCRIPT, str(arch), dtype, str(bd), str(bdv)], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("shared") == 4, result.stdout
+    assert result.stdout.count("shared") == 5, result.stdout

@@ -1,0 +1,273 @@
+// Kernels of fused CBAM (see cbam.h) on raw pointers; launchers in cbam_cuda.cu, launch configuration in
+// cbam_launch.h, registrations in cbam_cuda_register.cpp. T is the tensor type, A the accumulation type
+// (float32 for float16/bfloat16/float32, float64 for float64). All index arithmetic in int64. Reductions
+// over H*W use one block per (b, c) row (the forward channel pooling splits rows when B*C is small);
+// reductions over C use one thread per (b, position) walking the channels, so loads stay coalesced
+// along H*W. Deterministic: no atomics. Argmax indices are only ever compared with positions, so an
+// index out of range drops its gradient term and never reads or writes outside a tensor.
+#pragma once
+
+#include <cstdint>
+
+#include "cbam/cbam_launch.h"
+#include "common/cuda_compat.h"
+
+namespace srops {
+namespace cbam_kernels {
+
+// Loops of the 2-D grid (position_grid): rows (or batch items) over y, positions over x.
+#define SROPS_FOR_ROWS(r, rows) for (int64_t r = blockIdx.y; r < (rows); r += gridDim.y)
+#define SROPS_FOR_POSITIONS(n, N) \
+  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < (N); n += int64_t(gridDim.x) * blockDim.x)
+
+// (v, i) ranks before (m, mi) in torch.max's order: NaN first, then larger, then the lower index.
+template <typename A>
+SROPS_DEVICE bool ranks_before(A v, int64_t i, A m, int64_t mi) {
+  const bool vn = v != v, mn = m != m;
+  if (vn || mn) return vn && (!mn || i < mi);
+  return v > m || (v == m && i < mi);
+}
+
+// Per-channel sum, max and first argmax over H*W. Block (r, k) reduces part k of row r (gridDim.y parts
+// of ceil(N / parts) elements): with one part it writes stats/argmax directly; with several it writes
+// the part's (sum, max, index) to the workspace and channel_pool_combine_kernel finishes the row, so
+// that small batches still fill the device. Deterministic (fixed reduction order).
+template <typename T, typename A>
+SROPS_GLOBAL void channel_pool_kernel(const T* __restrict__ x, T* __restrict__ stats, int64_t* __restrict__ argmax,
+                                    A* __restrict__ part_sum, A* __restrict__ part_max,
+                                    int64_t* __restrict__ part_idx, int64_t N, bool avg, bool max) {
+  SROPS_SHARED A s_sum[kCbamThreads];
+  SROPS_SHARED A s_max[kCbamThreads];
+  SROPS_SHARED int64_t s_idx[kCbamThreads];
+  const int64_t r = blockIdx.x, parts = gridDim.y, k = blockIdx.y;
+  const int64_t len = (N + parts - 1) / parts, begin = k * len, end = begin + len < N ? begin + len : N;
+  const T* row = x + r * N;
+  A sum = 0, best = 0;
+  int64_t idx = -1;
+  for (int64_t m = begin + threadIdx.x; m < end; m += blockDim.x) {
+    const A v = static_cast<A>(row[m]);
+    sum += v;
+    if (idx < 0 || ranks_before(v, m, best, idx)) best = v, idx = m;
+  }
+  s_sum[threadIdx.x] = sum, s_max[threadIdx.x] = best, s_idx[threadIdx.x] = idx;
+  __syncthreads();
+  for (int step = blockDim.x / 2; step > 0; step /= 2) {
+    if (threadIdx.x < step) {
+      const int o = threadIdx.x + step;
+      s_sum[threadIdx.x] += s_sum[o];
+      const int t = threadIdx.x;
+      if (s_idx[o] >= 0 && (s_idx[t] < 0 || ranks_before(s_max[o], s_idx[o], s_max[t], s_idx[t])))
+        s_max[threadIdx.x] = s_max[o], s_idx[threadIdx.x] = s_idx[o];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x != 0) return;
+  if (parts > 1) {
+    part_sum[r * parts + k] = s_sum[0], part_max[r * parts + k] = s_max[0], part_idx[r * parts + k] = s_idx[0];
+    return;
+  }
+  const int64_t P = int64_t(avg) + int64_t(max);
+  if (avg) stats[r * P] = static_cast<T>(s_sum[0] / static_cast<A>(N));
+  if (max) {
+    stats[r * P + P - 1] = row[s_idx[0]];
+    argmax[r] = s_idx[0];
+  }
+}
+
+// Row r's parts in order: the sum, and the first maximal element (an empty part has index -1).
+template <typename T, typename A>
+SROPS_GLOBAL void channel_pool_combine_kernel(const T* __restrict__ x, const A* __restrict__ part_sum,
+                                            const A* __restrict__ part_max,
+                                            const int64_t* __restrict__ part_idx, T* __restrict__ stats,
+                                            int64_t* __restrict__ argmax, int64_t rows, int64_t parts, int64_t N,
+                                            bool avg, bool max) {
+  const int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (r >= rows) return;
+  A sum = 0, best = 0;
+  int64_t idx = -1;
+  for (int64_t k = 0; k < parts; ++k) {
+    const int64_t i = r * parts + k;
+    sum += part_sum[i];
+    if (part_idx[i] >= 0 && (idx < 0 || ranks_before(part_max[i], part_idx[i], best, idx)))
+      best = part_max[i], idx = part_idx[i];
+  }
+  const int64_t P = int64_t(avg) + int64_t(max);
+  if (avg) stats[r * P] = static_cast<T>(sum / static_cast<A>(N));
+  if (max) {
+    stats[r * P + P - 1] = x[r * N + idx];
+    argmax[r] = idx;
+  }
+}
+
+// dx[r, n] = g_avg / N + [n == argmax[r]] g_max; grid: position_grid(B*C, N).
+template <typename T, typename A>
+SROPS_GLOBAL void channel_pool_backward_kernel(const T* __restrict__ g, const int64_t* __restrict__ argmax,
+                                             T* __restrict__ dx, int64_t rows, int64_t N, bool avg, bool max) {
+  const int64_t P = int64_t(avg) + int64_t(max);
+  SROPS_FOR_ROWS(r, rows) {
+    const A mean = avg ? static_cast<A>(g[r * P]) / static_cast<A>(N) : A(0);
+    const A gmax = max ? static_cast<A>(g[r * P + P - 1]) : A(0);
+    const int64_t am = max ? argmax[r] : -1;
+    T* out = dx + r * N;
+    SROPS_FOR_POSITIONS(n, N) out[n] = static_cast<T>(n == am ? mean + gmax : mean);
+  }
+}
+
+// Channel max (first maximal channel) and mean of y = x * c per (b, position); grid: position_grid(B, N).
+template <typename T, typename A>
+SROPS_GLOBAL void spatial_pool_kernel(const T* __restrict__ x, const T* __restrict__ c, T* __restrict__ pooled,
+                                    int64_t* __restrict__ argmax, int64_t B, int64_t C, int64_t N) {
+  SROPS_FOR_ROWS(b, B) {
+    const T* xb = x + b * C * N;
+    const T* cb = c ? c + b * C : nullptr;
+    SROPS_FOR_POSITIONS(n, N) {
+      A sum = 0, best = 0;
+      int64_t idx = -1;
+      const T* xp = xb + n;
+      for (int64_t ch = 0; ch < C; ++ch, xp += N) {
+        // y = x * c rounded to T as the reference's y (a no-op for float/double): same ties.
+        const A v = static_cast<A>(static_cast<T>(static_cast<A>(*xp) * (cb ? static_cast<A>(cb[ch]) : A(1))));
+        sum += v;
+        if (idx < 0 || ranks_before(v, ch, best, idx)) best = v, idx = ch;
+      }
+      pooled[b * 2 * N + n] = static_cast<T>(best);
+      pooled[b * 2 * N + N + n] = static_cast<T>(sum / static_cast<A>(C));
+      argmax[b * N + n] = idx;
+    }
+  }
+}
+
+// dx = (g_mean / C + [ch == argmax] g_max) * c, one thread per (b, position); grid: position_grid(B, N).
+template <typename T, typename A>
+SROPS_GLOBAL void spatial_pool_backward_dx_kernel(const T* __restrict__ g, const T* __restrict__ c,
+                                                const int64_t* __restrict__ argmax, T* __restrict__ dx, int64_t B,
+                                                int64_t C, int64_t N) {
+  SROPS_FOR_ROWS(b, B) {
+    const T* cb = c ? c + b * C : nullptr;
+    SROPS_FOR_POSITIONS(n, N) {
+      const int64_t am = argmax[b * N + n];
+      const A gmax = static_cast<A>(g[b * 2 * N + n]);
+      const A gmean = static_cast<A>(g[b * 2 * N + N + n]) / static_cast<A>(C);
+      T* out = dx + b * C * N + n;
+      for (int64_t ch = 0; ch < C; ++ch, out += N) {
+        const A dy = gmean + (ch == am ? gmax : A(0));
+        *out = static_cast<T>(dy * (cb ? static_cast<A>(cb[ch]) : A(1)));
+      }
+    }
+  }
+}
+
+template <typename A>
+SROPS_DEVICE A block_sum(A v, A* shared) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (int step = blockDim.x / 2; step > 0; step /= 2) {
+    if (threadIdx.x < step) shared[threadIdx.x] += shared[threadIdx.x + step];
+    __syncthreads();
+  }
+  return shared[0];
+}
+
+// dc[b, ch] = sum_n (g_mean / C + [ch == argmax] g_max) * x, one block per (b, ch).
+template <typename T, typename A>
+SROPS_GLOBAL void spatial_pool_backward_dc_kernel(const T* __restrict__ g, const T* __restrict__ x,
+                                                const int64_t* __restrict__ argmax, T* __restrict__ dc, int64_t C,
+                                                int64_t N) {
+  SROPS_SHARED A shared[kCbamThreads];
+  const int64_t r = blockIdx.x, b = r / C, ch = r % C;
+  A part = 0;
+  for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
+    const A dy = static_cast<A>(g[b * 2 * N + N + n]) / static_cast<A>(C) +
+                 (argmax[b * N + n] == ch ? static_cast<A>(g[b * 2 * N + n]) : A(0));
+    part += dy * static_cast<A>(x[r * N + n]);
+  }
+  const A total = block_sum(part, shared);
+  if (threadIdx.x == 0) dc[r] = static_cast<T>(total);
+}
+
+// out = x * c * s (absent gates are 1); grid: position_grid(B*C, N).
+template <typename T, typename A>
+SROPS_GLOBAL void apply_kernel(const T* __restrict__ x, const T* __restrict__ c, const T* __restrict__ s,
+                             T* __restrict__ out, int64_t rows, int64_t C, int64_t N) {
+  SROPS_FOR_ROWS(r, rows) {
+    const T* xr = x + r * N;
+    T* outr = out + r * N;
+    const T* sb = s ? s + (r / C) * N : nullptr;
+    const A cr = c ? static_cast<A>(c[r]) : A(1);
+    SROPS_FOR_POSITIONS(n, N) {
+      A v = static_cast<A>(xr[n]);
+      if (c) v = static_cast<A>(static_cast<T>(v * cr));  // rounded like the reference's x * c
+      if (sb) v *= static_cast<A>(sb[n]);
+      outr[n] = static_cast<T>(v);
+    }
+  }
+}
+
+// dx = g * s * c (unless dx is null) and ds[b, n] = sum_ch g * x * c, one thread per (b, position);
+// grid: position_grid(B, N).
+template <typename T, typename A>
+SROPS_GLOBAL void apply_backward_dx_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ c,
+                                         const T* __restrict__ s, T* __restrict__ dx, T* __restrict__ ds, int64_t B,
+                                         int64_t C, int64_t N) {
+  SROPS_FOR_ROWS(b, B) {
+    const T* cb = c ? c + b * C : nullptr;
+    SROPS_FOR_POSITIONS(n, N) {
+      const int64_t i = b * N + n;
+      const A sv = s ? static_cast<A>(s[i]) : A(1);
+      A dsum = 0;
+      for (int64_t ch = 0, off = b * C * N + n; ch < C; ++ch, off += N) {
+        const A cc = cb ? static_cast<A>(cb[ch]) : A(1);
+        const A gv = static_cast<A>(g[off]);
+        if (dx) dx[off] = static_cast<T>(gv * sv * cc);
+        if (ds) dsum += gv * (static_cast<A>(x[off]) * cc);
+      }
+      if (ds) ds[i] = static_cast<T>(dsum);
+    }
+  }
+}
+
+// dc[b, ch] = sum_n g * s * x, one block per (b, ch).
+template <typename T, typename A>
+SROPS_GLOBAL void apply_backward_dc_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ s,
+                                         T* __restrict__ dc, int64_t C, int64_t N) {
+  SROPS_SHARED A shared[kCbamThreads];
+  const int64_t r = blockIdx.x, b = r / C;
+  A part = 0;
+  for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
+    const A gs = static_cast<A>(g[r * N + n]) * (s ? static_cast<A>(s[b * N + n]) : A(1));
+    part += gs * static_cast<A>(x[r * N + n]);
+  }
+  const A total = block_sum(part, shared);
+  if (threadIdx.x == 0) dc[r] = static_cast<T>(total);
+}
+
+// The whole input gradient of the fused backward (see cbam.h), one thread per (b, position) walking
+// the channels; absent gates are 1, absent pooled gradients 0. grid: position_grid(B, N).
+template <typename T, typename A>
+SROPS_GLOBAL void input_backward_kernel(const T* __restrict__ g, const T* __restrict__ c, const T* __restrict__ s,
+                                      const T* __restrict__ gp, const int64_t* __restrict__ sarg,
+                                      const T* __restrict__ gst, const int64_t* __restrict__ carg, T* __restrict__ dx,
+                                      int64_t B, int64_t C, int64_t N, bool avg, bool max) {
+  const int64_t P = int64_t(avg) + int64_t(max);
+  SROPS_FOR_ROWS(b, B) {
+    SROPS_FOR_POSITIONS(n, N) {
+      const int64_t i = b * N + n;
+      const A sv = s ? static_cast<A>(s[i]) : A(1);
+      const A gmax = gp ? static_cast<A>(gp[b * 2 * N + n]) : A(0);
+      const A gmean = gp ? static_cast<A>(gp[b * 2 * N + N + n]) / static_cast<A>(C) : A(0);
+      const int64_t am = gp ? sarg[i] : -1;
+      for (int64_t ch = 0, r = b * C, off = b * C * N + n; ch < C; ++ch, ++r, off += N) {
+        A v = static_cast<A>(g[off]) * sv + gmean + (ch == am ? gmax : A(0));
+        if (c) v *= static_cast<A>(c[r]);
+        if (gst) {
+          if (avg) v += static_cast<A>(gst[r * P]) / static_cast<A>(N);
+          if (max && carg[r] == n) v += static_cast<A>(gst[r * P + P - 1]);
+        }
+        dx[off] = static_cast<T>(v);
+      }
+    }
+  }
+}
+
+}  // namespace cbam_kernels
+}  // namespace srops

@@ -1,0 +1,128 @@
+// Runs the CBAM kernels that need no block-level cooperation (one thread per element or per (b, position),
+// strided over a 2-D grid) on the CPU through tests/cuda/emulation.h, with one thread per block and a grid
+// smaller than the problem, so that both grid-stride loops are taken; compares each with a direct loop.
+// Prints "ok" and exits 0, or names the first mismatch and exits 1.
+#define SROPS_CUDA_EMULATION 1
+#include "tests/cuda/emulation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "cbam/cbam_kernels.cuh"
+
+namespace ck = srops::cbam_kernels;
+using Vec = std::vector<double>;
+
+static unsigned long long lcg = 12345;
+static double rnd() {
+  lcg = lcg * 6364136223846793005ULL + 1442695040888963407ULL;
+  return static_cast<double>((lcg >> 11) % 2000) / 1000.0 - 1.0;  // multiples of 1e-3: ties happen
+}
+static Vec random_vec(size_t n) {
+  Vec v(n);
+  for (auto& e : v) e = rnd();
+  return v;
+}
+
+// Every block of a gx × gy grid in turn, one thread each; the outputs start as NaN.
+template <typename F>
+void launch(unsigned gx, unsigned gy, std::vector<Vec*> outputs, F&& body) {
+  for (Vec* o : outputs) std::fill(o->begin(), o->end(), std::nan(""));
+  launch_blocks(gx, gy, 1, body);
+}
+
+static int failures = 0;
+static void expect(const char* what, const Vec& got, const Vec& want) {
+  for (size_t i = 0; i < want.size(); ++i)
+    if (!(std::abs(got[i] - want[i]) <= 1e-12 * (1 + std::abs(want[i])))) {  // NaN (unwritten) fails too
+      std::printf("%s: element %zu is %.17g, expected %.17g\n", what, i, got[i], want[i]);
+      ++failures;
+      return;
+    }
+}
+
+int main() {
+  const int64_t B = 3, C = 5, N = 7, P = 2;
+  const Vec x = random_vec(B * C * N), g = random_vec(B * C * N), c = random_vec(B * C), s = random_vec(B * N);
+  const Vec gst = random_vec(B * C * P), gp = random_vec(B * 2 * N);
+  std::vector<int64_t> carg(B * C), sarg(B * N);
+  for (int64_t r = 0; r < B * C; ++r) carg[r] = (r * 3) % N;
+  for (int64_t i = 0; i < B * N; ++i) sarg[i] = (i * 2) % C;
+  const unsigned gx = 2, gy = 2;  // fewer blocks than positions and rows: both strides are taken
+
+  Vec out(B * C * N), want(B * C * N);
+  launch(gx, gy, {&out}, [&] { ck::apply_kernel<double, double>(x.data(), c.data(), s.data(), out.data(), B * C, C, N); });
+  for (int64_t r = 0; r < B * C; ++r)
+    for (int64_t n = 0; n < N; ++n) want[r * N + n] = x[r * N + n] * c[r] * s[(r / C) * N + n];
+  expect("apply_kernel", out, want);
+
+  launch(gx, gy, {&out}, [&] {
+    ck::channel_pool_backward_kernel<double, double>(gst.data(), carg.data(), out.data(), B * C, N, true, true);
+  });
+  for (int64_t r = 0; r < B * C; ++r)
+    for (int64_t n = 0; n < N; ++n) want[r * N + n] = gst[r * P] / N + (n == carg[r] ? gst[r * P + 1] : 0.0);
+  expect("channel_pool_backward_kernel", out, want);
+
+  Vec pooled(B * 2 * N), want_pooled(B * 2 * N);
+  std::vector<int64_t> am(B * N), want_am(B * N);
+  launch(gx, gy, {&pooled}, [&] { ck::spatial_pool_kernel<double, double>(x.data(), c.data(), pooled.data(), am.data(), B, C, N); });
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t n = 0; n < N; ++n) {
+      double best = 0, sum = 0;
+      int64_t idx = -1;
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const double y = x[(b * C + ch) * N + n] * c[b * C + ch];
+        sum += y;
+        if (idx < 0 || y > best) best = y, idx = ch;
+      }
+      want_pooled[b * 2 * N + n] = best, want_pooled[b * 2 * N + N + n] = sum / C, want_am[b * N + n] = idx;
+    }
+  expect("spatial_pool_kernel pooled", pooled, want_pooled);
+  if (am != want_am) std::printf("spatial_pool_kernel argmax differs\n"), ++failures;
+
+  launch(gx, gy, {&out}, [&] {
+    ck::spatial_pool_backward_dx_kernel<double, double>(gp.data(), c.data(), sarg.data(), out.data(), B, C, N);
+  });
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t ch = 0; ch < C; ++ch)
+      for (int64_t n = 0; n < N; ++n)
+        want[(b * C + ch) * N + n] =
+            (gp[b * 2 * N + N + n] / C + (ch == sarg[b * N + n] ? gp[b * 2 * N + n] : 0.0)) * c[b * C + ch];
+  expect("spatial_pool_backward_dx_kernel", out, want);
+
+  Vec ds(B * N), want_ds(B * N, 0.0);
+  launch(gx, gy, {&out, &ds}, [&] {
+    ck::apply_backward_dx_kernel<double, double>(g.data(), x.data(), c.data(), s.data(), out.data(), ds.data(), B, C,
+                                                 N);
+  });
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t ch = 0; ch < C; ++ch)
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t off = (b * C + ch) * N + n;
+        want[off] = g[off] * s[b * N + n] * c[b * C + ch];
+        want_ds[b * N + n] += g[off] * (x[off] * c[b * C + ch]);
+      }
+  expect("apply_backward_dx_kernel dx", out, want);
+  expect("apply_backward_dx_kernel ds", ds, want_ds);
+
+  launch(gx, gy, {&out}, [&] {
+    ck::input_backward_kernel<double, double>(g.data(), c.data(), s.data(), gp.data(), sarg.data(), gst.data(),
+                                              carg.data(), out.data(), B, C, N, true, true);
+  });
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t ch = 0; ch < C; ++ch)
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t r = b * C + ch, off = r * N + n;
+        double v = g[off] * s[b * N + n] + gp[b * 2 * N + N + n] / C + (ch == sarg[b * N + n] ? gp[b * 2 * N + n] : 0.0);
+        v *= c[r];
+        v += gst[r * P] / N + (carg[r] == n ? gst[r * P + 1] : 0.0);
+        want[off] = v;
+      }
+  expect("input_backward_kernel", out, want);
+
+  if (failures == 0) std::printf("ok\n");
+  return failures == 0 ? 0 : 1;
+}
