@@ -41,6 +41,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from srops import _ext
+from srops.ops.cbam.reference import conv_logits, mlp_logits
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 _ops = torch.ops.srops
@@ -251,7 +252,7 @@ def _fused_backward(x: torch.Tensor) -> bool:
 
 def _gate_logits(stats: torch.Tensor, mlp: Fn, pool: Sequence[str], avg: bool) -> torch.Tensor:
     column = {"avg": 0, "max": int(avg)}
-    return sum(mlp(stats[:, :, column[p]]) for p in pool)
+    return sum(mlp_logits(mlp, stats[:, :, column[p]]) for p in pool)
 
 
 def _spatial_logits(pooled: torch.Tensor, conv: Fn) -> torch.Tensor:
@@ -259,7 +260,7 @@ def _spatial_logits(pooled: torch.Tensor, conv: Fn) -> torch.Tensor:
         # A 2→1 convolution's input gradient is several times faster channels-last on CPU (oneDNN);
         # the copy is 2/C of x.
         pooled = pooled.contiguous(memory_format=torch.channels_last)
-    return conv(pooled)
+    return conv_logits(conv, pooled)
 
 
 def _attention_fused(x: torch.Tensor, mlp: Fn | None, conv: Fn | None, pool: Sequence[str]) -> torch.Tensor:
