@@ -48,20 +48,31 @@ def check_dim_size(op: str, arg: str, t: torch.Tensor, dim: int, expected: int, 
         )
 
 
-def check_int(op: str, arg: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"srops.{op}: '{arg}' must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"srops.{op}: '{arg}' must be an int >= {minimum}, got {value}")
+def check_int(op: str, arg: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """An int (not a bool) ``>= minimum`` and, when given, ``<= maximum``."""
+    want = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
+    if isinstance(value, bool) or not isinstance(value, (int, torch.SymInt)):
+        raise TypeError(f"srops.{op}: '{arg}' must be {want}, got {type(value).__name__} {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"srops.{op}: '{arg}' must be {want}, got {value}")
     return value
 
 
 def check_float(op: str, arg: str, value: object, positive: bool = False) -> float:
+    """A finite float (an int is accepted); ``positive`` also requires ``> 0``.
+
+    A symbolic float (``torch.compile(dynamic=True)`` traces float arguments as ``SymFloat``) is
+    checked with ``torch._check``, which becomes a runtime assertion of the compiled graph.
+    """
+    want = "a finite positive float" if positive else "a finite float"
+    if isinstance(value, torch.SymFloat):
+        ok = (value == value) & (value < math.inf) & (value > -math.inf)
+        torch._check(ok & (value > 0) if positive else ok, lambda: f"srops.{op}: '{arg}' must be {want}")
+        return value  # type: ignore[return-value]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"srops.{op}: '{arg}' must be a float, got {type(value).__name__} {value!r}")
     value = float(value)
     if not math.isfinite(value) or (positive and value <= 0):
-        want = "a finite positive float" if positive else "a finite float"
         raise ValueError(f"srops.{op}: '{arg}' must be {want}, got {value}")
     return value
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from srops.ops.covpool.frontend import covpool_sqrtm
+from srops._checks import check_float, check_int
+from srops.ops.covpool.frontend import MAX_ITERATIONS, covpool_sqrtm
 
 
 def centre_crop(x: torch.Tensor, max_size: int) -> torch.Tensor:
@@ -20,11 +21,11 @@ class SecondOrderAttention(nn.Module):
     Args:
         channels: C of the input ``[B, C, H, W]``.
         reduction: hidden width ``max(1, C // reduction)`` of the gate (SAN: 16, so 64→4→64).
-        iterations: Newton–Schulz iterations (SAN: 5).
+        iterations: Newton–Schulz iterations in [1, 256] (SAN: 5).
         max_size: if set, the statistic is computed on a centre crop of at most
             ``max_size`` per side (SAN uses 1000; unlike SAN's code, a side of
             exactly ``max_size`` is kept whole). The gate multiplies the whole of x.
-        eps: added to the covariance trace before normalising.
+        eps: added to the covariance trace before normalising; must be > 0.
         backend: backend of :func:`srops.functional.covpool_sqrtm`.
 
     The statistic is computed in float32 whatever the input dtype.
@@ -44,6 +45,8 @@ class SecondOrderAttention(nn.Module):
             raise ValueError(f"srops.SecondOrderAttention: 'channels' must be an int >= 1, got {channels!r}")
         if max_size is not None and max_size < 1:
             raise ValueError(f"srops.SecondOrderAttention: 'max_size' must be None or >= 1, got {max_size!r}")
+        check_int("SecondOrderAttention", "iterations", iterations, 1, MAX_ITERATIONS)
+        eps = check_float("SecondOrderAttention", "eps", eps, positive=True)
         hidden = max(1, channels // reduction)
         self.channels, self.iterations, self.max_size, self.eps, self.backend = (
             channels, iterations, max_size, eps, backend
