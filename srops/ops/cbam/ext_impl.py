@@ -308,9 +308,10 @@ def _gate_logits(stats: torch.Tensor, mlp: Fn, pool: Sequence[str], avg: bool) -
 
 
 def _spatial_logits(pooled: torch.Tensor, conv: Fn) -> torch.Tensor:
-    if pooled.device.type == "cpu":
+    if pooled.device.type == "cpu" and pooled.dtype in (torch.float32, torch.float64):
         # A 2→1 convolution's input gradient is several times faster channels-last on CPU (oneDNN);
-        # the copy is 2/C of x.
+        # the copy is 2/C of x. Not for float16/bfloat16: PyTorch's half-precision CPU BatchNorm
+        # backward on that layout overflows (NaN) or loses precision, so those keep the default layout.
         pooled = pooled.contiguous(memory_format=torch.channels_last)
     return conv_logits(conv, pooled)
 
