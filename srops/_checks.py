@@ -61,18 +61,15 @@ def check_int(op: str, arg: str, value: object, minimum: int, maximum: int | Non
 def check_float(op: str, arg: str, value: object, positive: bool = False) -> float:
     """A finite float (an int is accepted); ``positive`` also requires ``> 0``.
 
-    A symbolic float (``torch.compile(dynamic=True)`` traces float arguments as ``SymFloat``) is
-    checked with ``torch._check``, which becomes a runtime assertion of the compiled graph.
+    Written with comparisons only (no ``math.isfinite``), so that a float that
+    ``torch.compile(dynamic=True)`` traces symbolically is checked too (as guards).
     """
-    want = "a finite positive float" if positive else "a finite float"
-    if isinstance(value, torch.SymFloat):
-        ok = (value == value) & (value < math.inf) & (value > -math.inf)
-        torch._check(ok & (value > 0) if positive else ok, lambda: f"srops.{op}: '{arg}' must be {want}")
-        return value  # type: ignore[return-value]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.SymInt, torch.SymFloat)):
         raise TypeError(f"srops.{op}: '{arg}' must be a float, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (positive and value <= 0):
+    value = value * 1.0  # int -> float; keeps a symbolic value symbolic
+    finite = value == value and -math.inf < value < math.inf
+    if not finite or (positive and value <= 0):
+        want = "a finite positive float" if positive else "a finite float"
         raise ValueError(f"srops.{op}: '{arg}' must be {want}, got {value}")
     return value
 
