@@ -7,7 +7,9 @@ explicitly requested backend (the ``backend=`` argument, or ``SROPS_BACKEND``)
 that cannot run raises :class:`BackendUnavailableError` with the reason.
 
 ``SROPS_BACKEND`` is either one backend name, applied to every op that has it
-(ops without it keep their default order), or a comma list ``op=name,...``.
+(ops without it keep their default order), or a comma list ``op=name,...``. A name
+that is not a backend (``refernce``, ``REFERENCE``), an unknown op (``covpol=...``)
+or a malformed item raises ValueError at the first dispatch.
 Nothing here touches CUDA at import time.
 """
 from __future__ import annotations
@@ -92,17 +94,38 @@ def ops() -> list[str]:
     return list(_OPS)
 
 
+def _parse_env(raw: str) -> tuple[str | None, dict[str, str]]:
+    """``SROPS_BACKEND`` as (one backend for every op, or None; per-op requests), checked.
+
+    Names are case-sensitive; an unknown backend or op, or an item not of the form ``op=backend``,
+    raises ValueError naming what is valid.
+    """
+    valid = f"valid backends: {BACKEND_NAMES}"
+    if "=" not in raw:
+        if raw not in BACKEND_NAMES:
+            raise ValueError(f"SROPS_BACKEND: unknown backend {raw!r}; {valid} (or a comma list op=backend)")
+        return raw, {}
+    requests: dict[str, str] = {}
+    for item in raw.split(","):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name or not value:
+            raise ValueError(f"SROPS_BACKEND: item {item.strip()!r} is not of the form op=backend (in {raw!r})")
+        if name not in _OPS:
+            raise ValueError(f"SROPS_BACKEND: unknown op {name!r}; valid ops: {sorted(_OPS)}")
+        if value not in BACKEND_NAMES:
+            raise ValueError(f"SROPS_BACKEND: unknown backend {value!r} for op {name!r}; {valid}")
+        requests[name] = value
+    return None, requests
+
+
 def _env_request(op: str) -> str | None:
     raw = os.environ.get("SROPS_BACKEND", "").strip()
     if not raw:
         return None
-    if "=" not in raw:
-        return raw if raw in _OPS[op].backends else None
-    for item in raw.split(","):
-        name, _, value = item.partition("=")
-        if name.strip() == op:
-            return value.strip()
-    return None
+    every, requests = _parse_env(raw)
+    if every is not None:
+        return every if every in _OPS[op].backends else None
+    return requests.get(op)
 
 
 def _check_name(op: str, name: str, source: str) -> None:

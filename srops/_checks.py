@@ -48,19 +48,37 @@ def check_dim_size(op: str, arg: str, t: torch.Tensor, dim: int, expected: int, 
         )
 
 
-def check_int(op: str, arg: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"srops.{op}: '{arg}' must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"srops.{op}: '{arg}' must be an int >= {minimum}, got {value}")
+def check_int(op: str, arg: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """An int (not a bool) ``>= minimum`` and, when given, ``<= maximum``."""
+    want = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
+    if isinstance(value, bool) or not isinstance(value, (int, torch.SymInt)):
+        raise TypeError(f"srops.{op}: '{arg}' must be {want}, got {type(value).__name__} {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"srops.{op}: '{arg}' must be {want}, got {value}")
     return value
 
 
 def check_float(op: str, arg: str, value: object, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A finite float (an int is accepted); ``positive`` also requires ``> 0``.
+
+    Written with comparisons only (no ``math.isfinite``), so that a float that
+    ``torch.compile(dynamic=True)`` traces symbolically is checked too (as guards).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.SymInt, torch.SymFloat)):
         raise TypeError(f"srops.{op}: '{arg}' must be a float, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (positive and value <= 0):
+    value = value * 1.0  # int -> float; keeps a symbolic value symbolic
+    finite = value == value and -math.inf < value < math.inf
+    if not finite or (positive and value <= 0):
         want = "a finite positive float" if positive else "a finite float"
         raise ValueError(f"srops.{op}: '{arg}' must be {want}, got {value}")
     return value
+
+
+def check_result(op: str, arg: str, t: object, shape: Sequence[int], layout: str) -> torch.Tensor:
+    """Check that the callable ``arg`` returned a tensor of ``shape`` (named ``layout``, e.g. ``[B, C]``)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"srops.{op}: '{arg}' must return a torch.Tensor {layout}, got {type(t).__name__}")
+    if t.dim() != len(shape) or any(a != b for a, b in zip(t.shape, shape)):
+        want = tuple(int(s) for s in shape)
+        raise ValueError(f"srops.{op}: '{arg}' must return logits {layout} = {want}, got shape {tuple(t.shape)}")
+    return t

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cbam/cbam.h"
@@ -91,8 +92,15 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cpu(const at::Tensor& x_in,
   at::Tensor pooled = at::empty({B, 2, H, W}, x.options());
   at::Tensor argmax = at::empty({B, H, W}, x.options().dtype(at::kLong));
   SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_cpu", [&] {
-    SROPS_CBAM_CALL(spatial_pool_kernel<scalar_t>, x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), pooled.data_ptr<scalar_t>(),
-                                  argmax.data_ptr<int64_t>(), B, C, H * W);
+    using A = at::opmath_type<scalar_t>;
+    using Lane = std::conditional_t<sizeof(A) == 8, int64_t, int32_t>;  // index of the value's lane width
+    if (C <= std::numeric_limits<int32_t>::max()) {
+      SROPS_CBAM_CALL(spatial_pool_kernel<Lane>, x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c),
+                      pooled.data_ptr<scalar_t>(), argmax.data_ptr<int64_t>(), B, C, H * W);
+    } else {
+      SROPS_CBAM_CALL(spatial_pool_kernel<int64_t>, x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c),
+                      pooled.data_ptr<scalar_t>(), argmax.data_ptr<int64_t>(), B, C, H * W);
+    }
   });
   return {pooled, argmax};
 }

@@ -89,23 +89,27 @@ void channel_pool_backward_kernel(const T* g, const int64_t* argmax, T* dx, int6
   });
 }
 
-// Pass 2: over the channels of y = x * c, per position of one tile of batch b.
-template <typename T>
+// Pass 2: over the channels of y = x * c, per position of one tile of batch b. The running argmax is an
+// integer I of the compute type's lane width (int32 for float, int64 for double) so the loop still
+// if-converts into vector selects; I holds every channel index (the caller picks int64 when C > 2^31 - 1).
+template <typename I, typename T>
 void spatial_pool_kernel(const T* x, const T* c, T* pooled, int64_t* argmax, int64_t B, int64_t C, int64_t N) {
   using A = acc_t<T>;
   const int64_t tiles = (N + kTile - 1) / kTile;
   at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<A> buf(3 * kTile);  // arg as A: same lane width as the values
-    A *sum = buf.data(), *mx = sum + kTile, *arg = mx + kTile;
+    std::vector<A> buf(2 * kTile);
+    std::vector<I> args(kTile);
+    A *sum = buf.data(), *mx = sum + kTile;
+    I* arg = args.data();
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / tiles, s = (t % tiles) * kTile, len = std::min(kTile, N - s);
       std::fill(sum, sum + len, A(0));
       std::fill(mx, mx + len, -std::numeric_limits<A>::infinity());
-      std::fill(arg, arg + len, A(0));
+      std::fill(arg, arg + len, I(0));
       for (int64_t ch = 0; ch < C; ++ch) {
         const T* row = x + (b * C + ch) * N + s;
         const A cc = c ? static_cast<A>(c[b * C + ch]) : A(1);
-        const A chf = static_cast<A>(ch);
+        const I chi = static_cast<I>(ch);
 #pragma omp simd
         for (int64_t j = 0; j < len; ++j) {
           // y = x * c rounded to T as the reference's y (a no-op for float/double): same ties.
@@ -115,7 +119,7 @@ void spatial_pool_kernel(const T* x, const T* c, T* pooled, int64_t* argmax, int
           // Bitwise, not short-circuit, so the loop if-converts: NaN propagates, the first NaN is kept.
           const bool take = (v > m) | ((v != v) & (m == m));
           mx[j] = take ? v : m;
-          arg[j] = take ? chf : arg[j];
+          arg[j] = take ? chi : arg[j];
         }
       }
       T* pmax = pooled + b * 2 * N + s;

@@ -7,6 +7,8 @@
 namespace srops {
 namespace {
 
+constexpr int64_t kMaxIterations = 256;  // as srops.ops.covpool.frontend.MAX_ITERATIONS
+
 void check_compute(const char* op, const char* arg, const at::Tensor& t, const at::Tensor& x) {
   const at::ScalarType want = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   TORCH_CHECK_TYPE(t.scalar_type() == want, "srops::", op, ": ", arg, " must have dtype ", want, " (the compute dtype of ",
@@ -27,8 +29,9 @@ void check_sqrtm_fwd_args(const at::Tensor& x, int64_t iterations, double eps, a
   }
   check_device_type(op, "x", x, device);
   check_nonempty(op, "x", x);
-  TORCH_CHECK_VALUE(iterations >= 1, "srops::", op, ": iterations must be >= 1, got ", iterations);
-  TORCH_CHECK_VALUE(std::isfinite(eps), "srops::", op, ": eps must be finite, got ", eps);
+  TORCH_CHECK_VALUE(iterations >= 1 && iterations <= kMaxIterations, "srops::", op, ": iterations must be in [1, ",
+                    kMaxIterations, "], got ", iterations);
+  TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0, "srops::", op, ": eps must be finite and > 0, got ", eps);
 }
 
 void check_sqrtm_bwd_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& a,

@@ -5,7 +5,8 @@
 // S partial sums per sample, so B·S tasks run in parallel even when B = 1.
 // Iterations: one task per sample on Cp×Cp matrices zero-padded to the GEMM tile
 // (the identity covers the first C diagonal entries only, so padding stays zero).
-// dx = G (X − μ1ᵀ) = G X − (G μ)1ᵀ in chunks, one task per (sample, chunk).
+// dx = G (X − μ1ᵀ) in chunks, one task per (sample, chunk): each chunk of X is centred before the
+// product (G X − (G μ)1ᵀ would cancel when |μ| ≫ the spread, and leave a residue on constant rows).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -65,14 +66,11 @@ void row_means(const T* x, T* mean, int64_t rows, int64_t M) {
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * M;
+      // Summed in double throughout: a float32 row of equal values then has exactly that value as
+      // its mean, so the centred rows (and the backward's X − μ1ᵀ) are exactly zero.
       double total = 0;
-      for (int64_t s = 0; s < M; s += kChunk) {
-        T part = 0;
-        const int64_t e = std::min(M, s + kChunk);
-#pragma omp simd reduction(+ : part)
-        for (int64_t m = s; m < e; ++m) part += xr[m];
-        total += static_cast<double>(part);
-      }
+#pragma omp simd reduction(+ : total)
+      for (int64_t m = 0; m < M; ++m) total += static_cast<double>(xr[m]);
       mean[r] = static_cast<T>(total / static_cast<double>(M));
     }
   });
@@ -183,10 +181,10 @@ void sqrtm_forward(const T* x, int64_t B, int64_t C, int64_t M, int64_t N, doubl
   });
 }
 
-// Per sample: gx = (dΣ + dΣᵀ)/M [Cp, Cp] and v = gx μ [Cp].
+// Per sample: gx = (dΣ + dΣᵀ)/M [Cp, Cp].
 template <typename T>
-void sqrtm_backward_chain(const T* grad, const T* out, const T* mean, const T* a_in, const T* states, const T* trace,
-                          int64_t B, int64_t C, int64_t Cp, int64_t M, int64_t N, bool row_mean, T* gx, T* v) {
+void sqrtm_backward_chain(const T* grad, const T* out, const T* a_in, const T* states, const T* trace,
+                          int64_t B, int64_t C, int64_t Cp, int64_t M, int64_t N, bool row_mean, T* gx) {
   const Mats<T> mt{C, Cp};
   const int64_t P2 = Cp * Cp, C2 = C * C;
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
@@ -254,17 +252,12 @@ void sqrtm_backward_chain(const T* grad, const T* out, const T* mean, const T* a
       for (int64_t i = 0; i < C; ++i)
         for (int64_t j = 0; j < C; ++j)
           g[i * Cp + j] = static_cast<T>(scale * (static_cast<double>(dY[i * Cp + j]) / t + (i == j ? diag : 0.0)));
-      for (int64_t i = 0; i < C; ++i) {
-        double s = 0;
-        for (int64_t j = 0; j < C; ++j) s += static_cast<double>(g[i * Cp + j]) * static_cast<double>(mean[b * C + j]);
-        v[b * Cp + i] = static_cast<T>(s);
-      }
     }
   });
 }
 
 template <typename T>
-void dx_kernel(const T* x, const T* gx, const T* v, T* dx, int64_t B, int64_t C, int64_t Cp, int64_t M) {
+void dx_kernel(const T* x, const T* gx, const T* mean, T* dx, int64_t B, int64_t C, int64_t Cp, int64_t M) {
   constexpr int64_t VW = cpu::tile_cols<T>();
   const int64_t nchunks = ceil_div(M, kChunk);
   at::parallel_for(0, B * nchunks, 1, [&](int64_t begin, int64_t end) {
@@ -274,15 +267,15 @@ void dx_kernel(const T* x, const T* gx, const T* v, T* dx, int64_t B, int64_t C,
       const int64_t w = std::min(kChunk, M - m0), wp = ceil_div(w, VW) * VW;
       for (int64_t j = 0; j < C; ++j) {
         const T* xr = x + (b * C + j) * M + m0;
-        std::copy(xr, xr + w, xb.data() + j * wp);
+        const T mu = mean[b * C + j];
+        T* xc = xb.data() + j * wp;
+        for (int64_t m = 0; m < w; ++m) xc[m] = xr[m] - mu;
         std::fill(xb.data() + j * wp + w, xb.data() + (j + 1) * wp, T(0));
       }
       cpu::gemm<T>(ob.data(), gx + b * Cp * Cp, xb.data(), Cp, wp, C, Cp, wp, wp, false);
       for (int64_t i = 0; i < C; ++i) {
-        const T vi = v[b * Cp + i];
-        T* dr = dx + (b * C + i) * M + m0;
         const T* orow = ob.data() + i * wp;
-        for (int64_t m = 0; m < w; ++m) dr[m] = orow[m] - vi;
+        std::copy(orow, orow + w, dx + (b * C + i) * M + m0);
       }
     }
   });
@@ -312,19 +305,11 @@ void centred_product_cpu(const at::Tensor& g, const at::Tensor& x, at::Tensor& o
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "centred_product_cpu", [&] {
     using T = scalar_t;
     const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
-    std::vector<T> mean(B * C), gx(B * Cp * Cp, T(0)), v(B * Cp, T(0));
+    std::vector<T> mean(B * C), gx(B * Cp * Cp, T(0));
     row_means(x.data_ptr<T>(), mean.data(), B * C, M);
     const Mats<T> mt{C, Cp};
-    for (int64_t b = 0; b < B; ++b) {
-      mt.load(gx.data() + b * Cp * Cp, g.data_ptr<T>() + b * C * C);
-      for (int64_t i = 0; i < C; ++i) {
-        double s = 0;
-        for (int64_t j = 0; j < C; ++j)
-          s += static_cast<double>(gx[b * Cp * Cp + i * Cp + j]) * static_cast<double>(mean[b * C + j]);
-        v[b * Cp + i] = static_cast<T>(s);
-      }
-    }
-    dx_kernel<T>(x.data_ptr<T>(), gx.data(), v.data(), out.data_ptr<T>(), B, C, Cp, M);
+    for (int64_t b = 0; b < B; ++b) mt.load(gx.data() + b * Cp * Cp, g.data_ptr<T>() + b * C * C);
+    dx_kernel<T>(x.data_ptr<T>(), gx.data(), mean.data(), out.data_ptr<T>(), B, C, Cp, M);
   });
 }
 
@@ -356,22 +341,18 @@ at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x_in,
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_sqrtm_bwd_cpu", [&] {
     using T = scalar_t;
     const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
-    std::vector<T> gx(B * Cp * Cp, T(0)), v(B * Cp, T(0));
+    std::vector<T> gx(B * Cp * Cp, T(0));
     const at::Tensor g = grad.contiguous(), o = out.contiguous(), mu = mean.contiguous(), ac = a.contiguous(),
                      sc = states.contiguous(), tc = trace.contiguous();
     if (C <= kMaxPerSampleC) {
-      sqrtm_backward_chain<T>(g.data_ptr<T>(), o.data_ptr<T>(), mu.data_ptr<T>(), ac.data_ptr<T>(), sc.data_ptr<T>(),
-                              tc.data_ptr<T>(), B, C, Cp, M, N, row_mean, gx.data(), v.data());
+      sqrtm_backward_chain<T>(g.data_ptr<T>(), o.data_ptr<T>(), ac.data_ptr<T>(), sc.data_ptr<T>(),
+                              tc.data_ptr<T>(), B, C, Cp, M, N, row_mean, gx.data());
     } else {
-      const auto [gx_t, v_t] = sqrtm_backward_bmm(g, o, mu, ac, sc, tc, M, row_mean);
-      const T* vp = v_t.data_ptr<T>();
+      const at::Tensor gx_t = std::get<0>(sqrtm_backward_bmm(g, o, mu, ac, sc, tc, M, row_mean));  // v unused
       const Mats<T> mt{C, Cp};
-      for (int64_t b = 0; b < B; ++b) {
-        mt.load(gx.data() + b * Cp * Cp, gx_t.data_ptr<T>() + b * C * C);
-        std::copy(vp + b * C, vp + (b + 1) * C, v.data() + b * Cp);
-      }
+      for (int64_t b = 0; b < B; ++b) mt.load(gx.data() + b * Cp * Cp, gx_t.data_ptr<T>() + b * C * C);
     }
-    dx_kernel<T>(x.data_ptr<T>(), gx.data(), v.data(), dx.data_ptr<T>(), B, C, Cp, M);
+    dx_kernel<T>(x.data_ptr<T>(), gx.data(), mu.data_ptr<T>(), dx.data_ptr<T>(), B, C, Cp, M);
   });
   return dx;
 }

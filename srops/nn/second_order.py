@@ -4,8 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from srops._checks import check_float, check_int
 from srops.nn.compat import from_state_dict, peer_load_hook
-from srops.ops.covpool.frontend import covpool_sqrtm
+from srops.ops.covpool.frontend import MAX_ITERATIONS, covpool_sqrtm
 
 
 def centre_crop(x: torch.Tensor, max_size: int) -> torch.Tensor:
@@ -21,7 +22,7 @@ class SecondOrderAttention(nn.Module):
     Args:
         channels: C of the input ``[B, C, H, W]``.
         reduction: hidden width ``max(1, C // reduction)`` of the gate (SAN: 16, so 64→4→64).
-        iterations: Newton–Schulz iterations (SAN: 5).
+        iterations: Newton–Schulz iterations in [1, 256] (SAN: 5).
         max_size: if set, the statistic is computed on a centre crop of at most
             ``max_size`` per side; the gate multiplies the whole of x. ``max_size=1000``
             reproduces SAN's crop for every shape but one: SAN tests each side with strict
@@ -29,7 +30,7 @@ class SecondOrderAttention(nn.Module):
             shorter, SAN keeps the 1000 side whole but slices the *other* side from the
             negative offset (w − 1000) // 2, which keeps only its last ⌈(1000 − w)/2⌉ rows
             or columns (for 334 ≤ w ≤ 999). srops keeps that shorter side whole.
-        eps: added to the covariance trace before normalising.
+        eps: added to the covariance trace before normalising; must be > 0.
         backend: backend of :func:`srops.functional.covpool_sqrtm`.
 
     The statistic is computed in float32 (float64 for float64 input). Its gradient is the exact
@@ -53,6 +54,8 @@ class SecondOrderAttention(nn.Module):
             raise ValueError(f"srops.SecondOrderAttention: 'channels' must be an int >= 1, got {channels!r}")
         if max_size is not None and max_size < 1:
             raise ValueError(f"srops.SecondOrderAttention: 'max_size' must be None or >= 1, got {max_size!r}")
+        check_int("SecondOrderAttention", "iterations", iterations, 1, MAX_ITERATIONS)
+        eps = check_float("SecondOrderAttention", "eps", eps, positive=True)
         hidden = max(1, channels // reduction)
         self.channels, self.iterations, self.max_size, self.eps, self.backend = (
             channels, iterations, max_size, eps, backend

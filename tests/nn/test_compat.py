@@ -165,11 +165,12 @@ class PeerSOCA(nn.Module):
 
 def test_san_soca_state_dict_matches_reference():
     ref = randomise(PeerSOCA(32, 16)).double()  # SAN: reduction 16 → 32→2→32
-    m = SecondOrderAttention.from_state_dict(ref.state_dict(), eps=0.0).double()
+    # SAN adds no eps; eps must be > 0, and 1e-300 leaves a float64 trace of order 1 unchanged.
+    m = SecondOrderAttention.from_state_dict(ref.state_dict(), eps=1e-300).double()
     assert (m.channels, m.conv_down.out_channels, m.iterations, m.max_size) == (32, 2, 5, 1000)
     x = torch.randn(2, 32, 9, 7, dtype=torch.float64)
     torch.testing.assert_close(m(x), ref(x))
-    plain = SecondOrderAttention(32, eps=0.0).double()
+    plain = SecondOrderAttention(32, eps=1e-300).double()
     plain.load_state_dict(ref.state_dict())  # the hook renames conv_du.0/2
     torch.testing.assert_close(plain(x), ref(x))
 

@@ -30,17 +30,21 @@ parameters get their gradients through ordinary autograd in both modes.
 Ties in a max: the gradient goes wholly to the first maximal element (the lowest H·W index for
 the channel max, the lowest channel for the max over channels), which is the reference's
 routing on CPU (``torch.max(dim)``); a NaN counts as the maximum, the first NaN wins.
-Backward ops are not themselves differentiable (no double backward).
-Only imported when ``srops._C`` loaded.
+Double backward (``create_graph=True``): the backward kernels are not differentiable, so when
+autograd records the backward every node computes its gradients with the differentiable torch
+formulas of ``grad_torch`` instead (in eager mode the later passes use the original x, kept in the
+``_InputGrad``, and hand their x-gradients to the input node as graph-carrying tensors), which
+makes second-order gradients exact. Only imported when ``srops._C`` loaded.
 """
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from srops import _ext
+from srops.ops.cbam import grad_torch
+from srops.ops.cbam.reference import conv_logits, mlp_logits
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 _ops = torch.ops.srops
@@ -104,6 +108,8 @@ def _channel_pool_backward(ctx, grad_stats: torch.Tensor | None, _grad_argmax):
     x, argmax = ctx.saved_tensors
     if grad_stats is None or not ctx.needs_input_grad[0]:
         return None, None, None
+    if torch.is_grad_enabled():  # create_graph=True
+        return grad_torch.channel_pool_grad(grad_stats, x, argmax, ctx.avg, ctx.max), None, None
     return _ops.cbam_channel_pool_backward(grad_stats.contiguous(), x, argmax, ctx.avg, ctx.max), None, None
 
 
@@ -117,7 +123,10 @@ def _spatial_pool_backward(ctx, grad_pooled: torch.Tensor | None, _grad_argmax):
     x, c, argmax = ctx.saved_tensors
     if grad_pooled is None:
         return None, None
-    dx, dc = _ops.cbam_spatial_pool_backward(grad_pooled.contiguous(), x, c if ctx.has_c else None, argmax)
+    if torch.is_grad_enabled():  # create_graph=True
+        dx, dc = grad_torch.spatial_pool_grad(grad_pooled, x, c if ctx.has_c else None, argmax)
+    else:
+        dx, dc = _ops.cbam_spatial_pool_backward(grad_pooled.contiguous(), x, c if ctx.has_c else None, argmax)
     return (dx if ctx.needs_input_grad[0] else None), (dc if ctx.has_c and ctx.needs_input_grad[1] else None)
 
 
@@ -129,7 +138,11 @@ def _apply_setup(ctx, inputs, output) -> None:
 
 def _apply_backward(ctx, grad: torch.Tensor):
     x, c, s = ctx.saved_tensors
-    dx, dc, ds = _ops.cbam_apply_backward(grad.contiguous(), x, c if ctx.has_c else None, s if ctx.has_s else None)
+    c, s = (c if ctx.has_c else None), (s if ctx.has_s else None)
+    if torch.is_grad_enabled():  # create_graph=True
+        dx, dc, ds = grad_torch.apply_grad(grad, x, c, s)
+    else:
+        dx, dc, ds = _ops.cbam_apply_backward(grad.contiguous(), x, c, s)
     need = ctx.needs_input_grad
     return (dx if need[0] else None), (dc if ctx.has_c and need[1] else None), (ds if ctx.has_s and need[2] else None)
 
@@ -156,16 +169,30 @@ class _InputGrad:
         self.s: torch.Tensor | None = None  # [B, H, W], detached
         self.channel_argmax: torch.Tensor | None = None
         self.spatial_argmax: torch.Tensor | None = None
+        self.x: torch.Tensor | None = None  # the original x (with its graph), for create_graph backward
         self._clear()
 
     def _clear(self) -> None:
+        self.dx_parts: list[torch.Tensor] = []  # create_graph: x-gradients of the later passes
         self.grad: torch.Tensor | None = None
         self.grad_pooled: torch.Tensor | None = None
         self.grad_stats: torch.Tensor | None = None
 
+    def dx_sum(self, own: torch.Tensor) -> torch.Tensor:
+        """x's whole gradient as the input node's own part plus the later passes' (``dx_parts``).
+
+        Used under create_graph (differentiable parts), and in a backward pass that does not reach
+        ``cbam_apply``'s node (e.g. the second backward of a gradient penalty), where each pass
+        that runs adds its own x-gradient.
+        """
+        dx = own
+        for part in self.dx_parts:
+            dx = dx + part
+        self._clear()
+        return dx
+
     def dx(self) -> torch.Tensor:
-        if self.grad is None:  # cbam_apply's node runs first: its output is the anchor's consumer
-            raise RuntimeError("srops.cbam: fused backward reached the input node before cbam_apply's node")
+        """The fused dx, once ``cbam_apply``'s node has run in this backward pass (it runs first)."""
         has_pooled = self.grad_pooled is not None
         has_stats = self.grad_stats is not None
         dx = _ops.cbam_input_backward(
@@ -186,11 +213,20 @@ class _ChannelPoolInput(torch.autograd.Function):
         return stats
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_stats: torch.Tensor):
         state = ctx.state
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        if torch.is_grad_enabled():  # create_graph=True
+            own = grad_torch.channel_pool_grad(grad_stats, state.x, state.channel_argmax, state.avg, state.max)
+            return state.dx_sum(own), None
+        if state.grad is None:  # cbam_apply's node did not run in this pass: this pass's own dx
+            x = state.x.detach()
+            argmax = state.channel_argmax if state.max else x.new_empty(0, dtype=torch.int64)
+            own = _ops.cbam_channel_pool_backward(grad_stats.contiguous(), x, argmax, state.avg, state.max)
+            return state.dx_sum(own), None
         state.grad_stats = grad_stats.contiguous()
-        return (state.dx() if ctx.needs_input_grad[0] else None), None
+        return state.dx(), None
 
 
 class _SpatialPool(torch.autograd.Function):
@@ -205,10 +241,24 @@ class _SpatialPool(torch.autograd.Function):
         return pooled
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_pooled: torch.Tensor):
         state = ctx.state
         x, c, argmax = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: x here may be detached, use the original
+            dx, dc = grad_torch.spatial_pool_grad(grad_pooled, state.x, c if ctx.has_c else None, argmax)
+            dc = dc if ctx.has_c and ctx.needs_input_grad[1] else None
+            if ctx.needs_input_grad[0]:  # this node takes x itself (no channel gate)
+                return state.dx_sum(dx), dc, None
+            state.dx_parts.append(dx)
+            return None, dc, None
+        if state.grad is None:  # cbam_apply's node did not run in this pass: this pass's own dx
+            need_c = ctx.has_c and ctx.needs_input_grad[1]
+            dx, dc = _ops.cbam_spatial_pool_backward(grad_pooled.contiguous(), x, c, argmax, True)
+            dc = dc if need_c else None
+            if ctx.needs_input_grad[0]:
+                return state.dx_sum(dx), dc, None
+            state.dx_parts.append(dx)
+            return None, dc, None
         state.grad_pooled = grad_pooled = grad_pooled.contiguous()
         dc = None
         if ctx.has_c and ctx.needs_input_grad[1]:
@@ -229,12 +279,15 @@ class _Apply(torch.autograd.Function):
         return _ops.cbam_apply(x, c, s)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, c, s = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True: differentiable, on the original x
+            dx, dc, ds = grad_torch.apply_grad(grad, ctx.state.x, c if ctx.has_c else None, s if ctx.has_s else None)
+            ctx.state.dx_parts.append(dx)
+            return None, (dc if ctx.has_c and need[1] else None), (ds if ctx.has_s and need[2] else None), None, None
         ctx.state.grad = grad = grad.contiguous()
         dc = ds = None
-        need = ctx.needs_input_grad
         if (ctx.has_c and need[1]) or (ctx.has_s and need[2]):
             _, dc, ds = _ops.cbam_apply_backward(grad, x, c, s, False)
         return None, (dc if ctx.has_c and need[1] else None), (ds if ctx.has_s and need[2] else None), None, None
@@ -251,21 +304,23 @@ def _fused_backward(x: torch.Tensor) -> bool:
 
 def _gate_logits(stats: torch.Tensor, mlp: Fn, pool: Sequence[str], avg: bool) -> torch.Tensor:
     column = {"avg": 0, "max": int(avg)}
-    return sum(mlp(stats[:, :, column[p]]) for p in pool)
+    return sum(mlp_logits(mlp, stats[:, :, column[p]]) for p in pool)
 
 
 def _spatial_logits(pooled: torch.Tensor, conv: Fn) -> torch.Tensor:
-    if pooled.device.type == "cpu":
+    if pooled.device.type == "cpu" and pooled.dtype in (torch.float32, torch.float64):
         # A 2→1 convolution's input gradient is several times faster channels-last on CPU (oneDNN);
-        # the copy is 2/C of x.
+        # the copy is 2/C of x. Not for float16/bfloat16: PyTorch's half-precision CPU BatchNorm
+        # backward on that layout overflows (NaN) or loses precision, so those keep the default layout.
         pooled = pooled.contiguous(memory_format=torch.channels_last)
-    return conv(pooled)
+    return conv_logits(conv, pooled)
 
 
 def _attention_fused(x: torch.Tensor, mlp: Fn | None, conv: Fn | None, pool: Sequence[str]) -> torch.Tensor:
     """Channel attention (conv None), spatial attention (mlp None) or CBAM with the fused backward."""
     avg, mx = "avg" in pool, "max" in pool
     state = _InputGrad(avg, mx)
+    state.x = x
     x_det = x.detach()
     c = s = None
     if mlp is not None:

@@ -14,7 +14,20 @@ from typing import Callable, Sequence
 
 import torch
 
+from srops._checks import check_result
+
 Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def mlp_logits(mlp: Fn, v: torch.Tensor) -> torch.Tensor:
+    """``mlp`` on one pooled ``[B, C]`` vector, checked to return ``[B, C]`` (any backend)."""
+    return check_result("channel_gate", "mlp", mlp(v), v.shape, "[B, C]")
+
+
+def conv_logits(conv: Fn, pooled: torch.Tensor) -> torch.Tensor:
+    """``conv`` on the pooled ``[B, 2, H, W]`` map, checked to return ``[B, 1, H, W]`` (any backend)."""
+    B, _, H, W = pooled.shape
+    return check_result("spatial_gate", "conv", conv(pooled), (B, 1, H, W), "[B, 1, H, W]")
 
 
 def channel_pool(x: torch.Tensor, pool: Sequence[str]) -> list[torch.Tensor]:
@@ -31,13 +44,13 @@ def spatial_pool(x: torch.Tensor) -> torch.Tensor:
 
 def channel_gate_ref(x: torch.Tensor, mlp: Fn, pool: Sequence[str]) -> torch.Tensor:
     """c = σ(Σ_p mlp(pool_p(x))) as ``[B, C, 1, 1]``."""
-    logits = sum(mlp(s) for s in channel_pool(x, pool))
+    logits = sum(mlp_logits(mlp, s) for s in channel_pool(x, pool))
     return torch.sigmoid(logits)[:, :, None, None]
 
 
 def spatial_gate_ref(x: torch.Tensor, conv: Fn) -> torch.Tensor:
     """s = σ(conv(cat[max_c x, mean_c x])) as ``[B, 1, H, W]``."""
-    return torch.sigmoid(conv(spatial_pool(x)))
+    return torch.sigmoid(conv_logits(conv, spatial_pool(x)))
 
 
 def channel_attention_ref(x: torch.Tensor, mlp: Fn, pool: Sequence[str]) -> torch.Tensor:

@@ -2,6 +2,9 @@
 
 Only imported when ``srops._C`` loaded. The kernels take float32/float64
 ``[B, C, M]``; other float dtypes are computed in float32 and cast back.
+
+Double backward: under ``create_graph=True`` the backward is computed with differentiable
+torch ops from the same formula, dx = (G + Gᵀ)(X − μ1ᵀ)/M, so second-order gradients are exact.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad: torch.Tensor) -> torch.Tensor:
     (x,) = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
+        return torch.bmm(grad + grad.transpose(1, 2), x - x.mean(dim=2, keepdim=True)) / x.shape[2]
     return torch.ops.srops.covpool_bwd(grad.contiguous(), x)
 
 

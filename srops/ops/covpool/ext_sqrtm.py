@@ -6,12 +6,16 @@ eps, row_mean)`` returns ``(out, mean, a, states, trace)``: the result ``[B, C, 
 A = Σ/t ``[B, C, C]``, the iterates Y_k, Z_k, Y_kZ_k ``[B, 3(N-1), C, C]``, t ``[B]``).
 All of these are float64 for float64 x and float32 otherwise. The CPU kernel takes
 float32/float64 x; the CUDA kernel reads float16/bfloat16/float32/float64 x directly.
+
+Double backward: under ``create_graph=True`` the backward differentiates the reference
+(``covpool_sqrtm_ref``, recomputed from the saved x) with ``create_graph``, so second-order
+gradients are exact; first-order backward always runs the kernel.
 """
 from __future__ import annotations
 
 import torch
 
-from srops.ops.covpool.reference import compute_dtype
+from srops.ops.covpool.reference import compute_dtype, covpool_sqrtm_ref
 
 
 @torch.library.register_fake("srops::covpool_sqrtm_fwd")
@@ -43,15 +47,21 @@ def _bwd_fake(
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, _iterations, _eps, row_mean = inputs
+    x, iterations, eps, row_mean = inputs
     out, mean, a, states, trace = output
     ctx.mark_non_differentiable(mean, a, states, trace)
     ctx.save_for_backward(x, mean, a, states, trace, out)
-    ctx.row_mean = row_mean
+    ctx.row_mean, ctx.iterations, ctx.eps = row_mean, iterations, eps
 
 
 def _backward(ctx, grad_out: torch.Tensor, *_unused: torch.Tensor):
     x, mean, a, states, trace, out = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: differentiate the reference, keeping its graph
+        xg = x if x.requires_grad else x.detach().requires_grad_()  # dx is still a function of grad_out
+        with torch.enable_grad():
+            ref = covpool_sqrtm_ref(xg, ctx.iterations, ctx.eps, ctx.row_mean)
+        (dx,) = torch.autograd.grad(ref, xg, grad_out, create_graph=True)
+        return dx, None, None, None
     dx = torch.ops.srops.covpool_sqrtm_bwd(grad_out.contiguous(), x, mean, a, states, trace, out, ctx.row_mean)
     return dx, None, None, None
 

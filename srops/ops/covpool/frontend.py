@@ -8,6 +8,7 @@ from srops._checks import check_dim_size, check_float, check_int, check_tensor
 from srops.ops.covpool.reference import covpool_ref, covpool_sqrtm_ref, sqrtm_ns_ref
 
 _ALL = ("cpu", "cuda")
+MAX_ITERATIONS = 256  # Newton–Schulz converges in tens of steps; the saved iterates grow as 3(N-1)·C²
 _backend.register(_backend.Backend("covpool", "reference", covpool_ref, devices=_ALL))
 _backend.register(_backend.Backend("sqrtm_ns", "reference", sqrtm_ns_ref, devices=_ALL))
 _backend.register(_backend.Backend("covpool_sqrtm", "reference", covpool_sqrtm_ref, devices=_ALL))
@@ -57,13 +58,13 @@ def covpool(x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
 def sqrtm_ns(a: torch.Tensor, iterations: int = 5, eps: float = 1e-5, backend: str | None = None) -> torch.Tensor:
     """Matrix square root of SPD ``a`` ``[B, C, C]`` by ``iterations`` coupled Newton–Schulz steps.
 
-    Pre-normalised by t = trace + ``eps`` and post-compensated by √t, so a zero
-    matrix gives a finite (zero) result. Converges for SPD input as iterations grow.
+    Pre-normalised by t = trace + ``eps`` (``eps > 0``) and post-compensated by √t, so a zero
+    matrix gives a finite (zero) result. ``iterations`` lies in [1, ``MAX_ITERATIONS``] (256). Converges for SPD input as iterations grow.
     """
     check_tensor("sqrtm_ns", "a", a, 3, "[B, C, C]")
     check_dim_size("sqrtm_ns", "a", a, 2, a.shape[1], "square matrices: last dim = C")
-    iterations = check_int("sqrtm_ns", "iterations", iterations, 1)
-    eps = check_float("sqrtm_ns", "eps", eps)
+    iterations = check_int("sqrtm_ns", "iterations", iterations, 1, MAX_ITERATIONS)
+    eps = check_float("sqrtm_ns", "eps", eps, positive=True)
     return _backend.select("sqrtm_ns", (a,), backend).fn(a, iterations, eps)
 
 
@@ -74,8 +75,8 @@ def covpool_sqrtm(
 
     Args:
         x: features ``[B, C, H, W]`` (or ``[B, C, M]``).
-        iterations: Newton–Schulz iterations (SAN and fast-MPN-COV use 5).
-        eps: added to the trace before normalising.
+        iterations: Newton–Schulz iterations in [1, 256] (SAN and fast-MPN-COV use 5).
+        eps: added to the trace before normalising; must be > 0 (a constant map has trace 0).
         row_mean: return the row mean of Σ^½, ``[B, C]`` (SAN's SOCA statistic)
             instead of Σ^½ ``[B, C, C]``.
         backend: ``None`` (the fastest that can run), ``"cpu"`` (C++ kernel), ``"cuda"``
@@ -85,6 +86,6 @@ def covpool_sqrtm(
     Computed in float32 (float64 for float64 input), returned in the input dtype.
     """
     xm = _as_bcm("covpool_sqrtm", x)
-    iterations = check_int("covpool_sqrtm", "iterations", iterations, 1)
-    eps = check_float("covpool_sqrtm", "eps", eps)
+    iterations = check_int("covpool_sqrtm", "iterations", iterations, 1, MAX_ITERATIONS)
+    eps = check_float("covpool_sqrtm", "eps", eps, positive=True)
     return _backend.select("covpool_sqrtm", (xm,), backend).fn(xm, iterations, eps, bool(row_mean))

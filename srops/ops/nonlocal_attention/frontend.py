@@ -1,4 +1,12 @@
-"""``nonlocal_attention``: argument checks, backend registration and dispatch."""
+"""``nonlocal_attention``: argument checks, backend registration and dispatch.
+
+Double backward: ``reference`` is plain autograd (any order). ``sdpa`` (PyTorch's CPU flash
+kernel has no double backward) and ``triton`` (its backward is a kernel) are wrapped here, when
+autograd records and a tensor needs a gradient, in ``_HigherOrderViaReference``: first-order
+backward runs the backend's own backward; under ``create_graph=True`` the backward differentiates
+the reference, recomputed from the saved q, k, v, so higher-order gradients are exact (at the
+reference's O(B·N·M) memory for that backward only).
+"""
 from __future__ import annotations
 
 import torch
@@ -10,6 +18,33 @@ from srops.ops.nonlocal_attention.sdpa_impl import nonlocal_attention_sdpa
 from srops.ops.nonlocal_attention import triton_impl
 
 OP = "nonlocal_attention"
+_WRAPPED = ("sdpa", "triton")
+
+
+class _HigherOrderViaReference(torch.autograd.Function):
+    """The backend's forward and first-order backward; create_graph backward through the reference."""
+
+    @staticmethod
+    def forward(ctx, fn, scale: float, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            ctx.inner = tuple(t.detach().requires_grad_(t.requires_grad) for t in (q, k, v))
+            ctx.out = fn(*ctx.inner, scale)
+        ctx.scale = scale
+        ctx.save_for_backward(q, k, v)
+        return ctx.out.detach()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        need = ctx.needs_input_grad[2:]
+        if torch.is_grad_enabled():  # create_graph=True
+            wrt = [t if t.requires_grad else t.detach().requires_grad_() for t in ctx.saved_tensors]
+            with torch.enable_grad():
+                ref = nonlocal_attention_ref(*wrt, ctx.scale)
+            grads = torch.autograd.grad(ref, [t for t, n in zip(wrt, need) if n], grad, create_graph=True)
+        else:
+            grads = torch.autograd.grad(ctx.out, [t for t, n in zip(ctx.inner, need) if n], grad, retain_graph=True)
+        it = iter(grads)
+        return (None, None) + tuple(next(it) if n else None for n in need)
 
 _backend.register(_backend.Backend(OP, "reference", nonlocal_attention_ref, devices=("cpu", "cuda")))
 _backend.register(_backend.Backend(OP, "sdpa", nonlocal_attention_sdpa, devices=("cpu", "cuda")))
@@ -53,4 +88,8 @@ def nonlocal_attention(
     check_dim_size(OP, "k", k, 2, q.shape[2], "head dim d of q")
     check_dim_size(OP, "v", v, 1, k.shape[1], "key count M of k")
     scale = check_float(OP, "scale", scale)
-    return _backend.select(OP, (q, k, v), backend).fn(q, k, v, scale)
+    chosen = _backend.select(OP, (q, k, v), backend)
+    if (chosen.name in _WRAPPED and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+            and not torch.compiler.is_compiling()):
+        return _HigherOrderViaReference.apply(chosen.fn, scale, q, k, v)
+    return chosen.fn(q, k, v, scale)

@@ -1,0 +1,96 @@
+"""torch.compile of every module with dynamic shapes, over several input sizes, against eager.
+
+Fast representative cases always run; the full module × backend sweep is marked slow (Inductor
+compiles take tens of seconds each on a small CPU machine).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo
+
+import srops.functional as F
+from srops import CBAM, NonLocal2d, SecondOrderAttention, SpatialAttention, ChannelAttention, _ext
+
+SIZES = [(2, 12, 10), (1, 9, 13), (3, 16, 16)]
+
+
+def _modules(backend: str) -> dict[str, torch.nn.Module]:
+    return {
+        "NonLocal2d": NonLocal2d(8, 4, regions=2, bn=True, backend=backend),
+        "SecondOrderAttention": SecondOrderAttention(8, reduction=2, backend=backend),
+        "CBAM": CBAM(8, reduction=2, backend=backend),
+        "ChannelAttention": ChannelAttention(8, reduction=2, backend=backend),
+        "SpatialAttention": SpatialAttention(backend=backend),
+    }
+
+
+def _check(name: str, backend: str, dynamic: bool | None, fullgraph: bool = True) -> None:
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    module = _modules(backend)[name].eval()
+    if name == "NonLocal2d":
+        with torch.no_grad():
+            module.bn.weight.fill_(0.7)  # not the identity
+    compiled = torch.compile(module, dynamic=dynamic, fullgraph=fullgraph)
+    for b, h, w in SIZES:
+        x = torch.randn(b, 8, h, w, requires_grad=True)
+        xc = x.detach().clone().requires_grad_()
+        y, yc = module(x), compiled(xc)
+        torch.testing.assert_close(yc, y, atol=1e-5, rtol=1e-4)
+        g = torch.randn_like(y)
+        y.backward(g)
+        yc.backward(g)
+        torch.testing.assert_close(xc.grad, x.grad, atol=1e-5, rtol=1e-4)
+
+
+# (module, backend) pairs whose backends register ops with torch.library, plus NonLocal2d's.
+CASES = [("NonLocal2d", "sdpa"), ("NonLocal2d", "reference")]
+if _ext.HAS_EXT:
+    CASES += [("SecondOrderAttention", "cpu"), ("CBAM", "cpu"), ("ChannelAttention", "cpu"),
+              ("SpatialAttention", "cpu")]
+FAST = {("SecondOrderAttention", "cpu")}
+# Inductor cannot yet order the symbolic strides of the region fold/unfold views that reach the
+# attention kernel ("cannot determine truth value of Relational"): dynamic NonLocal2d is a known failure.
+NONLOCAL_DYNAMIC = pytest.mark.xfail(strict=True, reason="Inductor: symbolic strides of NonLocal2d's region views")
+
+
+@pytest.mark.parametrize("name, backend", sorted(FAST & set(CASES)))
+def test_compile_dynamic_true_fast(name, backend):
+    _check(name, backend, dynamic=True)
+
+
+@NONLOCAL_DYNAMIC
+def test_compile_dynamic_true_nonlocal2d_sdpa():
+    _check("NonLocal2d", "sdpa", dynamic=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamic", [True, None])
+@pytest.mark.parametrize("name, backend", sorted(set(CASES) - FAST))
+def test_compile_dynamic_sweep(name, backend, dynamic):
+    if name == "NonLocal2d":
+        pytest.xfail("Inductor: symbolic strides of NonLocal2d's region views")
+    _check(name, backend, dynamic=dynamic)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, backend", sorted(FAST & set(CASES)))
+def test_compile_automatic_dynamic(name, backend):
+    """dynamic=None: the second size recompiles with dynamic shapes (evaluation over varied images)."""
+    _check(name, backend, dynamic=None)
+
+
+@pytest.mark.parametrize("op", ["covpool_sqrtm", "nonlocal_attention"])
+def test_compile_dynamic_true_functional_with_float_argument(op):
+    """dynamic=True traces float arguments symbolically: the argument checks must accept them."""
+    torch._dynamo.reset()
+    if op == "covpool_sqrtm":
+        fn = lambda x, eps: F.covpool_sqrtm(x, 3, eps, backend="reference")  # noqa: E731
+        args = [(torch.randn(2, 3, 5, 4), 1e-5), (torch.randn(1, 3, 7, 6), 1e-3)]
+    else:
+        fn = lambda x, scale: F.nonlocal_attention(x, x, x, scale, backend="reference")  # noqa: E731
+        args = [(torch.randn(2, 5, 3), 0.5), (torch.randn(1, 7, 3), 0.25)]
+    compiled = torch.compile(fn, dynamic=True, fullgraph=True)
+    for a in args:
+        torch.testing.assert_close(compiled(*a), fn(*a))
