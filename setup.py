@@ -31,6 +31,8 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 NO_EXT = os.environ.get("SROPS_NO_EXT", "0") == "1"
+# set by buildsys/srops_build.py for the hooks that run before torch is installed, and for the sdist
+WITHOUT_TORCH = os.environ.get("SROPS_SETUP_WITHOUT_TORCH", "0") == "1"
 FORCE_CUDA = os.environ.get("SROPS_FORCE_CUDA", "0") == "1"
 NO_CUDA = os.environ.get("SROPS_NO_CUDA", "0") == "1"
 DEFAULT_ARCHS = "8.0;9.0+PTX"
@@ -107,6 +109,8 @@ class BuildPyWithInfo(build_py):
 
 
 def _extensions() -> tuple[list, dict]:
+    if WITHOUT_TORCH:
+        return [], {}
     if NO_EXT:
         print("srops: SROPS_NO_EXT=1, installing the pure-Python package", file=sys.stderr)
         return [], {"build_py": BuildPyWithInfo}

@@ -14,20 +14,23 @@ the torch that will run the extension:
 
 setup.py then pins the wheel's runtime dependency to ``torch==<the build's
 torch>``, so an installer never pairs the binary with another release.
-Everything else is setuptools' own backend.
+The hooks that run before torch is installed (the requirement queries) and the
+sdist hooks run setup.py with ``SROPS_SETUP_WITHOUT_TORCH=1``: it then
+describes the package without the extension and imports no torch. Everything
+else is setuptools' own backend.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from typing import Iterator
 
 from setuptools import build_meta as _setuptools
 from setuptools.build_meta import (  # noqa: F401  (re-exported hooks)
     build_editable,
-    build_sdist,
     build_wheel,
-    get_requires_for_build_sdist,
     prepare_metadata_for_build_editable,
     prepare_metadata_for_build_wheel,
 )
@@ -71,9 +74,34 @@ def _with_torch(requires: list[str]) -> list[str]:
     return requires + [f"torch=={version}"]
 
 
+@contextlib.contextmanager
+def _without_torch() -> Iterator[None]:
+    old = os.environ.get("SROPS_SETUP_WITHOUT_TORCH")
+    os.environ["SROPS_SETUP_WITHOUT_TORCH"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["SROPS_SETUP_WITHOUT_TORCH"]
+        else:
+            os.environ["SROPS_SETUP_WITHOUT_TORCH"] = old
+
+
 def get_requires_for_build_wheel(config_settings=None) -> list[str]:
-    return _with_torch(_setuptools.get_requires_for_build_wheel(config_settings))
+    with _without_torch():
+        return _with_torch(_setuptools.get_requires_for_build_wheel(config_settings))
 
 
 def get_requires_for_build_editable(config_settings=None) -> list[str]:
-    return _with_torch(_setuptools.get_requires_for_build_editable(config_settings))
+    with _without_torch():
+        return _with_torch(_setuptools.get_requires_for_build_editable(config_settings))
+
+
+def get_requires_for_build_sdist(config_settings=None) -> list[str]:
+    with _without_torch():
+        return _setuptools.get_requires_for_build_sdist(config_settings)
+
+
+def build_sdist(sdist_directory, config_settings=None) -> str:
+    with _without_torch():
+        return _setuptools.build_sdist(sdist_directory, config_settings)
