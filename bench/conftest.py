@@ -49,7 +49,7 @@ if not torch.cuda.is_available():
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = {"benchmark_max_time": ("--benchmark-max-time", "0.25"), "benchmark_min_rounds": ("--benchmark-min-rounds", 3),
-         "benchmark_columns": ("--benchmark-columns", ["median", "rounds"]), "benchmark_name": ("--benchmark-name", "short")}
+         "benchmark_columns": ("--benchmark-columns", ["median", "rounds"])}
 
 
 def installed_srops_outside(root: Path = ROOT, path: list[str] | None = None) -> Path | None:
@@ -114,6 +114,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--smoke", action="store_true", help="toy shapes only (harness smoke run)")
     parser.addoption("--bench-full", action="store_true",
                      help="pytest-benchmark's default rounds (1 s, >=5 per case) and the long warm-up")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """pytest-benchmark's tables name each row by its backend (the table's title already gives op, shape
+    and pass), unless ``--benchmark-name`` is given: the tables then fit a terminal."""
+    bench_session = getattr(session.config, "_benchmarksession", None)
+    if bench_session is None or any(str(a).startswith("--benchmark-name") for a in session.config.invocation_params.args):
+        return
+    fallback = bench_session.name_format
+    bench_session.name_format = lambda bench: (bench.get("extra_info") or {}).get("backend") or fallback(bench)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
