@@ -124,7 +124,7 @@ def _extensions() -> tuple[list, dict]:
         raise SystemExit(
             "srops: the extension is compiled against torch, which this build environment lacks.\n"
             "    pip install .                          (an isolated build fetches the matching torch)\n"
-            "    pip install --no-build-isolation .     (needs torch, setuptools and ninja installed first)\n"
+            "    pip install --no-build-isolation .     (needs torch, setuptools>=77 and ninja installed first)\n"
             "    SROPS_NO_EXT=1 pip install .           (pure Python, reference backends only)\n"
             f"({exc})"
         )
