@@ -1,6 +1,8 @@
 # make test  : create .venv if missing, install pinned deps, build the extension (CPU + CUDA sources), run tests
+#              (the build is incremental: skipped when no source, flag or pinned dependency changed; ninja
+#              recompiles only the changed files; SROPS_NO_CUDA=1 make test builds the C++ kernels only)
 # make demo  : same set-up, then the main job (python -m srops.models.demo: train a small AMMS ×2 on data/T91, evaluate on data/Set5 against bicubic)
-# make bench : all benchmarks on this machine, JSON + report.md + charts in bench/results/<device>/
+# make bench : all benchmarks on this machine (--bench-full rounds), JSON + report.md + charts in bench/results/<device>/
 #              (allocator tuned for timing, see bench/conftest.py; make bench-default-allocator: untuned, into <device>-default-allocator/)
 # make gpu-check : on a GPU machine that already has torch (no network): bench/gpu_check.py, under 8 minutes in
 #                  stages (sm_90 build, Triton, CUDA C++, timing, full image, sanitizer), results to $SROPS_RESULTS_DIR
@@ -11,7 +13,14 @@ DEPS := $(VENV)/.deps-stamp
 GPU_PY ?= python3
 SHELL := /bin/bash
 
-.PHONY: test demo build gpu-check bench bench-default-allocator clean
+.PHONY: test demo build gpu-check bench bench-default-allocator clean FORCE
+
+# The extension build is redone only when one of these changed (or srops/_build_info.py is missing).
+BUILD_STAMP := $(VENV)/.srops-build-stamp
+BUILD_FLAGS_FILE := build/.srops-build-flags
+BUILD_FLAGS := NO_EXT=$(SROPS_NO_EXT) NO_CUDA=$(SROPS_NO_CUDA) FORCE_CUDA=$(SROPS_FORCE_CUDA) ARCHS=$(TORCH_CUDA_ARCH_LIST)
+BUILD_INPUTS := setup.py pyproject.toml buildsys/srops_build.py \
+	$(shell find csrc -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \))
 
 $(DEPS): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,8 +28,14 @@ $(DEPS): requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $(DEPS)
 
-build: $(DEPS)
+build: $(BUILD_STAMP)
+
+$(BUILD_FLAGS_FILE): FORCE
+	@mkdir -p build; if [ "$$(cat $@ 2>/dev/null)" != "$(BUILD_FLAGS)" ]; then echo "$(BUILD_FLAGS)" > $@; fi
+
+$(BUILD_STAMP): $(DEPS) $(BUILD_INPUTS) $(BUILD_FLAGS_FILE) $(if $(wildcard srops/_build_info.py),,FORCE)
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
 
 test: build
 	$(PY) -m srops.info
@@ -30,12 +45,13 @@ test: build
 
 bench: build
 	out=$$($(PY) -m srops.info --results-dir); \
-	$(PY) -m pytest bench --benchmark-only --benchmark-json=$$out/bench.json && $(PY) bench/report.py $$out/bench.json
+	$(PY) -m pytest bench --benchmark-only --bench-full --benchmark-json=$$out/bench.json && \
+	$(PY) bench/report.py $$out/bench.json
 
 # the same with the allocator left as an untuned program has it (every backend pays its page faults)
 bench-default-allocator: build
 	out=$$($(PY) -m srops.info --results-dir)-default-allocator; mkdir -p $$out; \
-	SROPS_BENCH_TUNED_ALLOCATOR=0 $(PY) -m pytest bench --benchmark-only --benchmark-json=$$out/bench.json && \
+	SROPS_BENCH_TUNED_ALLOCATOR=0 $(PY) -m pytest bench --benchmark-only --bench-full --benchmark-json=$$out/bench.json && \
 	$(PY) bench/report.py $$out/bench.json
 
 demo: build
@@ -45,4 +61,4 @@ gpu-check:
 	$(GPU_PY) bench/gpu_check.py
 
 clean:
-	rm -rf build srops/_C*.so srops/_build_info.py *.egg-info
+	rm -rf build dist srops/_C*.so srops/_build_info.py *.egg-info $(BUILD_STAMP)

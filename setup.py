@@ -9,6 +9,13 @@
 * ``SROPS_FORCE_CUDA=1`` fails loudly if the CUDA sources cannot be built.
 * ``TORCH_CUDA_ARCH_LIST`` is respected; when unset it defaults to
   ``8.0;9.0+PTX`` (A100, H100/H200, PTX for newer parts).
+
+The torch of the build is the torch of the run: the wheel requires
+``torch==<the version compiled against>`` (buildsys/srops_build.py chooses
+that version for isolated builds), and every build rewrites
+``srops/_build_info.py`` (read at import by ``srops._ext``).
+Editable builds keep their object files in ``build/editable-temp`` so that
+ninja recompiles only what changed.
 """
 from __future__ import annotations
 
@@ -20,12 +27,18 @@ import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 NO_EXT = os.environ.get("SROPS_NO_EXT", "0") == "1"
+# set by buildsys/srops_build.py for the hooks that run before torch is installed, and for the sdist
+WITHOUT_TORCH = os.environ.get("SROPS_SETUP_WITHOUT_TORCH", "0") == "1"
 FORCE_CUDA = os.environ.get("SROPS_FORCE_CUDA", "0") == "1"
 NO_CUDA = os.environ.get("SROPS_NO_CUDA", "0") == "1"
 DEFAULT_ARCHS = "8.0;9.0+PTX"
+RUNTIME_DEPS = ["numpy", "pillow", "tqdm", "PyYAML"]
+TORCH_RANGE = "torch>=2.11"  # the pure-Python package (SROPS_NO_EXT=1) runs on any of these
+EDITABLE_TEMP = ROOT / "build" / "editable-temp"
 
 
 def _find_cuda_home() -> str | None:
@@ -58,23 +71,49 @@ def _pip_cuda_includes() -> list[str]:
     return found
 
 
-def _write_build_info(with_cuda: bool, archs: str) -> None:
-    import torch
+def _torch_requirement() -> str:
+    """``torch==<installed distribution version>`` (local label kept: 2.13.0+cpu stays a CPU build)."""
+    from importlib.metadata import version
 
-    text = (
-        "# Written by setup.py at build time; not tracked by git.\n"
-        f"TORCH_VERSION = {torch.__version__!r}\n"
-        f"TORCH_CUDA_VERSION = {torch.version.cuda!r}\n"
-        f"WITH_CUDA = {with_cuda!r}\n"
-        f"CUDA_ARCH_LIST = {archs if with_cuda else ''!r}\n"
+    return f"torch=={version('torch')}"
+
+
+BUILD = {"with_ext": False, "with_cuda": False, "archs": "", "torch": None, "torch_cuda": None}
+
+
+def build_info_text() -> str:
+    """The text of ``srops/_build_info.py`` for this build."""
+    return (
+        "# Written by setup.py at every build; not tracked by git.\n"
+        f"WITH_EXT = {BUILD['with_ext']!r}\n"
+        f"TORCH_VERSION = {BUILD['torch']!r}  # torch.__version__ the extension was compiled against\n"
+        f"TORCH_CUDA_VERSION = {BUILD['torch_cuda']!r}\n"
+        f"WITH_CUDA = {BUILD['with_cuda']!r}\n"
+        f"CUDA_ARCH_LIST = {BUILD['archs']!r}\n"
     )
-    (ROOT / "srops" / "_build_info.py").write_text(text)
+
+
+class BuildPyWithInfo(build_py):
+    """build_py that first rewrites ``srops/_build_info.py``, so no earlier build's file survives.
+
+    Without the extension, compiled ``srops/_C*.so`` files left in the source
+    tree by an earlier editable build are removed too (they would still load).
+    """
+
+    def run(self) -> None:
+        (ROOT / "srops" / "_build_info.py").write_text(build_info_text())
+        if not BUILD["with_ext"]:
+            for stale in (ROOT / "srops").glob("_C.*"):
+                stale.unlink()
+        super().run()
 
 
 def _extensions() -> tuple[list, dict]:
+    if WITHOUT_TORCH:
+        return [], {}
     if NO_EXT:
         print("srops: SROPS_NO_EXT=1, installing the pure-Python package", file=sys.stderr)
-        return [], {}
+        return [], {"build_py": BuildPyWithInfo}
     cuda_home = _find_cuda_home()
     if cuda_home and not os.environ.get("CUDA_HOME"):
         os.environ["CUDA_HOME"] = cuda_home  # read by cpp_extension at import
@@ -83,8 +122,10 @@ def _extensions() -> tuple[list, dict]:
         from torch.utils import cpp_extension
     except ImportError as exc:  # pragma: no cover - build-time message
         raise SystemExit(
-            "srops: torch must be installed before building the extension, and the build must see it:\n"
-            "    pip install torch && pip install --no-build-isolation .\n"
+            "srops: the extension is compiled against torch, which this build environment lacks.\n"
+            "    pip install .                          (an isolated build fetches the matching torch)\n"
+            "    pip install --no-build-isolation .     (needs torch, setuptools>=77 and ninja installed first)\n"
+            "    SROPS_NO_EXT=1 pip install .           (pure Python, reference backends only)\n"
             f"({exc})"
         )
 
@@ -125,11 +166,25 @@ def _extensions() -> tuple[list, dict]:
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=["-fopenmp"],
         )
-    _write_build_info(with_cuda, archs)
-    return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
+    BUILD.update(with_ext=True, with_cuda=with_cuda, archs=archs if with_cuda else "",
+                 torch=torch.__version__, torch_cuda=torch.version.cuda)
+    return [ext], {"build_ext": _build_ext_class(cpp_extension.BuildExtension), "build_py": BuildPyWithInfo}
+
+
+def _build_ext_class(base: type) -> type:
+    """torch's BuildExtension (ninja) whose editable builds keep one object folder between runs."""
+
+    class BuildExt(base):
+        def finalize_options(self) -> None:
+            super().finalize_options()
+            if getattr(self, "editable_mode", False) or self.inplace:
+                self.build_temp = str(EDITABLE_TEMP)
+
+    return BuildExt.with_options(use_ninja=True)
 
 
 ext_modules, cmdclass = _extensions()
+install_requires = [_torch_requirement() if BUILD["with_ext"] else TORCH_RANGE] + RUNTIME_DEPS
 
 setup(
     packages=find_packages(include=["srops", "srops.*"])
@@ -137,6 +192,7 @@ setup(
     + [f"srops.models.{p}" for p in find_packages("models")],
     package_dir={"srops": "srops", "srops.models": "models"},
     package_data={"srops.models.configs": ["*.yml"]},
+    install_requires=install_requires,
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

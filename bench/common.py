@@ -83,9 +83,12 @@ def run_benchmark(benchmark, call: Callable[[], object], device: torch.device, g
     else:
         timed = call
     # Warm-up (autotuning, compilation, and on CPU the first faults of fresh huge pages, which can take
-    # several times a steady call): at least 3 calls and 0.5 s, at most 20 calls.
+    # several times a steady call): at least 3 calls and 0.5 s (--bench-full), else 2 calls and 0.2 s;
+    # at most 20 calls.
+    full = os.environ.get("_SROPS_BENCH_FULL", "1") == "1"
+    min_calls, min_s = (3, 0.5) if full else (2, 0.2)
     start, calls = time.perf_counter(), 0
-    while calls < 3 or (time.perf_counter() - start < 0.5 and calls < 20):
+    while calls < min_calls or (time.perf_counter() - start < min_s and calls < 20):
         timed()
         calls += 1
     benchmark.group = group

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -49,6 +50,70 @@ def load(paths: list[Path]) -> list[dict]:
                 "datetime": data.get("datetime", ""),
             })
     return rows
+
+
+def rows_from_session(benchmarks: list) -> list[dict]:
+    """The rows of ``load`` from pytest-benchmark's in-memory results (``config._benchmarksession.benchmarks``)."""
+    rows = []
+    for bench in benchmarks:
+        if not bench:  # no stats: the case failed or was skipped after the fixture was made
+            continue
+        info = bench.extra_info
+        rows.append({"group": bench.group or bench.name, "backend": info.get("backend", bench.name),
+                     "shape": info.get("shape", ""), "mode": info.get("mode", ""),
+                     "median_ms": bench.stats.median * 1e3, "min_ms": bench.stats.min * 1e3,
+                     "rounds": bench.stats.rounds, "peak_mb": info.get("peak_mb"), "info": info, "datetime": ""})
+    return rows
+
+
+def peer_of(backends: set[str]) -> str | None:
+    """The peer a user would otherwise pick: torch's SDPA where the op is attention, else torch.compile."""
+    for peer in ("sdpa", COMPILED):
+        if peer in backends:
+            return peer
+    return None
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """A table under 80 columns: per case (op, shape, pass) a line per backend, fastest first, with
+    median ms, speed-up over ``reference`` and over the peer (``peer_of``), and peak extra MB."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["group"]].append(r)
+    if not groups:
+        return []
+    lines = [f"  {'backend':<20}{'median ms':>11}{'x ref':>8}{'x peer':>8}{'peak MB':>10}"]
+    for group in sorted(groups):
+        by = {r["backend"]: r for r in groups[group]}
+        peer = peer_of(set(by))
+        lines.append(f"{group}" + (f"  (peer: {peer})" if peer else ""))
+        for r in sorted(groups[group], key=lambda r: r["median_ms"]):
+            vs_ref = by["reference"]["median_ms"] / r["median_ms"] if "reference" in by else None
+            vs_peer = by[peer]["median_ms"] / r["median_ms"] if peer else None
+            lines.append(f"  {r['backend']:<20}{r['median_ms']:>11.3f}{_fmt(vs_ref):>8}{_fmt(vs_peer):>8}"
+                         f"{_fmt(r['peak_mb'], 1):>10}")
+    return lines
+
+
+SHAPE_TOKEN = re.compile(r"\b(?:train|infer)-[\w-]+|\b\d+x\d+\b|\bsmoke\b(?! run)")
+
+
+def skip_lines(reasons: "dict[str, int]", width: int = 100) -> list[str]:
+    """One line per skip reason with its count, most frequent first; reasons that differ only in the
+    shape named ("shape train-48x48 is not benchmarked on cpu") share a line listing the shapes."""
+    merged: dict[str, list] = {}
+    for reason, n in reasons.items():
+        key = SHAPE_TOKEN.sub("<shape>", reason)
+        entry = merged.setdefault(key, [0, set()])
+        entry[0] += n
+        entry[1].update(SHAPE_TOKEN.findall(reason))
+    if not merged:
+        return []
+    lines = [f"skipped {sum(reasons.values())} cases:"]
+    for key, (n, shapes) in sorted(merged.items(), key=lambda kv: (-kv[1][0], kv[0])):
+        line = f"  {n:4d} x {key}" + (f" [{', '.join(sorted(shapes))}]" if "<shape>" in key else "")
+        lines.append(line if len(line) <= width else line[: width - 4] + " ...")
+    return lines
 
 
 def environment(rows: list[dict]) -> dict[str, str]:

@@ -3,31 +3,72 @@
 Importing ``srops._C`` runs its ``TORCH_LIBRARY`` registrations, after which the
 compiled ops are reachable as ``torch.ops.srops.<name>``. Nothing here touches
 CUDA: the CUDA runtime is linked, not initialised.
+
+Before loading, the torch that is running is compared with the torch the
+extension was compiled against (``srops/_build_info.py``, written by every
+build). When they differ the extension is not loaded (a binary of another torch
+release may fail to load or misbehave), a RuntimeWarning says how to rebuild,
+and the reference backends work as usual. ``SROPS_ALLOW_TORCH_MISMATCH=1``
+tries to load it anyway.
 """
 from __future__ import annotations
 
+import importlib
 import os
+import warnings
+from types import ModuleType
 from typing import Callable, Sequence
 
 import torch
 
-HAS_EXT: bool = False
-HAS_CUDA_EXT: bool = False
-EXT_ERROR: str | None = None
+REBUILD = (
+    "rebuild srops against the torch in use: `pip install --force-reinstall --no-deps .` from the source "
+    "(or `pip install --no-build-isolation -e .` in a checkout)"
+)
 
-if os.environ.get("SROPS_NO_EXT", "0") == "1":
-    EXT_ERROR = "SROPS_NO_EXT=1 is set"
-else:
+
+def torch_mismatch(build_info: ModuleType | None, runtime: str) -> str | None:
+    """Why the extension described by ``build_info`` must not be loaded beside torch ``runtime``, or None.
+
+    ``build_info`` is ``srops._build_info`` (None when the build wrote none:
+    then nothing is known and loading is tried). PyTorch keeps no C++ ABI between
+    releases, so the versions must be equal, local label included.
+    """
+    built = getattr(build_info, "TORCH_VERSION", None)
+    if build_info is None or built is None or built == runtime:
+        return None
+    return f"srops._C was built against torch {built} but torch {runtime} is running; {REBUILD}"
+
+
+def _load() -> tuple[bool, str | None]:
+    """Import ``srops._C`` unless that is known to fail; (loaded, why not). Warns when a build is unusable."""
+    if os.environ.get("SROPS_NO_EXT", "0") == "1":
+        return False, "SROPS_NO_EXT=1 is set"
     try:
-        from srops import _C  # noqa: F401
+        build_info = importlib.import_module("srops._build_info")
+    except ImportError:
+        build_info = None
+    if build_info is not None and getattr(build_info, "WITH_EXT", True) is False:
+        return False, "srops was installed without the extension (SROPS_NO_EXT=1 at build time)"
+    mismatch = torch_mismatch(build_info, torch.__version__)
+    if mismatch and os.environ.get("SROPS_ALLOW_TORCH_MISMATCH", "0") != "1":
+        warnings.warn(mismatch + "; the reference backends still work", RuntimeWarning, stacklevel=3)
+        return False, mismatch
+    try:
+        importlib.import_module("srops._C")
+    except ModuleNotFoundError as exc:
+        if exc.name != "srops._C":
+            raise
+        return False, f"srops._C is not built; {REBUILD}"
+    except ImportError as exc:  # found but does not load (undefined symbol: another torch, a broken build)
+        why = f"srops._C could not be loaded ({exc}); {REBUILD}"
+        warnings.warn(why + "; the reference backends still work", RuntimeWarning, stacklevel=3)
+        return False, why
+    return True, None
 
-        HAS_EXT = True
-        HAS_CUDA_EXT = bool(torch.ops.srops._compiled_with_cuda())
-    except ImportError as exc:  # the package was installed without the extension, or it failed to load
-        EXT_ERROR = (
-            f"srops._C could not be imported ({exc}); rebuild with "
-            "`pip install --no-build-isolation -e .` against the installed torch"
-        )
+
+HAS_EXT, EXT_ERROR = _load()
+HAS_CUDA_EXT: bool = HAS_EXT and bool(torch.ops.srops._compiled_with_cuda())
 
 
 def ext_unavailable() -> str | None:

@@ -57,6 +57,7 @@ def environment() -> dict[str, str]:
     cuda_rt = torch.ops.srops._cuda_compile_version() if _ext.HAS_CUDA_EXT else 0
     info = {
         "srops": srops.__version__,
+        "srops location": str(Path(srops.__file__).parent),
         "torch": torch.__version__,
         "torch CUDA": str(torch.version.cuda),
         "triton": triton_version() or "not installed",
