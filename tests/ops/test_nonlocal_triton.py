@@ -294,6 +294,21 @@ def test_gpu_backward_is_deterministic():
 
 
 @pytest.mark.gpu
+def test_gpu_tensors_on_another_device_than_the_current():
+    """The launches are guarded: tensors on cuda:1 while cuda:0 is current give the right result there."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    q, k, v, grad = _inputs(2, 300, 200, 32, 24, dtype=torch.float16, device="cuda:1")
+    with torch.cuda.device(0):
+        got = _run(_triton, q, k, v, grad, 1.0)
+        same = _run(nonlocal_attention_ref, q, k, v, grad, 1.0)
+        oracle = _run(nonlocal_attention_ref, q.float(), k.float(), v.float(), grad.float(), 1.0)
+    for name, a, s, o in zip(NAMES, got, same, oracle):
+        assert a.device == q.device, name
+        assert_low_precision_close(a, s, o, name)
+
+
+@pytest.mark.gpu
 def test_gpu_dispatch_prefers_triton():
     q = torch.randn(2, 64, 8, device="cuda", dtype=torch.float16)
     assert _backend.select(OP, (q, q, q)).name == "triton"
