@@ -1,4 +1,5 @@
-"""Training losses: L1, Charbonnier (LapSRN pyramid), seed 003's GAN losses, VGG feature (content) loss.
+"""Training losses: L1, Charbonnier (LapSRN pyramid), the attention SRGAN's GAN losses
+(docs/models.md §3), VGG feature (content) loss.
 
 Images are ``[B, C, H, W]``. Nothing here downloads anything: the VGG loss reads its
 ImageNet weights from a local ``state_dict`` file.
@@ -78,7 +79,7 @@ class PyramidCharbonnierLoss(nn.Module):
 
 
 class AttentionSRGANGeneratorLoss(nn.Module):
-    """Seed 003's generator loss: L1(SR, HR) + ``adv_weight`` · mean(1 − D(SR)), D(SR) in [0, 1] ``[B]``."""
+    """Attention SRGAN (Wu) generator loss: L1(SR, HR) + ``adv_weight`` · mean(1 − D(SR)), D(SR) in [0, 1] ``[B]``."""
 
     def __init__(self, adv_weight: float = 1e-3) -> None:
         super().__init__()
@@ -89,7 +90,7 @@ class AttentionSRGANGeneratorLoss(nn.Module):
 
 
 class SRGANDiscriminatorLoss(nn.Module):
-    """leftthomas/seed 003's discriminator loss: 1 − mean D(HR) + mean D(SR).
+    """leftthomas / attention SRGAN discriminator loss: 1 − mean D(HR) + mean D(SR).
 
     Pass ``d_sr = D(sr.detach())`` so that the generator gets no gradient from it.
     """
@@ -157,7 +158,7 @@ class VGGFeatureLoss(nn.Module):
         weights: path of a local ``state_dict`` file (torchvision layout); ``None`` reads
             the ``SROPS_VGG_WEIGHTS`` variable. Missing → ValueError/FileNotFoundError
             explaining how to provide one.
-        arch: ``"vgg19"`` (Ledig, seed 004: φ5,4 = ``features[:36]``) or ``"vgg16"``
+        arch: ``"vgg19"`` (Ledig, CBAM study: φ5,4 = ``features[:36]``) or ``"vgg16"``
             (leftthomas: ``features[:31]``).
         n_layers: cut-off; default per arch as above.
         feature_scale: s; default 1/12.75 for VGG19 (Ledig), 1 for VGG16.

@@ -1,5 +1,5 @@
 """Training objectives used by ``srops.models.train``: pixel losses (also over LapSRN-style pyramids)
-and the seed-003 GAN loop (discriminator step, then the generator's adversarial term).
+and the attention-SRGAN GAN loop (docs/models.md §3) (discriminator step, then the generator's adversarial term).
 
 Config blocks:
 
@@ -89,7 +89,7 @@ def final_output(sr):
 
 
 class GanObjective:
-    """Discriminator, its optimiser/scheduler and the seed-003 losses (leftthomas/SRGAN form):
+    """Discriminator, its optimiser/scheduler and the attention-SRGAN losses (leftthomas/SRGAN form):
 
     ``d_loss = 1 - mean D(HR) + mean D(SR.detach())``; generator term ``adv_weight * mean(1 - D(SR))``.
     """

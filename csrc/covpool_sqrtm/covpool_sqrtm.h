@@ -1,4 +1,4 @@
-// Fused covariance pooling + Newton–Schulz matrix square root (iSQRT-COV), OPS.md §A.
+// Fused covariance pooling + Newton–Schulz matrix square root (iSQRT-COV), docs/ops.md §A.
 //
 //   covpool_sqrtm_fwd(x [B, C, M], iterations N, eps, row_mean)
 //     -> out    [B, C, C] (or [B, C] with row_mean: mean over rows i of the root)
@@ -10,7 +10,7 @@
 //   float32 otherwise (float16/bfloat16 x are read directly on CUDA).
 //
 //   covpool_sqrtm_bwd(grad, x, mean, a, states, trace, out, row_mean) -> dx [B, C, M] (dtype of x)
-//     The analytic chain of OPS.md §A through the iterations, then dx = (dΣ + dΣᵀ)(X − μ1ᵀ)/M.
+//     The analytic chain of docs/ops.md §A through the iterations, then dx = (dΣ + dΣᵀ)(X − μ1ᵀ)/M.
 //     grad is symmetrised first: the map G -> dΣ is linear and commutes with transposition
 //     (Y, Z, W symmetric and commuting), and only dΣ + dΣᵀ is used, so every intermediate
 //     gradient is symmetric and each "X·S + S·X" pair costs one product.

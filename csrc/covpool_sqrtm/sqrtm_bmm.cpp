@@ -1,7 +1,7 @@
 // Batched-matmul (at::bmm) path of the Newton–Schulz iterations and their analytic backward,
 // used for large C on either device (the per-sample kernels keep whole matrices in cache or
 // shared memory, which stops paying off, or fitting, as C grows). Same maths and savings as
-// the per-sample kernels: see covpool_sqrtm.h and OPS.md §A.
+// the per-sample kernels: see covpool_sqrtm.h and docs/ops.md §A.
 #include <cmath>
 #include <vector>
 

@@ -1,4 +1,4 @@
-"""AMMS (seeds 000/001): attention + multi-scale modules on srops NonLocal2d and SecondOrderAttention."""
+"""AMMS (Lyn & Yan; docs/models.md §1): attention + multi-scale modules on srops NonLocal2d and SecondOrderAttention."""
 from __future__ import annotations
 
 import torch

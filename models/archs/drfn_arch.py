@@ -1,4 +1,4 @@
-"""DRFN (seed 002): residual attention groups (CAM + SAM) with adjacent-group feature fusion."""
+"""DRFN (Wang, Lan & Gao; docs/models.md §2): residual attention groups (CAM + SAM) with adjacent-group feature fusion."""
 from __future__ import annotations
 
 import torch
@@ -46,7 +46,7 @@ class RAG(nn.Module):
 
 @register("drfn")
 class DRFN(nn.Module):
-    """DRFN: deep residual fusion network with channel and spatial attention (seed 002).
+    """DRFN: deep residual fusion network with channel and spatial attention (docs/models.md §2).
 
     Model card
     ----------

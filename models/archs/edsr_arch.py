@@ -1,4 +1,4 @@
-"""EDSR-baseline (Lim et al. 2017), optionally with CBAM in every residual block (seed 004)."""
+"""EDSR-baseline (Lim et al. 2017), optionally with CBAM in every residual block (CBAM study, docs/models.md §4)."""
 from __future__ import annotations
 
 import torch
@@ -34,17 +34,17 @@ class EDSRBlock(nn.Module):
 
 @register("edsr")
 class EDSR(nn.Module):
-    """EDSR-baseline (Lim et al. 2017; EDSR-PyTorch), seed 004's EDSR.
+    """EDSR-baseline (Lim et al. 2017; EDSR-PyTorch), the CBAM study's EDSR (docs/models.md §4).
 
     Model card
     ----------
     Code [R EDSR]: MeanShift → conv3 3→64 → 16 × [conv3 → ReLU → conv3, × res_scale, + x]
     → conv3, + head skip → Up(s) → conv3 64→3 → MeanShift; ``rgb_range`` = 255, res_scale 1.
-    Seed 004 trains it with L1 on DIV2K ×4 (HR 96²).
+    The CBAM study trains it with L1 on DIV2K ×4 (HR 96²).
 
     Our choices [C]: ``cbam=True`` (see ``edsr_cbam``) puts ``CBAM(64, 16, mlp_bn=True)``
     at the end of each block, before the scaling and the add (official CBAM-ResNet
-    placement); ``cbam_per_conv=True`` instead puts one after each conv, as the seed-004
+    placement); ``cbam_per_conv=True`` instead puts one after each conv, as the CBAM study's
     authors' code did.
 
     Layout: ``[B, 3, H, W]`` RGB on 0..rgb_range → ``[B, 3, sH, sW]``.

@@ -1,4 +1,4 @@
-"""EDSR-baseline with CBAM at the end of every residual block (seed 004)."""
+"""EDSR-baseline with CBAM at the end of every residual block (CBAM study, docs/models.md §4)."""
 from __future__ import annotations
 
 from srops.models.archs.common import BackendArg
@@ -8,7 +8,7 @@ from srops.models.registry import register
 
 @register("edsr_cbam")
 class EDSRCBAM(EDSR):
-    """EDSR-baseline + CBAM: seed 004's "EDSR + attention".
+    """EDSR-baseline + CBAM: the CBAM study's "EDSR + attention".
 
     Model card
     ----------

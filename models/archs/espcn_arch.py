@@ -1,4 +1,4 @@
-"""ESPCN (Shi et al. 2016), optionally with CBAM after every conv (seed 004)."""
+"""ESPCN (Shi et al. 2016), optionally with CBAM after every conv (CBAM study, docs/models.md §4)."""
 from __future__ import annotations
 
 import torch
@@ -12,15 +12,15 @@ ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 @register("espcn")
 class ESPCN(nn.Module):
-    """ESPCN: efficient sub-pixel CNN (Shi et al. 2016), seed 004's RGB variant.
+    """ESPCN: efficient sub-pixel CNN (Shi et al. 2016), the CBAM study's RGB variant (docs/models.md §4).
 
     Model card
     ----------
-    Paper [P, seed 004]: conv5 3→64 → act → conv3 64→32 → act → conv3 32→3r² →
+    Paper [P, CBAM study]: conv5 3→64 → act → conv3 64→32 → act → conv3 32→3r² →
     PixelShuffle(r); RGB input, no skip connections; L1 on DIV2K ×4. Shi et al. use tanh;
-    the seed-004 code uses ReLU.
+    the CBAM study's code uses ReLU.
 
-    Our choices [C]: ``act="relu"`` (seed-004 preset); ``channels=(64, 32)``. With
+    Our choices [C]: ``act="relu"`` (the CBAM-study preset); ``channels=(64, 32)``. With
     ``cbam=True`` (see ``espcn_cbam``) a ``CBAM(C, 16, mlp_bn=True)`` follows each
     activation and the last conv (before the shuffle), hidden width max(1, C // 16).
 

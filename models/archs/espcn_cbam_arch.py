@@ -1,4 +1,4 @@
-"""ESPCN with CBAM after every conv (seed 004)."""
+"""ESPCN with CBAM after every conv (CBAM study, docs/models.md §4)."""
 from __future__ import annotations
 
 from srops.models.archs.common import BackendArg
@@ -8,7 +8,7 @@ from srops.models.registry import register
 
 @register("espcn_cbam")
 class ESPCNCBAM(ESPCN):
-    """ESPCN + CBAM: seed 004's "ESPCN + attention".
+    """ESPCN + CBAM: the CBAM study's "ESPCN + attention".
 
     Model card
     ----------

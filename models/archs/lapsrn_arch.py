@@ -1,4 +1,7 @@
-"""LapSRN (Lai et al. 2017; twtygqyy/pytorch-LapSRN), seed 004's RGB variant, optionally with CBAM."""
+"""LapSRN (Lai et al. 2017; twtygqyy/pytorch-LapSRN), the CBAM study's RGB variant, optionally with CBAM.
+
+docs/models.md §4.
+"""
 from __future__ import annotations
 
 import torch
@@ -54,11 +57,11 @@ class LapLevel(nn.Module):
 
 @register("lapsrn")
 class LapSRN(nn.Module):
-    """LapSRN: Laplacian pyramid SR network (Lai et al. 2017), seed 004's variant.
+    """LapSRN: Laplacian pyramid SR network (Lai et al. 2017), the CBAM study's variant (docs/models.md §4).
 
     Model card
     ----------
-    Paper [P, seed 004; R twtygqyy]: conv3 3→64 + LReLU(0.2); per ×2 level a feature
+    Paper [P, CBAM study; R twtygqyy]: conv3 3→64 + LReLU(0.2); per ×2 level a feature
     branch of 10 conv3 + LReLU then convT 4×4/2 64→64 + LReLU, a residual conv3 64→3,
     and an image branch convT 4×4/2 3→3 (bilinear init) added to the residual; convs
     without bias; 27 layers at ×4; Charbonnier loss (ε = 1e-3) summed over the pyramid

@@ -1,4 +1,4 @@
-"""LapSRN with CBAM in every residual unit (seed 004)."""
+"""LapSRN with CBAM in every residual unit (CBAM study, docs/models.md §4)."""
 from __future__ import annotations
 
 from srops.models.archs.common import BackendArg
@@ -8,7 +8,7 @@ from srops.models.registry import register
 
 @register("lapsrn_cbam")
 class LapSRNCBAM(LapSRN):
-    """LapSRN + CBAM: seed 004's "LapSRN + attention".
+    """LapSRN + CBAM: the CBAM study's "LapSRN + attention".
 
     Model card
     ----------

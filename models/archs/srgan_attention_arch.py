@@ -1,4 +1,4 @@
-"""Seed 003's attention SRGAN generator: GroupNorm residual blocks with RCAN channel attention."""
+"""The attention SRGAN generator (Wu; docs/models.md §3): GroupNorm residual blocks with RCAN channel attention."""
 from __future__ import annotations
 
 import torch
@@ -29,7 +29,7 @@ class AttentionResBlock(nn.Module):
 
 @register("srgan_attention")
 class SRGANAttention(SRResNetSkeleton):
-    """Seed 003's generator: SRResNet without BN, GroupNorm + RCAN channel attention blocks.
+    """Attention SRGAN generator (Wu): SRResNet without BN, GroupNorm + RCAN channel attention blocks.
 
     Model card
     ----------

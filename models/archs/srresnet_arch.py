@@ -96,7 +96,7 @@ class SRResNet(SRResNetSkeleton):
     conv9 64→3. Ledig uses B = 16 and tanh output in [−1, 1]; leftthomas uses B = 5 and
     (tanh + 1)/2 in [0, 1].
 
-    Our choices [C]: B = ``n_blocks`` = 16 (Ledig; seed 004's SRGAN); output
+    Our choices [C]: B = ``n_blocks`` = 16 (Ledig; the CBAM study's SRGAN); output
     ``"tanh01"``; one shared PReLU parameter (PyTorch default; ``prelu_per_channel``
     gives Keras' per-channel PReLU); ×3 = one conv3 64→576, PixelShuffle(3), PReLU.
     ``cbam=True`` adds a CBAM at the end of every block (see ``srresnet_cbam``).

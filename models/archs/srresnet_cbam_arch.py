@@ -1,4 +1,4 @@
-"""SRResNet with CBAM at the end of every residual block (seed 004's SRGAN generator)."""
+"""SRResNet with CBAM at the end of every residual block (the CBAM study's SRGAN generator, docs/models.md §4)."""
 from __future__ import annotations
 
 from srops.models.archs.common import BackendArg
@@ -8,7 +8,7 @@ from srops.models.registry import register
 
 @register("srresnet_cbam")
 class SRResNetCBAM(SRResNet):
-    """SRResNet + CBAM: seed 004's "SRGAN + attention" generator.
+    """SRResNet + CBAM: the CBAM study's "SRGAN + attention" generator.
 
     Model card
     ----------

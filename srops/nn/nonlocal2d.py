@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as TF
 from torch import nn
 
+from srops.nn.compat import from_state_dict, peer_load_hook
 from srops.ops.nonlocal_attention.frontend import nonlocal_attention
 from srops.ops.nonlocal_attention.regions import fold, spans, unfold
 
@@ -37,6 +38,17 @@ class NonLocal2d(nn.Module):
 
     θ, φ and g are one fused 1×1 convolution ``qkv`` (C → 3d, with bias).
     Every region must be at least 2×2 when sub-sampling.
+
+    SAN's configuration is ``NonLocal2d(64, inter_channels=64 // 8, sub_sample=True, regions=2)``
+    (SAN builds ``NONLocalBlock2D(64, 8, sub_sample=False, bn_layer=False)`` on a 2×2 split).
+    SAN's code always max-pools φ and g: its 2-D branch rebinds the local ``sub_sample`` to the
+    class ``nn.Upsample``, which is truthy, so the ``sub_sample=False`` it passes is ignored and
+    its checkpoints hold ``phi.0.weight``/``g.0.weight``. A literal port of SAN's call must
+    therefore pass ``sub_sample=True`` to reproduce SAN's trained models (docs/ops.md §B).
+
+    ``load_state_dict`` also takes SAN's and AlexHex7's keys (``theta``, ``phi``, ``g``, ``W``),
+    and refuses them when ``sub_sample`` or ``bn`` does not match the checkpoint;
+    :meth:`from_state_dict` builds the block from such a checkpoint (docs/ops.md §D).
     """
 
     def __init__(
@@ -73,6 +85,16 @@ class NonLocal2d(nn.Module):
             self.bn = None
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
+        self.register_load_state_dict_pre_hook(peer_load_hook)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict, layout: str, **overrides) -> "NonLocal2d":
+        """A block configured as the peer's (``"san"``: 2×2 regions; ``"alexhex7"``) with its weights.
+
+        Channels, ``inter_channels``, ``sub_sample`` and ``bn`` are read from the keys and shapes;
+        ``overrides`` replace any constructor argument (``backend``, ``regions``, ...).
+        """
+        return from_state_dict(cls, state_dict, layout, **overrides)
 
     def extra_repr(self) -> str:
         return (

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from srops.nn.compat import from_state_dict, peer_load_hook
 from srops.ops.covpool.frontend import covpool_sqrtm
 
 
@@ -22,12 +23,20 @@ class SecondOrderAttention(nn.Module):
         reduction: hidden width ``max(1, C // reduction)`` of the gate (SAN: 16, so 64→4→64).
         iterations: Newton–Schulz iterations (SAN: 5).
         max_size: if set, the statistic is computed on a centre crop of at most
-            ``max_size`` per side (SAN uses 1000; unlike SAN's code, a side of
-            exactly ``max_size`` is kept whole). The gate multiplies the whole of x.
+            ``max_size`` per side; the gate multiplies the whole of x. ``max_size=1000``
+            reproduces SAN's crop for every shape but one: SAN tests each side with strict
+            ``<``/``>`` against 1000, so when one side is exactly 1000 and the other, w, is
+            shorter, SAN keeps the 1000 side whole but slices the *other* side from the
+            negative offset (w − 1000) // 2, which keeps only its last ⌈(1000 − w)/2⌉ rows
+            or columns (for 334 ≤ w ≤ 999). srops keeps that shorter side whole.
         eps: added to the covariance trace before normalising.
         backend: backend of :func:`srops.functional.covpool_sqrtm`.
 
-    The statistic is computed in float32 whatever the input dtype.
+    The statistic is computed in float32 (float64 for float64 input). Its gradient is the exact
+    derivative of the Newton–Schulz iteration; fast-MPN-COV's hand-written backward returns the
+    transpose of the pre-normalisation gradient instead, which agrees after covariance pooling
+    (only dΣ + dΣᵀ reaches x) but differs for a non-symmetric gradient fed to ``sqrtm_ns``
+    directly (docs/ops.md §A). ``load_state_dict`` also takes SAN's ``conv_du`` keys.
     """
 
     def __init__(
@@ -50,6 +59,12 @@ class SecondOrderAttention(nn.Module):
         )
         self.conv_down = nn.Conv2d(channels, hidden, 1)
         self.conv_up = nn.Conv2d(hidden, channels, 1)
+        self.register_load_state_dict_pre_hook(peer_load_hook)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict, layout: str = "san", **overrides) -> "SecondOrderAttention":
+        """SAN's SOCA (5 iterations, ``max_size=1000``) with the weights of a SAN state_dict."""
+        return from_state_dict(cls, state_dict, layout, **overrides)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, iterations={self.iterations}, max_size={self.max_size}, backend={self.backend!r}"

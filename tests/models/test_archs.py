@@ -1,4 +1,4 @@
-"""Every registered network: builds at each supported scale, runs forward/backward, has MODELS.md's parameter counts."""
+"""Every registered network: builds at each supported scale, runs forward/backward, has docs/models.md's counts."""
 from __future__ import annotations
 
 import pytest
@@ -24,7 +24,7 @@ SR_NETS = {  # name → supported scales
 }
 RGB_RANGE = {"amms": 255.0, "drfn": 255.0, "edsr": 255.0, "edsr_cbam": 255.0}
 
-# (name, scale, constructor overrides) → trainable parameters, from MODELS.md.
+# (name, scale, constructor overrides) → trainable parameters, from docs/models.md.
 COUNTS = [
     ("amms", 2, {}, 1_874_755), ("amms", 3, {}, 2_059_395), ("amms", 4, {}, 2_022_467),
     ("amms", 2, {"n_modules": 6}, 2_709_731), ("amms", 4, {"n_modules": 6}, 2_857_443),
@@ -66,7 +66,7 @@ def test_parameter_count_dense_discriminator() -> None:
 
 
 def test_block_parameter_counts() -> None:
-    """MODELS.md's per-block figures (C = 64) and the shared upsampler's."""
+    """docs/models.md's per-block figures (C = 64) and the shared upsampler's."""
     import srops
 
     assert count_params(MSFF(64)) == 155_904

@@ -1,6 +1,6 @@
 """Pure-PyTorch covariance pooling and Newton–Schulz matrix square root (iSQRT-COV).
 
-Maths and naming follow OPS.md §A. Internals run in float32 (float64 for
+Maths and naming follow docs/ops.md §A. Internals run in float32 (float64 for
 float64 input); results are cast back to the input dtype. Autograd gives the
 backward pass.
 """
