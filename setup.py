@@ -133,10 +133,10 @@ ext_modules, cmdclass = _extensions()
 
 setup(
     packages=find_packages(include=["srops", "srops.*"])
-    + ["srops.models"]
+    + ["srops.models", "srops.models.configs"]  # configs: the presets (data only, no __init__.py)
     + [f"srops.models.{p}" for p in find_packages("models")],
     package_dir={"srops": "srops", "srops.models": "models"},
-    package_data={"srops.models": ["configs/*.yml"]},
+    package_data={"srops.models.configs": ["*.yml"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -1,6 +1,6 @@
 """Super-resolution datasets built from folders of HR images.
 
-Every HR image is read as RGB (greyscale and palette images are converted), cropped to a multiple of
+Every HR image is read as RGB (greyscale and palette images are converted, 16-bit scaled to 8), cropped to a multiple of
 ``scale`` (modcrop) and downscaled with MATLAB-compatible bicubic (``srops.image.imresize``); the LR
 image is quantised to uint8 levels, as if it had been saved as PNG. Pairs are cached in memory as uint8
 tensors ``[3, H, W]`` and optionally on disk (``cache_dir``), keyed by file names, sizes, mtimes and scale.
@@ -20,7 +20,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg")
 
@@ -36,17 +35,23 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def read_rgb(path: str | os.PathLike) -> torch.Tensor:
-    """Decode ``path`` as an RGB uint8 tensor ``[3, H, W]``; ValueError naming the file if unreadable."""
+def read_rgb(path: str | os.PathLike, allow_large: bool = False) -> torch.Tensor:
+    """Decode ``path`` as an RGB uint8 tensor ``[3, H, W]``; ValueError naming the file if unreadable.
+
+    Greyscale is replicated to three channels and alpha dropped. 16-bit images (PNG greyscale, mode
+    ``I;16``) are scaled to 8 bits by value / 257, rounded (65535 → 255), never clipped.
+    ``allow_large`` lifts Pillow's decompression-bomb pixel limit (see ``srops.image.read_image``).
+    """
+    from srops.image import read_image
+
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            arr = np.asarray(im, dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"srops.models.data: cannot read image {str(path)!r}: {exc}") from exc
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+        arr = read_image(path, allow_large=allow_large, who="srops.models.data")
+    except FileNotFoundError as exc:
+        raise ValueError(f"srops.models.data: cannot read image {str(path)!r}: no such file") from exc
+    if arr.dtype == np.uint16:
+        arr = np.floor(arr.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    arr = arr[..., :3] if arr.shape[2] >= 3 else np.repeat(arr[..., :1], 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 
 def downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -66,12 +71,14 @@ def to_float(img: torch.Tensor) -> torch.Tensor:
 class PairedImages:
     """(LR, HR) uint8 pairs of every image in ``folders`` at ``scale``.
 
-    ``min_lr_size``: images whose LR side is shorter raise ValueError naming the file (training needs
-    at least one patch). ``cache_dir``: optional folder for an on-disk cache of the decoded pairs.
+    ``min_lr_size``: images whose LR side is shorter raise ValueError naming them and the largest size
+    that every image allows (training needs at least one patch), or, with ``skip_small``, are left out and
+    listed in ``skipped`` (``(file, lr_h, lr_w)``); ValueError if none is left. ``cache_dir``: optional
+    folder for an on-disk cache of the decoded pairs.
     """
 
     def __init__(self, folders: str | os.PathLike | Sequence[str | os.PathLike], scale: int,
-                 min_lr_size: int = 1, cache_dir: str | os.PathLike | None = None) -> None:
+                 min_lr_size: int = 1, cache_dir: str | os.PathLike | None = None, skip_small: bool = False) -> None:
         if isinstance(folders, (str, os.PathLike)):
             folders = [folders]
         if not folders:
@@ -91,10 +98,23 @@ class PairedImages:
             self._save_cache(cache_dir)
         else:
             self.hr, self.lr = cached
-        for f, lr in zip(self.files, self.lr):
-            if min(lr.shape[-2:]) < min_lr_size:
-                raise ValueError(f"srops.models.data: image {str(f)!r} is too small: its ×{scale} LR image is "
-                                 f"{lr.shape[-2]}x{lr.shape[-1]}, the LR patch needs {min_lr_size}x{min_lr_size}")
+        small = [k for k, lr in enumerate(self.lr) if min(lr.shape[-2:]) < min_lr_size]
+        self.skipped: list[tuple[Path, int, int]] = [(self.files[k], *self.lr[k].shape[-2:]) for k in small]
+        self.smallest_lr_side = min(min(lr.shape[-2:]) for lr in self.lr)
+        if small and (not skip_small or len(small) == len(self.files)):
+            f, h, w = self.skipped[0]
+            more = f" and {len(small) - 1} more" if len(small) > 1 else ""
+            raise ValueError(
+                f"srops.models.data: image {str(f)!r}{more} of {len(self.files)} is too small: its ×{scale} LR "
+                f"image is {h}x{w}, the LR patch needs {min_lr_size}x{min_lr_size}; an LR patch of at most "
+                f"{self.smallest_lr_side} uses every image" + ("" if skip_small else
+                                                              ", or skip the small images (data.skip_small)"))
+        if small:
+            keep = [k for k in range(len(self.files)) if k not in set(small)]
+            self.files = [self.files[k] for k in keep]
+            self.names = [self.names[k] for k in keep]
+            self.hr = [self.hr[k] for k in keep]
+            self.lr = [self.lr[k] for k in keep]
 
     @staticmethod
     def _make_pair(path: Path, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,17 +179,29 @@ class TrainPatches(torch.utils.data.Dataset):
 
     ``self[i]`` is deterministic in ``(seed, i)``: a random image, a random LR-grid position and, if
     ``augment``, independent p = 0.5 horizontal flip, vertical flip and 90-degree rotation.
+    ``skip_small``: leave out images smaller than the patch (see :class:`PairedImages`; :meth:`skip_summary`).
     """
 
     def __init__(self, folders, scale: int, lr_patch: int = 48, augment: bool = True, seed: int = 0,
-                 cache_dir=None) -> None:
+                 cache_dir=None, skip_small: bool = False) -> None:
         if not isinstance(lr_patch, int) or lr_patch < 1:
             raise ValueError(f"srops.models.data: 'lr_patch' must be a positive int, got {lr_patch!r}")
-        self.pairs = PairedImages(folders, scale, min_lr_size=lr_patch, cache_dir=cache_dir)
+        self.pairs = PairedImages(folders, scale, min_lr_size=lr_patch, cache_dir=cache_dir, skip_small=skip_small)
         self.scale, self.lr_patch, self.augment, self.seed = scale, lr_patch, augment, seed
 
     def __len__(self) -> int:
         return 2**62
+
+    def skip_summary(self) -> str | None:
+        """One line on the images left out for being smaller than the patch, or None if none was."""
+        skipped = self.pairs.skipped
+        if not skipped:
+            return None
+        total = len(skipped) + len(self.pairs)
+        names = ", ".join(f"{f.name} ({h}x{w})" for f, h, w in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        return (f"data: skipped {len(skipped)} of {total} training images whose ×{self.scale} LR image is smaller "
+                f"than the {self.lr_patch}x{self.lr_patch} LR patch: {names}; data.lr_patch <= "
+                f"{self.pairs.smallest_lr_side} would use them all")
 
     def locate(self, index: int) -> tuple[int, int, int, tuple[bool, bool, bool]]:
         """(image index, LR top, LR left, (hflip, vflip, rot90)) of sample ``index``."""
@@ -205,11 +237,26 @@ class TrainPatches(torch.utils.data.Dataset):
 
 
 class ValImages:
-    """Full validation images: iterating yields ``(name, lr [1,3,h,w], hr [1,3,H,W])`` float in [0, 1]."""
+    """Full validation images: iterating yields ``(name, lr [1,3,h,w], hr [1,3,H,W])`` float in [0, 1].
 
-    def __init__(self, folders, scale: int, cache_dir=None, max_images: int | None = None) -> None:
+    Every HR image must keep SSIM's 11x11 window after shaving ``crop_border`` pixels (default ``scale``)
+    from each side; a smaller one is a ValueError naming it when the set is built.
+    """
+
+    def __init__(self, folders, scale: int, cache_dir=None, max_images: int | None = None,
+                 crop_border: int | None = None) -> None:
+        from srops.image.metrics import _SSIM_SIZE
+
         self.pairs = PairedImages(folders, scale, cache_dir=cache_dir)
         self.scale = scale
+        crop = scale if crop_border is None else int(crop_border)
+        for f, hr in zip(self.pairs.files, self.pairs.hr):
+            h, w = hr.shape[-2] - 2 * crop, hr.shape[-1] - 2 * crop
+            if min(h, w) < _SSIM_SIZE:
+                raise ValueError(
+                    f"srops.models.data: validation image {str(f)!r} is too small: {hr.shape[-2]}x{hr.shape[-1]} "
+                    f"(cropped to a multiple of {scale}) leaves {max(h, 0)}x{max(w, 0)} after shaving {crop} border "
+                    f"pixels, and SSIM needs at least {_SSIM_SIZE}x{_SSIM_SIZE}")
         self.count = len(self.pairs) if max_images is None else min(int(max_images), len(self.pairs))
 
     def __len__(self) -> int:

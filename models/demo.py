@@ -89,12 +89,10 @@ def curve_figure(log_csv: Path, path: Path, bicubic_psnr: float, final_psnr: flo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    its, losses = [], []
-    with open(log_csv) as fh:
-        for row in csv.DictReader(fh):
-            if row["loss"]:
-                its.append(int(row["iteration"]))
-                losses.append(float(row["loss"]))
+    from srops.models.logs import read_log
+
+    points = read_log(log_csv).get("train/loss", [])
+    its, losses = [i for i, _ in points], [v for _, v in points]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(its, losses, lw=1.2)
     ax.set_xlabel("iteration")

@@ -3,8 +3,13 @@ and the attention-SRGAN GAN loop (docs/models.md §3) (discriminator step, then 
 
 Config blocks:
 
-* ``loss: {name: l1 | mse | charbonnier, eps: 1e-3, pyramid: false}`` (``pyramid``: train on
-  ``net.forward_pyramid``, LapSRN, each level against MATLAB-bicubic-downscaled HR)
+* ``loss: {name: l1 | mse | charbonnier | vgg | l1+vgg | ..., weights: {l1: 1.0, vgg: 0.006}, eps: 1e-3,
+  pyramid: false, vgg: {weights: <file>, arch: vgg19 | vgg16, n_layers, feature_scale, optional: false}}``:
+  the terms joined by ``+`` are summed with their ``weights`` (default 1). ``vgg`` is
+  :class:`srops.models.losses.VGGFeatureLoss` (its ImageNet weights from ``loss.vgg.weights`` or the
+  ``SROPS_VGG_WEIGHTS`` variable); with ``optional: true`` a missing weights file drops the term, and the
+  run says so. ``pyramid``: train on ``net.forward_pyramid``, LapSRN, each level against
+  MATLAB-bicubic-downscaled HR.
 * ``gan: {discriminator: {name: srgan_discriminator, ...kwargs}, adv_weight: 1e-3,
   optim: {...Adam...}, schedule: {...}}``
 """
@@ -83,6 +88,66 @@ def content_loss(cfg: dict, sr, hr: torch.Tensor) -> torch.Tensor:
     return _pixel_loss(name, sr.float(), hr.float(), eps)
 
 
+PIXEL_LOSSES = ("l1", "mse", "charbonnier")
+LOSS_NAMES = PIXEL_LOSSES + ("vgg",)
+
+
+class ContentLoss(nn.Module):
+    """The ``loss`` block as a module: Σ weight_t · term_t(sr, hr) over the ``+``-joined terms of
+    ``loss.name``; ``sr`` ``[B, 3, H, W]`` in [0, 1] or a coarse → fine list (LapSRN pyramid).
+
+    ``description`` says what is trained (and why an optional VGG term was dropped).
+    """
+
+    def __init__(self, cfg: dict, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        names = [n.strip() for n in str(cfg.get("name", "l1")).split("+")]
+        for n in names:
+            if n not in LOSS_NAMES:
+                raise ValueError(f"srops.models.train: 'loss.name' terms must be among {', '.join(LOSS_NAMES)} "
+                                 f"(joined by '+', e.g. 'l1+vgg'), got {n!r} in {cfg.get('name')!r}")
+        weights = dict(cfg.get("weights") or {})
+        for n in weights:
+            if n not in names:
+                raise ValueError(f"srops.models.train: 'loss.weights' has {n!r}, which is not a term of "
+                                 f"loss.name={cfg.get('name')!r}")
+        self.eps = float(cfg.get("eps", 1e-3))
+        self.vgg = None
+        notes = []
+        if "vgg" in names:
+            from srops.models.losses import DEFAULT_LAYERS, VGGFeatureLoss
+
+            vcfg = dict(cfg.get("vgg") or {})
+            optional = bool(vcfg.pop("optional", False))
+            try:
+                self.vgg = VGGFeatureLoss(**vcfg).to(device)
+                arch = vcfg.get("arch", "vgg19")
+                notes.append(f"vgg = {arch} features[:{vcfg.get('n_layers') or DEFAULT_LAYERS[arch]}]")
+            except (ValueError, FileNotFoundError) as exc:
+                if not optional or len(names) == 1:
+                    raise
+                names.remove("vgg")
+                why = "no weights file given" if "no weights file" in str(exc) else "its weights file is missing"
+                notes.append(f"the optional VGG term is off: {why} (set SROPS_VGG_WEIGHTS or loss.vgg.weights "
+                             f"to a torchvision {vcfg.get('arch', 'vgg19')} state_dict file to use it)")
+        self.terms = [(n, float(weights.get(n, 1.0))) for n in names]
+        self.description = "loss: " + " + ".join(n if w == 1.0 else f"{w:g}·{n}" for n, w in self.terms) + \
+            ("; " + "; ".join(notes) if notes else "")
+
+    def _one(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        total = None
+        for name, weight in self.terms:
+            term = self.vgg(sr.float(), hr.float()) if name == "vgg" else \
+                _pixel_loss(name, sr.float(), hr.float(), self.eps)
+            total = weight * term if total is None else total + weight * term
+        return total
+
+    def forward(self, sr, hr: torch.Tensor) -> torch.Tensor:
+        if isinstance(sr, (list, tuple)):
+            return sum(self._one(o, _pyramid_target(hr, o.shape[-2:])) for o in sr)
+        return self._one(sr, hr)
+
+
 def final_output(sr):
     """The finest output of a network that may return a pyramid (list/tuple)."""
     return sr[-1] if isinstance(sr, (list, tuple)) else sr
@@ -94,8 +159,9 @@ class GanObjective:
     ``d_loss = 1 - mean D(HR) + mean D(SR.detach())``; generator term ``adv_weight * mean(1 - D(SR))``.
     """
 
-    def __init__(self, cfg: dict, scale: int, device: torch.device, iters_per_epoch: int) -> None:
-        from srops.models.train import _make_optim  # local import: train imports this module
+    def __init__(self, cfg: dict, scale: int, device: torch.device, iters_per_epoch: int,
+                 total: int | None = None) -> None:
+        from srops.models.schedules import make_optim
 
         dcfg = dict(cfg.get("discriminator") or {"name": "srgan_discriminator"})
         name = dcfg.pop("name")
@@ -104,7 +170,7 @@ class GanObjective:
         self.adv_weight = float(cfg.get("adv_weight", 1e-3))
         optim = cfg.get("optim") or {"lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8}
         sched = cfg.get("schedule") or {"step_size": 10**12, "gamma": 1.0}
-        self.opt, self.sched = _make_optim(self.disc.parameters(), optim, sched, iters_per_epoch)
+        self.opt, self.sched = make_optim(self.disc.parameters(), optim, sched, iters_per_epoch, total)
 
     def wrap_ddp(self, device_ids) -> None:
         self.d_model = nn.parallel.DistributedDataParallel(self.disc, device_ids=device_ids)

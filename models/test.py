@@ -2,12 +2,15 @@
 
     python -m srops.models.test --model bicubic --model amms --checkpoint runs/amms_x2/best.pt \
         --scale 2 data/Set5 /path/Set14 [--self-ensemble] [--out results/]
+    python -m srops.models.test --checkpoint runs/amms_x2/best.pt data/Set5   # model and scale from it
 
 One row per model, one column per dataset, cells ``PSNR/SSIM`` on the BT.601 Y channel with ``scale``
 pixels shaved from each border (MATLAB protocol), SR output quantised to 8 bits first. Prints the table
 as markdown, writes it as CSV (``<out>/results_x<scale>.csv``) and saves every SR image as PNG under
 ``<out>/<model>/<dataset>/``. ``--checkpoint`` values are matched, in order, to the non-bicubic models;
-a checkpoint's stored ``config`` (written by ``srops.models.train``) supplies the constructor arguments.
+a checkpoint's stored ``config`` (written by ``srops.models.train``) supplies the constructor arguments,
+and, when ``--model`` / ``--scale`` are not given, the network and the scale. A learned model without a
+checkpoint is refused (its weights would be random) unless ``--random-weights`` is given.
 """
 from __future__ import annotations
 
@@ -105,35 +108,76 @@ def save_png(img: torch.Tensor, path: Path) -> None:
 
 
 def load_model(name: str, scale: int, checkpoint: str | None, device: torch.device) -> nn.Module:
-    """Build ``name`` at ``scale``; with a checkpoint, use its stored model config and weights."""
+    """Build ``name`` at ``scale``; with a checkpoint, use its stored model config and weights.
+
+    FileNotFoundError / ValueError (``srops.models.checkpoint.CheckpointError``) naming the file when the
+    checkpoint is missing, unreadable, of another network or scale, or of another width than its config.
+    """
+    from srops.models.checkpoint import CheckpointError, load_checkpoint, load_weights, model_spec, state_dict_of
+    from srops.models.objectives import NetIO, model_rgb_range
+
+    who = "srops.models.test"
     kwargs: dict = {}
     state = None
     if checkpoint is not None:
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"srops.models.test: checkpoint file {checkpoint!r} does not exist")
-        try:
-            blob = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        except Exception as exc:  # truncated or foreign file
-            raise ValueError(f"srops.models.test: cannot read checkpoint {checkpoint!r}: {exc}") from exc
-        state = blob["model"] if isinstance(blob, dict) and "model" in blob else blob
-        mcfg = dict((blob.get("config") or {}).get("model") or {}) if isinstance(blob, dict) else {}
-        if mcfg:
-            if mcfg.pop("name", name) != name:
-                raise ValueError(f"srops.models.test: checkpoint {checkpoint!r} holds a {blob['config']['model']['name']!r}"
-                                 f" network, not {name!r}")
-            ck_scale = int(mcfg.pop("scale", scale))
-            if ck_scale != scale:
-                raise ValueError(f"srops.models.test: checkpoint {checkpoint!r} is for ×{ck_scale}, not ×{scale}")
+        blob = load_checkpoint(checkpoint, who=who)
+        state = state_dict_of(blob, checkpoint, who)
+        if "config" in blob:
+            spec = model_spec(blob, checkpoint, who)
+            if spec.name != name:
+                raise CheckpointError(f"{who}: checkpoint '{checkpoint}' holds a {spec.name!r} network, not {name!r}")
+            if spec.scale != scale:
+                raise CheckpointError(f"{who}: checkpoint '{checkpoint}' is for ×{spec.scale}, not ×{scale}")
             from srops.models.train import import_modules
 
-            import_modules(mcfg.pop("imports", None))
-            kwargs = mcfg
-    from srops.models.objectives import NetIO, model_rgb_range
-
+            import_modules(spec.imports)
+            kwargs = spec.kwargs
     model = build(name, scale=scale, **kwargs)
     if state is not None:
-        model.load_state_dict(state)
+        load_weights(model, state, checkpoint, f"network {name!r} ×{scale}", who)
     return NetIO(model, model_rgb_range(name, kwargs)).to(device).eval()
+
+
+def resolve_models(models: list[str], checkpoints: list[str], scale: int | None, random_weights: bool
+                   ) -> tuple[list[str], dict[str, str], int, list[str]]:
+    """(models, checkpoint per learned model, scale, warnings) from the command line.
+
+    Without ``--model`` the models are those the checkpoints hold; without ``--scale`` the scale is
+    theirs. A learned model without a checkpoint is refused unless ``random_weights``.
+    """
+    from srops.models.checkpoint import load_checkpoint, model_spec
+
+    specs = {}
+    for ck in checkpoints:
+        blob = load_checkpoint(ck, who="srops.models.test")
+        if "config" in blob or not models:  # a bare state_dict needs --model to say which network it is
+            specs[ck] = model_spec(blob, ck, "srops.models.test")
+    if not models:
+        if not checkpoints:
+            raise ValueError("srops.models.test: give --model and/or --checkpoint")
+        models = [specs[ck].name for ck in checkpoints]
+    learned = [m for m in models if m != "bicubic"]
+    if len(checkpoints) > len(learned):
+        raise ValueError(f"{len(checkpoints)} checkpoints for {len(learned)} non-bicubic models")
+    ckpts = dict(zip(learned, checkpoints))
+    warnings = []
+    untrained = [m for m in learned if m not in ckpts]
+    if untrained and not random_weights:
+        raise ValueError(f"srops.models.test: model(s) {', '.join(map(repr, untrained))} have no --checkpoint: they "
+                         "would be scored with random, untrained weights; pass their checkpoints (in --model "
+                         "order), or --random-weights to score untrained networks on purpose")
+    warnings += [f"model {m!r} is scored with RANDOM, UNTRAINED weights (--random-weights)" for m in untrained]
+    for m, ck in ckpts.items():
+        if ck in specs and specs[ck].iteration == 0:
+            warnings.append(f"checkpoint '{ck}' of {m!r} was saved at iteration 0: its weights are untrained")
+    if scale is None:
+        scales = sorted({specs[ck].scale for ck in checkpoints if ck in specs})
+        if len(scales) != 1:
+            raise ValueError("srops.models.test: give --scale" + (
+                f" (the checkpoints disagree: ×{', ×'.join(map(str, scales))})" if scales else
+                " (no checkpoint says which scale)"))
+        scale = scales[0]
+    return models, ckpts, scale, warnings
 
 
 def format_table(rows: list[tuple[str, list[tuple[float, float]]]], datasets: list[str], scale: int) -> str:
@@ -145,10 +189,12 @@ def format_table(rows: list[tuple[str, list[tuple[float, float]]]], datasets: li
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m srops.models.test", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", required=True, help="registered name (repeatable); 'bicubic' "
-                    "gives the baseline row")
+    ap.add_argument("--model", action="append", default=[], help="registered name (repeatable); 'bicubic' "
+                    "gives the baseline row; default: the networks the checkpoints hold")
     ap.add_argument("--checkpoint", action="append", default=[], help="weights for the non-bicubic models, in order")
-    ap.add_argument("--scale", type=int, required=True)
+    ap.add_argument("--scale", type=int, default=None, help="default: the checkpoints' scale")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="score learned models that have no checkpoint (untrained weights) instead of refusing")
     ap.add_argument("datasets", nargs="+", help="folders of HR images")
     ap.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations")
     ap.add_argument("--out", default="results", help="output folder for the CSV and SR images")
@@ -158,16 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     from srops.models.data import ValImages
 
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    learned = [m for m in args.model if m != "bicubic"]
-    if len(args.checkpoint) > len(learned):
-        print(f"error: {len(args.checkpoint)} checkpoints for {len(learned)} non-bicubic models", file=sys.stderr)
-        return 1
-    ckpts = dict(zip(learned, args.checkpoint))
     out = Path(args.out)
     try:
+        models, ckpts, args.scale, warnings = resolve_models(args.model, args.checkpoint, args.scale,
+                                                             args.random_weights)
+        for w in warnings:
+            print(f"WARNING: {w}; its scores mean nothing", file=sys.stderr)
         sets = [(Path(d).name, ValImages(d, args.scale)) for d in args.datasets]
         rows = []
-        for name in args.model:
+        for name in models:
             model = load_model(name, args.scale, ckpts.get(name), device)
             label = name + ("+" if args.self_ensemble and name != "bicubic" else "")
             cells = []

@@ -1,6 +1,8 @@
-"""Image files and cropping: ``load_image``, ``save_image``, ``modcrop``.
+"""Image files and cropping: ``read_image``, ``write_image``, ``load_image``, ``save_image``, ``modcrop``.
 
-Images are float RGB tensors in [0, 1], ``[1, 3, H, W]`` (the package convention).
+Images are float RGB tensors in [0, 1], ``[1, 3, H, W]`` (the package convention). ``read_image`` /
+``write_image`` keep what a file holds instead: 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)
+channels at 8 or 16 bits, as an ``H x W x C`` numpy array.
 """
 from __future__ import annotations
 
@@ -37,6 +39,101 @@ def modcrop(x: torch.Tensor, scale: int) -> torch.Tensor:
     return x[..., : h - h % scale, : w - w % scale]
 
 
+_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def read_image(path: PathLike, allow_large: bool = False, who: str = "srops.image.read_image") -> np.ndarray:
+    """Decode an image file into an ``H x W x C`` uint8 or uint16 array, keeping grey, alpha and 16 bits.
+
+    C is 1 (grey: modes L, 1, 16-bit I;16 and 32-bit I with values in 0..65535), 2 (LA), 3 (RGB; also
+    CMYK, YCbCr, palettes without transparency) or 4 (RGBA; palettes with transparency). 16-bit files
+    give uint16, everything else uint8.
+
+    ``allow_large``: lift Pillow's decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``, about
+    89 megapixels by default) for this call; otherwise a larger image raises the ValueError below.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: ``cannot read image '<path>': ...`` for unreadable, truncated, too large or
+            unsupported (floating point) images.
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{who}: no such image file: '{path}'")
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        if allow_large:
+            Image.MAX_IMAGE_PIXELS = None
+        with warnings.catch_warnings():
+            if allow_large:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                arr = _to_array(img)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{who}: cannot read image '{path}': it is larger than Pillow's decompression-bomb "
+                         f"limit of {limit} pixels ({exc}); to read it anyway pass allow_large=True "
+                         "(srops-upscale: --allow-large-images)") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{who}: cannot read image '{path}': {exc}") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    return arr
+
+
+def _to_array(img) -> np.ndarray:
+    mode = img.mode
+    if mode in _16BIT_MODES:
+        return np.array(img).astype(np.uint16)[..., None]
+    if mode == "I":
+        arr = np.asarray(img)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError(f"32-bit integer image with values {arr.min()}..{arr.max()} outside 0..65535")
+        return arr.astype(np.uint16)[..., None]
+    if mode in ("F", "I;32", "RGBX") or mode.startswith("F;"):
+        raise ValueError(f"image mode {mode!r} is not supported (8/16-bit grey, grey+alpha, RGB or RGBA)")
+    if mode in ("P", "PA"):
+        mode = "RGBA" if mode == "PA" or "transparency" in img.info else "RGB"
+        img = img.convert(mode)
+    elif mode in ("1", "L"):
+        mode, img = "L", img.convert("L")
+    elif mode in ("LA", "La"):
+        mode, img = "LA", img.convert("LA")
+    elif mode in ("RGBA", "RGBa"):
+        mode, img = "RGBA", img.convert("RGBA")
+    elif mode != "RGB":
+        mode, img = "RGB", img.convert("RGB")
+    arr = np.array(img, dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def write_image(arr: np.ndarray, path: PathLike) -> None:
+    """Write an ``H x W x C`` uint8 (C = 1, 2, 3, 4) or uint16 (C = 1) array; format from the suffix.
+
+    uint16 grey becomes a 16-bit greyscale file (PNG/TIFF); 16-bit colour is not written by Pillow,
+    so pass it as uint8.
+    """
+    from PIL import Image
+
+    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise ValueError("srops.image.write_image: 'arr' must be an H x W x C numpy array with C in 1..4, got "
+                         f"{getattr(arr, 'shape', type(arr).__name__)}")
+    if arr.dtype == np.uint16:
+        if arr.shape[2] != 1:
+            raise ValueError("srops.image.write_image: 16-bit images must be greyscale (C = 1), "
+                             f"got C = {arr.shape[2]}")
+        img = Image.fromarray(np.ascontiguousarray(arr[..., 0]))
+    elif arr.dtype == np.uint8:
+        img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else np.ascontiguousarray(arr))
+    else:
+        raise ValueError(f"srops.image.write_image: 'arr' must be uint8 or uint16, got {arr.dtype}")
+    img.save(os.fspath(path))
+
+
 def load_image(path: PathLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Read a PNG/BMP/JPEG (anything pillow reads) as RGB float ``[1, 3, H, W]`` in [0, 1].
 
@@ -47,24 +144,10 @@ def load_image(path: PathLike, dtype: torch.dtype = torch.float32) -> torch.Tens
         FileNotFoundError: no file at ``path``.
         ValueError: the file exists but is not a readable image (names the file).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"srops.image.load_image: no such image file: '{path}'")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-                arr = np.asarray(img, dtype=np.float64)
-                peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-                arr = np.repeat((arr / peak)[..., None], 3, axis=2)
-            else:
-                arr = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"srops.image.load_image: cannot read image file '{path}': {exc}") from exc
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"srops.image.load_image: '{path}' decoded to an unexpected array of shape {arr.shape}")
+    arr = read_image(path, who="srops.image.load_image")
+    peak = 65535.0 if arr.dtype == np.uint16 else 255.0
+    rgb = arr[..., :3] if arr.shape[2] >= 3 else np.repeat(arr[..., :1], 3, axis=2)
+    arr = rgb.astype(np.float64) / peak
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None].to(dtype)
 
 

@@ -124,3 +124,19 @@ def test_val_images(tiny_val: Path) -> None:
     name, lr, hr = items[0]
     assert lr.shape == (1, 3, 12, 15) and hr.shape == (1, 3, 48, 60)
     assert torch.equal((hr[0] * 255).round().byte(), read_rgb(tiny_val / "img0.png")[:, :48, :60])
+
+
+def test_small_images_skipped_with_summary(tmp_path: Path) -> None:
+    """15.2: images smaller than the patch are skipped (one summary line) or named with the size that fits."""
+    write_folder(tmp_path, [(40, 40), (12, 30), (14, 16)])
+    with pytest.raises(ValueError, match=r"img1\.png.* and 1 more of 3 is too small.*at most 6 uses every image"
+                                         r".*data\.skip_small"):
+        TrainPatches(tmp_path, 2, lr_patch=8)
+    patches = TrainPatches(tmp_path, 2, lr_patch=8, skip_small=True)
+    assert patches.pairs.names == ["img0"] and len(patches.pairs) == 1
+    summary = patches.skip_summary()
+    assert summary.startswith("data: skipped 2 of 3 training images") and "img1.png (6x15)" in summary
+    assert "data.lr_patch <= 6" in summary and "\n" not in summary
+    assert TrainPatches(tmp_path, 2, lr_patch=6, skip_small=True).skip_summary() is None
+    with pytest.raises(ValueError, match="too small"):
+        TrainPatches(tmp_path, 2, lr_patch=30, skip_small=True)  # none left

@@ -14,7 +14,7 @@ from srops.image import imresize
 from srops.models.objectives import NetIO, content_loss, model_rgb_range
 from srops.models.test import main, super_resolve
 from srops.models.train import load_config, run
-from tests.train.test_train import tiny_cfg
+from tests.train.helpers import tiny_cfg
 
 
 def _y_psnr(sr: np.ndarray, hr: np.ndarray, border: int) -> float:

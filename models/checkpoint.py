@@ -1,0 +1,154 @@
+"""Reading checkpoints with clear errors: one place for ``srops.models.train``, ``test`` and ``upscale``.
+
+A checkpoint written by ``srops.models.train`` is a dict. ``last.pt`` holds ``model`` (the network's
+``state_dict``), ``config`` (the whole experiment; ``config["model"]`` is ``{name, scale, **kwargs}``
+for :func:`srops.models.build`), ``iteration`` and the training state (``optimizer``, ``scheduler``,
+``scaler``, ``rng``, ``sampler``); ``best.pt`` holds ``model``, ``config``, ``iteration`` and ``psnr``.
+
+Every failure raises :class:`CheckpointError` (a ``ValueError``; ``FileNotFoundError`` for a missing
+file) whose message names the file and what is missing or does not match, so command-line tools can
+print it as one ``error:`` line.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "rng", "sampler")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, lacks an entry, or does not fit the network."""
+
+
+@dataclass
+class ModelSpec:
+    """What a checkpoint says about its network: ``build(name, scale=scale, **kwargs)``."""
+
+    name: str
+    scale: int
+    kwargs: dict = field(default_factory=dict)
+    imports: list = field(default_factory=list)
+    iteration: int | None = None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", who: str = "srops.models") -> dict:
+    """``torch.load`` of ``path`` as a dict; FileNotFoundError / CheckpointError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{who}: checkpoint file '{path}' does not exist")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # truncated, foreign or not a torch file at all
+        raise CheckpointError(f"{who}: cannot read checkpoint '{path}': {type(exc).__name__}: {exc}") from exc
+    if not isinstance(blob, dict):
+        raise CheckpointError(f"{who}: checkpoint '{path}' holds a {type(blob).__name__}, not a dict of "
+                              "saved state (was it written by torch.save(model) rather than by srops.models.train?)")
+    return blob
+
+
+def require_keys(blob: dict, keys: Iterable[str], path: str | os.PathLike, purpose: str,
+                 who: str = "srops.models") -> None:
+    """CheckpointError listing the entries of ``keys`` that ``blob`` lacks (``purpose`` says why they are needed)."""
+    missing = [k for k in keys if k not in blob]
+    if missing:
+        raise CheckpointError(
+            f"{who}: checkpoint '{path}' has no {', '.join(repr(k) for k in missing)} entr"
+            f"{'y' if len(missing) == 1 else 'ies'}, which {purpose} needs (it holds: "
+            f"{', '.join(sorted(map(str, blob))) or 'nothing'})")
+
+
+def model_spec(blob: dict, path: str | os.PathLike, who: str = "srops.models") -> ModelSpec:
+    """The network name, scale and constructor arguments stored in ``blob["config"]["model"]``."""
+    cfg = blob.get("config")
+    mcfg = cfg.get("model") if isinstance(cfg, dict) else None
+    if not isinstance(mcfg, dict) or "name" not in mcfg or "scale" not in mcfg:
+        raise CheckpointError(
+            f"{who}: checkpoint '{path}' carries no model metadata (config.model.name and config.model.scale); "
+            "only checkpoints written by srops.models.train (last.pt, best.pt) say which network they hold")
+    kwargs = dict(mcfg)
+    name, scale = kwargs.pop("name"), kwargs.pop("scale")
+    imports = list(kwargs.pop("imports", None) or [])
+    if not isinstance(name, str) or isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise CheckpointError(f"{who}: checkpoint '{path}' has malformed model metadata: name={name!r}, "
+                              f"scale={scale!r} (expected a model name and an int >= 1)")
+    it = blob.get("iteration")
+    return ModelSpec(name, scale, kwargs, imports, int(it) if isinstance(it, int) else None)
+
+
+def state_dict_of(blob: dict, path: str | os.PathLike, who: str = "srops.models") -> dict:
+    """The network weights of ``blob``: its ``model`` entry (or ``blob`` itself if it is a bare state_dict)."""
+    state = blob.get("model", blob)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{who}: checkpoint '{path}' has no network weights (no 'model' state_dict entry)")
+    return state
+
+
+def _describe_mismatch(net: nn.Module, state: dict, limit: int = 4) -> str:
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    for label, items in (("shape mismatches", shapes), ("missing from the checkpoint", missing),
+                         ("not in the network", unexpected)):
+        if items:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            parts.append(f"{len(items)} {label}: " + "; ".join(items[:limit]) + more)
+    return ". ".join(parts)
+
+
+def load_weights(net: nn.Module, state: dict, path: str | os.PathLike, what: str = "the network",
+                 who: str = "srops.models") -> None:
+    """``net.load_state_dict(state)`` (strict), or CheckpointError naming the file and the mismatching keys.
+
+    Typical cause: a checkpoint of another network width or depth than the one built from the config.
+    """
+    detail = _describe_mismatch(net, state)
+    if detail:
+        raise CheckpointError(f"{who}: checkpoint '{path}' does not fit {what}: {detail}")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:  # e.g. a dtype that cannot be copied
+        raise CheckpointError(f"{who}: checkpoint '{path}' does not fit {what}: {exc}") from exc
+
+
+def load_state(obj: Any, state: Any, path: str | os.PathLike, entry: str, who: str = "srops.models") -> None:
+    """``obj.load_state_dict(state)`` for optimiser/scheduler/scaler state, with a CheckpointError naming
+    the file and ``entry`` when the saved state does not fit (e.g. another network's optimiser)."""
+    try:
+        obj.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"{who}: checkpoint '{path}': its '{entry}' state does not fit this run's "
+                              f"{type(obj).__name__}: {type(exc).__name__}: {exc}") from exc
+
+
+def build_from_checkpoint(path: str | os.PathLike, who: str = "srops.models") -> tuple[nn.Module, ModelSpec]:
+    """Build the network a checkpoint describes and load its weights (on CPU, eval mode).
+
+    Returns the bare network and its :class:`ModelSpec`. Raises FileNotFoundError / CheckpointError.
+    """
+    from srops.models import build
+    from srops.models.train import import_modules
+
+    blob = load_checkpoint(path, who=who)
+    spec = model_spec(blob, path, who)
+    state = state_dict_of(blob, path, who)
+    try:
+        import_modules(spec.imports)
+    except ImportError as exc:
+        raise CheckpointError(f"{who}: checkpoint '{path}' needs module {exc.name!r} (config.model.imports), "
+                              f"which cannot be imported: {exc}") from exc
+    try:
+        net = build(spec.name, scale=spec.scale, **spec.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{who}: checkpoint '{path}': cannot build its network {spec.name!r} ×{spec.scale} "
+                              f"with {spec.kwargs}: {exc}") from exc
+    load_weights(net, state, path, f"network {spec.name!r} ×{spec.scale}", who)
+    return net.eval(), spec

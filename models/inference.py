@@ -1,0 +1,159 @@
+"""Super-resolving whole images: full-image or tiled inference, self-ensemble, precision.
+
+:func:`upscale_tensor` runs a network that maps ``[1, 3, h, w]`` RGB in [0, 1] to ``[1, 3, sh, sw]``
+(a :class:`srops.models.objectives.NetIO`-wrapped network) over one image:
+
+* ``tile=None``: the whole image in one forward pass, so image-wide operators (a global non-local
+  block, second-order statistics over the whole map) see the whole image, as in training-free
+  evaluation.
+* ``tile=T, overlap=O``: T×T LR tiles overlapping by at least O pixels, spread evenly over the image.
+  Each tile's outer O/4 pixels on a side shared with a neighbour get weight 0 and the next O/2 are
+  cross-faded linearly, so a convolutional network whose receptive field reaches at most O/4 LR
+  pixels gives exactly the whole-image result, and any network gives seamless output. Memory is
+  that of one tile; the output is assembled on the CPU.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def _final(out):
+    return out[-1] if isinstance(out, (list, tuple)) else out
+
+
+# the 8 dihedral transforms of [..., H, W] and their inverses (self-ensemble)
+def _transform(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    return torch.rot90(x.flip(-1) if flip else x, k, (-2, -1))
+
+
+def _untransform(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    y = torch.rot90(y, -k, (-2, -1))
+    return y.flip(-1) if flip else y
+
+
+ENSEMBLE = [(k, f) for k in range(4) for f in (False, True)]
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``length``, neighbours overlapping >= ``overlap``."""
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def _crossfade(n: int, lo: int, hi: int, scale: int) -> torch.Tensor:
+    """Weight ramp over SR positions ``0..n-1`` for an overlap ``[lo, hi)`` in LR pixels: 0 before
+    ``lo + o/4``, 1 after ``hi - o/4``, linear between (``o = hi - lo``)."""
+    o = (hi - lo) * scale
+    x = torch.arange(n, dtype=torch.float64) + 0.5
+    return ((x - lo * scale - o / 4) / (o / 2)).clamp(0, 1)
+
+
+def axis_weights(length: int, starts: list[int], tile: int, scale: int) -> list[torch.Tensor]:
+    """Per tile, its 1-D blend weight over its own SR extent (``tile_len * scale`` values)."""
+    ends = [min(s + tile, length) for s in starts]
+    out = []
+    for i, (s, e) in enumerate(zip(starts, ends)):
+        w = torch.ones((e - s) * scale, dtype=torch.float64)
+        pos = slice(s * scale, e * scale)
+        if i > 0 and ends[i - 1] > s:
+            w *= _crossfade(length * scale, s, ends[i - 1], scale)[pos]
+        if i + 1 < len(starts) and e > starts[i + 1]:
+            w *= 1 - _crossfade(length * scale, starts[i + 1], e, scale)[pos]
+        out.append(w)
+    return out
+
+
+def check_tiling(tile: int | None, overlap: int) -> None:
+    """ValueError unless ``tile`` is None or an int >= 4 and 0 <= ``overlap`` < tile / 2."""
+    if tile is None:
+        return
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 4:
+        raise ValueError(f"srops.models.upscale: 'tile' must be None or an int >= 4 (LR pixels), got {tile!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < tile / 2:
+        raise ValueError(f"srops.models.upscale: 'tile_overlap' must be an int in [0, tile/2) = [0, {tile / 2:g}), "
+                         f"got {overlap!r}")
+
+
+def _run(model: nn.Module, x: torch.Tensor, scale: int) -> torch.Tensor:
+    y = _final(model(x))
+    want = (x.shape[-2] * scale, x.shape[-1] * scale)
+    if tuple(y.shape[-2:]) != want or y.shape[1] != 3:
+        raise ValueError(f"srops.models.upscale: the network turned a {tuple(x.shape)} input into {tuple(y.shape)}, "
+                         f"expected [1, 3, {want[0]}, {want[1]}] for ×{scale}")
+    return y
+
+
+def _tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: int,
+           step: Callable[[], None]) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    wy, wx = axis_weights(h, ys, tile, scale), axis_weights(w, xs, tile, scale)
+    out = torch.zeros(1, 3, h * scale, w * scale, dtype=torch.float32)
+    for y0, wyi in zip(ys, wy):
+        for x0, wxi in zip(xs, wx):
+            part = _run(model, x[..., y0:y0 + tile, x0:x0 + tile], scale).float().cpu()
+            weight = (wyi[:, None] * wxi[None, :]).to(torch.float32)
+            out[..., y0 * scale:y0 * scale + part.shape[-2], x0 * scale:x0 * scale + part.shape[-1]] += part * weight
+            step()
+    norm_y = torch.zeros(h * scale, dtype=torch.float64)
+    norm_x = torch.zeros(w * scale, dtype=torch.float64)
+    for y0, wyi in zip(ys, wy):
+        norm_y[y0 * scale:y0 * scale + wyi.numel()] += wyi
+    for x0, wxi in zip(xs, wx):
+        norm_x[x0 * scale:x0 * scale + wxi.numel()] += wxi
+    norm = (norm_y[:, None] * norm_x[None, :]).to(torch.float32)
+    if not bool((norm > 0).all()):  # cannot happen for overlap < tile / 2; guards the blend maths
+        raise RuntimeError("srops.models.upscale: tile blend weights leave pixels uncovered")
+    return out / norm
+
+
+def count_passes(h: int, w: int, tile: int | None, overlap: int, self_ensemble: bool) -> int:
+    """Forward passes :func:`upscale_tensor` makes for an ``h``×``w`` image (for progress bars)."""
+    per = 1
+    if tile is not None:
+        per = len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap))
+        if self_ensemble and h != w:  # the rotated transforms tile the transposed image
+            per = (per + len(tile_starts(w, tile, overlap)) * len(tile_starts(h, tile, overlap))) / 2
+    return int(per * (len(ENSEMBLE) if self_ensemble else 1))
+
+
+@torch.inference_mode()
+def upscale_tensor(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None = None, overlap: int = 16,
+                   self_ensemble: bool = False, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32, step: Callable[[], None] | None = None) -> torch.Tensor:
+    """Super-resolve one image.
+
+    Args:
+        model: network on ``device`` in ``dtype``, eval mode, RGB [0, 1] in and out.
+        lr: ``[1, 3, h, w]`` float in [0, 1], any device.
+        scale: the network's integer factor s.
+        tile, overlap: tiled inference (see the module docstring); ``tile=None`` is the whole image.
+        self_ensemble: average the 8 flips/rotations (×8 cost).
+        device, dtype: where and in which precision the network runs.
+        step: called after every forward pass (progress reporting).
+
+    Returns:
+        ``[1, 3, s·h, s·w]`` float32 on the CPU, unclamped.
+    """
+    check_tiling(tile, overlap)
+    if lr.dim() != 4 or lr.shape[:2] != (1, 3):
+        raise ValueError(f"srops.models.upscale: 'lr' must be [1, 3, h, w], got {tuple(lr.shape)}")
+    step = step or (lambda: None)
+    x = lr.to(device=device, dtype=dtype)
+    acc = None
+    for k, flip in ENSEMBLE if self_ensemble else [(0, False)]:
+        xt = _transform(x, k, flip)
+        if tile is None:
+            y = _run(model, xt, scale).float().cpu()
+            step()
+        else:
+            y = _tiled(model, xt, scale, tile, overlap, step)
+        y = _untransform(y, k, flip)
+        acc = y if acc is None else acc + y
+    return acc / (len(ENSEMBLE) if self_ensemble else 1)

@@ -1,0 +1,231 @@
+"""The training loop behind ``python -m srops.models.train``: :class:`Trainer`.
+
+A checkpoint (``<out_dir>/last.pt``) holds model, optimiser, scheduler, grad scaler, the EMA weights, the
+torch / numpy / python RNG states, the sampler position, the iteration and the elapsed training time, so
+``resume=True`` continues exactly where the run stopped, against the same ``train.time_budget``. The
+checkpoint due at an iteration is written before that iteration's validation. SIGTERM/SIGINT save a
+checkpoint and stop (``stopped_by``). A non-finite loss stops training with :class:`NonFiniteLossError`
+before anything is saved; the last good checkpoint stays untouched.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from srops.models import build
+from srops.models.runstate import clean_stale_temporaries, rng_state, save_atomic, set_rng_state
+from srops.models.config import check_keys, resolve_folder
+from srops.models.data import TrainPatches, ValImages
+from srops.models.logs import Progress, RunLog
+from srops.models.objectives import ContentLoss, GanObjective, NetIO, final_output, model_rgb_range
+from srops.models.schedules import ModelEMA, make_optim, progress_decay
+from srops.models.signals import StopSignals, signal_name
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def import_modules(names) -> None:
+    """Import the modules listed in ``model.imports`` (networks registered outside srops.models)."""
+    import importlib
+
+    for name in names or []:
+        importlib.import_module(name)
+
+
+def _folders(value) -> list[str]:
+    return [resolve_folder(f) for f in ([value] if isinstance(value, (str, os.PathLike)) else value)]
+
+
+class Trainer:
+    """One experiment: builds everything from ``cfg`` and runs :meth:`fit`.
+
+    ``clock`` (seconds, monotonic) measures training time; tests pass a fake one.
+    """
+
+    def __init__(self, cfg: dict, resume: bool = False, clock=time.perf_counter) -> None:
+        self.cfg, self.clock = cfg, clock
+        tc = cfg["train"]
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        use_cuda = torch.cuda.is_available() and tc["device"] in ("auto", "cuda")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+        if use_cuda:
+            torch.cuda.set_device(self.device)
+        self.main = self.rank == 0
+        self.out = Path(tc["out_dir"])
+        self.ckpt_path = self.out / "last.pt"
+        if resume and not self.ckpt_path.is_file():
+            raise FileNotFoundError(f"srops.models.train: --resume given but checkpoint "
+                                    f"{str(self.ckpt_path)!r} does not exist")
+        if self.main:
+            clean_stale_temporaries(self.out)
+        seed = int(tc["seed"])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        m = dict(cfg["model"])
+        import_modules(m.pop("imports", None))
+        check_keys(cfg, "the config")  # the network blocks too, now that their modules are imported
+        self.scale = int(m.pop("scale"))
+        name = m.pop("name")
+        self.net = build(name, scale=self.scale, **m).to(self.device)
+        io_range = model_rgb_range(name, m)
+        dc, vc = cfg["data"], cfg["val"]
+        self.patches = TrainPatches(_folders(dc["train"]), self.scale, int(dc["lr_patch"]), bool(dc["augment"]),
+                                    seed=seed, cache_dir=dc.get("cache_dir"), skip_small=bool(dc.get("skip_small")))
+        val_folders = vc.get("folders") or dc.get("val")
+        self.val = ValImages(_folders(val_folders), self.scale, cache_dir=dc.get("cache_dir"),
+                             max_images=vc.get("max_images"), crop_border=vc.get("crop_border")) \
+            if val_folders else None
+        ipe = int(dc["iters_per_epoch"])
+        if tc.get("iters") is None and tc.get("epochs") is None:
+            raise ValueError("srops.models.train: give 'train.iters' or 'train.epochs', got neither")
+        self.total = int(tc["iters"]) if tc.get("iters") is not None else int(tc["epochs"]) * ipe
+        self.opt, self.sched = make_optim(self.net.parameters(), cfg["optim"], cfg["schedule"], ipe, self.total)
+        amp = tc.get("amp")
+        if amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"srops.models.train: 'train.amp' must be null, 'bf16' or 'fp16', got {amp!r}")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        self.loss = ContentLoss(cfg["loss"], self.device)
+        self.gan = GanObjective(cfg["gan"], self.scale, self.device, ipe, self.total) if cfg.get("gan") else None
+        self.ema = ModelEMA(self.net, float(tc["ema_decay"])) if tc.get("ema_decay") else None
+        self.eval_model = NetIO(self.ema.module if self.ema else self.net, io_range)
+        train_model = NetIO(self.net, io_range, pyramid=bool(cfg["loss"].get("pyramid", False)))
+        self.model: nn.Module = train_model
+        if self.world > 1:
+            ids = [self.device.index] if use_cuda else None
+            self.model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
+            if self.gan is not None:
+                self.gan.wrap_ddp(ids)
+        self.iteration = 0
+        self.decays_done = 0  # progress_milestones already applied
+        self.best_psnr = -math.inf
+        self.elapsed = 0.0  # training seconds of earlier sessions (from the checkpoint)
+        self.resumed_from: int | None = None
+        self._t0: float | None = None  # clock() at the start of this session's fit
+        self.notes = [n for n in (self.patches.skip_summary(), self.loss.description) if n]
+        if resume:
+            self._load(self.ckpt_path)
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> dict:
+        st = {"iteration": self.iteration, "config": self.cfg, "model": self.net.state_dict(),
+              "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+              "scaler": self.scaler.state_dict(), "rng": rng_state(),
+              "sampler": {"next_step": self.iteration, "seed": self.patches.seed}, "best_psnr": self.best_psnr,
+              "decays_done": self.decays_done, "elapsed": self.seconds()}
+        if self.gan is not None:
+            st["gan"] = self.gan.state_dict()
+        if self.ema is not None:
+            st["ema"] = self.ema.state_dict()
+        return st
+
+    def _load(self, path: Path) -> None:
+        from srops.models import checkpoint as ck
+
+        who = "srops.models.train"
+        st = ck.load_checkpoint(path, map_location=self.device, who=who)
+        ck.require_keys(st, ("model", *ck.TRAINING_KEYS) + (("gan",) if self.gan is not None else ()), path,
+                        "--resume", who)
+        ck.load_weights(self.net, st["model"], path, f"the network of this config ({self.cfg['model']['name']!r})",
+                        who)
+        for entry, obj in (("optimizer", self.opt), ("scheduler", self.sched), ("scaler", self.scaler)) + (
+                (("gan", self.gan),) if self.gan is not None else ()):
+            ck.load_state(obj, st[entry], path, entry, who)
+        if self.ema is not None:  # a run that turns the EMA on at a resume starts it from the weights
+            ck.load_weights(self.ema.module, st.get("ema", st["model"]), path, "the EMA of this config's network",
+                            who)
+        set_rng_state(st["rng"])
+        self.iteration = self.resumed_from = int(st["sampler"]["next_step"])
+        self.best_psnr = float(st.get("best_psnr", -math.inf))
+        self.decays_done = int(st.get("decays_done", 0))
+        self.elapsed = float(st.get("elapsed", 0.0))
+        best = self.out / "best.pt"
+        if best.is_file():  # a validation after the checkpoint may have written a better best.pt
+            try:
+                self.best_psnr = max(self.best_psnr, float(torch.load(best, map_location="cpu",
+                                                                      weights_only=False).get("psnr", -math.inf)))
+            except Exception:
+                pass
+
+    def save(self) -> None:
+        if self.main:
+            for p in self.net.parameters():
+                if not torch.isfinite(p).all():
+                    raise NonFiniteLossError("srops.models.train: parameters are not finite; "
+                                             "checkpoint not written")
+            save_atomic(self.state(), self.ckpt_path)
+        if self.world > 1:
+            dist.barrier()
+
+    def seconds(self) -> float:
+        """Training time so far, earlier sessions included."""
+        return self.elapsed + (0.0 if self._t0 is None else self.clock() - self._t0)
+
+    # ---- one step ------------------------------------------------------------------------------
+    def step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
+        self.net.train()
+        lr, hr = lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                  enabled=self.amp_dtype is not None)
+        logs: dict[str, float] = {}
+        if self.gan is not None:
+            with autocast:
+                sr = self.model(lr)
+            logs["d_loss"] = self.gan.discriminator_step(sr, hr, autocast, self.scaler)
+        with autocast:
+            sr = self.model(lr) if self.gan is None else sr
+            loss = self.loss(sr, hr)
+            if self.gan is not None:
+                loss = loss + self.gan.generator_adversarial(sr)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"srops.models.train: loss is {value} at iteration {self.iteration + 1}; training stopped, "
+                f"the last good checkpoint {str(self.ckpt_path)!r} was kept"
+                + ("" if self.ckpt_path.exists() else " (none written yet)"))
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        clip = self.cfg["train"].get("grad_clip")
+        if clip:
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.net.parameters(), float(clip))
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        if self.gan is not None:
+            self.gan.sched_step()
+        if self.ema is not None:
+            self.ema.update(self.net)
+        logs["loss"] = value
+        return logs
+
+    def validate(self) -> dict[str, float]:
+        from srops.models.test import evaluate
+
+        if self.val is None:
+            return {}
+        crop = self.cfg["val"].get("crop_border")
+        res = evaluate(self.eval_model, self.val, self.scale, self.device,
+                       crop_border=self.scale if crop is None else int(crop))
+        return {"psnr": res["psnr"], "ssim": res["ssim"]}
+
+    # ---- loop ----------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        from srops.models.loop import fit
+
+        return fit(self)
