@@ -30,6 +30,7 @@ from pathlib import Path
 os.environ.pop("TRITON_INTERPRET", None)  # compile real kernels even where the test suite interprets them
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
@@ -173,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernels", nargs="*", help="config names (default: all)")
     parser.add_argument("--dtypes", nargs="*", default=["bf16", "fp16", "fp32"])
-    parser.add_argument("--dims", nargs="*", type=int, default=[16, 32, 64], help="head dims d (= dv)")
+    parser.add_argument("--dims", nargs="*", type=int, default=[16, 32, 64, 128], help="head dims d (= dv)")
     parser.add_argument("--dv", type=int, default=None, help="value head dim (default: = d)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sass"))
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--picked", action="store_true",
+                        help="only the configuration the launch rule picks (N = M = 65536, B = 1) per dtype and d")
     args = parser.parse_args(argv)
     configs = triton_configs.kernel_configs()
     rows = []
@@ -185,9 +188,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for dt in args.dtypes:
             for d in args.dims:
-                if dt == "fp32" and d != 32:
-                    continue  # float32 is not the SR default; one head dim shows its cost
-                for config in configs[name]:
+                if dt != "bf16" and d != 32 and len(args.dims) > 1:
+                    continue  # float16 compiles as bfloat16 does, float32 is no SR default: one head dim each
+                todo = configs[name]
+                if args.picked:
+                    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dt]
+                    bd, bdv = triton_impl._head_block(d), triton_impl._head_block(args.dv or d)
+                    todo = [triton_configs.choose(name, 65536, 65536, 1, bd, bdv, dtype, interpret=False)]
+                for config in todo:
                     rows.append(measure(name, kernel, set(fp32_ptrs), dt, d, args.dv or d, config))
                     print(_row(rows[-1]), flush=True)
     table = HEADER + "\n" + "\n".join(_row(r) for r in rows)

@@ -154,3 +154,11 @@ def test_backward_split_rule():
         assert 2 * groups * chunks * batch >= min(triton_configs._MIN_PROGRAMS, n_kb * n_qb * batch)
         if chunks == 1:
             assert groups * batch * n_qb * 64 * 32 * 4 <= triton_configs.SCRATCH_BUDGET or n_qb == 1
+
+
+def test_strides_past_the_32bit_in_block_range_are_copied():
+    """In-block offsets are 32-bit (block × stride): a non-batch stride >= 2^24 gets a contiguous copy."""
+    wide = torch.empty_strided((2, 3, 8), (1 << 40, 1 << 24, 1), device="meta")
+    fine = torch.empty_strided((2, 3, 8), (1 << 40, (1 << 24) - 1, 1), device="meta")
+    assert triton_impl._narrow_strides(wide).stride() == (24, 8, 1)
+    assert triton_impl._narrow_strides(fine) is fine

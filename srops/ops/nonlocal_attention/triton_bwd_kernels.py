@@ -130,6 +130,9 @@ def bwd_kernel(
             dk, dv = _bwd_chunk(k, v, col_ok, first, q_base, do_base, st_base, delta_base, dq_base,
                                 sqn, sgn, sln, sls, N, qb_start, qb_end, d_ok, dv_ok, qk_scale,
                                 BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, False, PREC)
+        # the next key block reads these dQ tiles back, maybe in other threads of the program: order the
+        # stores before those reads (once per key block, outside the pipelined query loop)
+        tl.debug_barrier()
         if PARTIAL:
             part = (s * n_batch + pid_b) * M_PAD + col0
             tl.store(DK + (part + cols[:, None]) * BLOCK_D + offs_d[None, :], dk)

@@ -30,19 +30,36 @@ except ImportError:  # pragma: no cover - reported by triton_impl.TRITON_ERROR
     triton = None
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel. BLOCK_M runs over queries, BLOCK_N over keys.
+# Pruned by bench/sass_report.py (sm_90 SASS per score, spills, shared memory; bench/results/sass/).
 _CANDIDATES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
-    "fwd": ((128, 64, 4, 2), (128, 128, 8, 2), (64, 64, 4, 2), (128, 32, 8, 2), (64, 32, 4, 2)),
-    "bwd": ((64, 64, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2), (32, 64, 4, 2), (32, 32, 4, 2)),
+    "fwd": (
+        (128, 128, 8, 2),  # 16-bit, d <= 64
+        (64, 64, 4, 2),  # 16-bit, few query blocks
+        (128, 64, 8, 2),  # 16-bit, d = 128 (shared memory within sm_80's 163 KB)
+        (128, 32, 8, 2),  # float32 (FMA products), d <= 32
+        (64, 16, 4, 2),  # float32, d > 32 or few query blocks
+    ),
+    "bwd": (
+        (64, 64, 4, 2),  # 16-bit, d <= 32
+        (32, 64, 4, 1),  # 16-bit, d = 64 (64×64/4w/1 is 17.0 per score but spills)
+        (32, 32, 4, 1),  # 16-bit, d = 128 (the larger tiles spill)
+        (16, 32, 4, 2),  # float32, d <= 32
+        (16, 32, 8, 1),  # float32, d = 64
+        (16, 16, 4, 1),  # float32, d = 128
+        (64, 64, 4, 1),  # 16-bit, d <= 32, unpipelined: fewer instructions (12.4 at d = 32), no load prefetch
+    ),
+}
+# kernel -> dtype class (16-bit, float32) -> head class (<= 32, <= 64, <= 128) -> (large, small) candidate
+# index; "small" when the large block would give fewer than _MIN_PROGRAMS programs (the backward
+# makes up its programs with key groups and query chunks instead, see bwd_split).
+_RULE: dict[str, tuple[tuple[tuple[int, int], ...], ...]] = {
+    "fwd": (((0, 1), (0, 1), (2, 1)), ((3, 4), (4, 4), (4, 4))),
+    "bwd": (((0, 0), (1, 1), (2, 2)), ((3, 3), (4, 4), (5, 5))),
 }
 # Under TRITON_INTERPRET=1 (CPU tensors, tests): small blocks keep runs short.
 _INTERPRET_CONFIG = (16, 16, 1, 1)
 # Fewer programs than this (grid size) and the rule takes the next smaller block on the parallel dim.
 _MIN_PROGRAMS = 264
-# kernel -> (large, small) candidate index for (float32, 16-bit with d or dv > 32, 16-bit with d, dv <= 32)
-_RULE: dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]] = {
-    "fwd": ((3, 4), (0, 2), (1, 2)),
-    "bwd": ((4, 4), (0, 3), (0, 3)),
-}
 
 _lock = threading.Lock()
 _forced: dict[str, "triton.Config"] = {}
@@ -159,8 +176,8 @@ def choose(name: str, n: int, m: int, batch: int, block_d: int, block_dv: int, d
     if interpret:
         return _make(_INTERPRET_CONFIG)
     entries = _CANDIDATES[name]
-    kind = 0 if dtype == torch.float32 else (2 if block_d <= 32 and block_dv <= 32 else 1)
-    large, small = _RULE[name][kind]
+    head = max(block_d, block_dv)
+    large, small = _RULE[name][dtype == torch.float32][0 if head <= 32 else (1 if head <= 64 else 2)]
     rows, key = (m, "BLOCK_N") if name == "bwd" else (n, "BLOCK_M")
     block = entries[large][{"BLOCK_M": 0, "BLOCK_N": 1}[key]]
     return _make(entries[large] if triton.cdiv(size_bucket(rows), block) * batch >= _MIN_PROGRAMS else entries[small])

@@ -91,12 +91,22 @@ def _device_guard(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
+# In-block offsets (block index × stride, block <= 128) are 32-bit; 64-bit bases carry the rest.
+_MAX_INNER_STRIDE = 1 << 24
+
+
+def _narrow_strides(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a contiguous copy when a non-batch stride would overflow the 32-bit in-block offsets."""
+    return t if max(t.stride()[1:], default=0) < _MAX_INNER_STRIDE else t.contiguous()
+
+
 def _config(name: str, n: int, m: int, b: int, block_d: int, block_dv: int, dtype: torch.dtype):
     cfg = _configs.choose(name, n, m, b, block_d, block_dv, dtype, INTERPRET)
     return cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
 
 
 def _fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = map(_narrow_strides, (q, k, v))
     b, n, d = q.shape
     m, dv = k.shape[1], v.shape[2]
     out = _configs.empty(b, n, dv, device=q.device, dtype=q.dtype)
@@ -118,6 +128,7 @@ def _bwd_impl(
     grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, stats: torch.Tensor,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    grad, q, k, v, out = map(_narrow_strides, (grad, q, k, v, out))
     b, n, d = q.shape
     m, dv = k.shape[1], v.shape[2]
     dq = _configs.empty(b, n, d, device=q.device, dtype=q.dtype)

@@ -56,6 +56,8 @@ def fwd_kernel(
     # 64-bit base pointers advanced per block; in-block offsets stay 32-bit
     k_ptrs = K + pid_b * skb + cols[:, None] * skm + offs_d[None, :] * skd
     v_ptrs = V + pid_b * svb + cols[:, None] * svm + offs_dv[None, :] * svd
+    k_step = tl.cast(BLOCK_N, tl.int64) * skm
+    v_step = tl.cast(BLOCK_N, tl.int64) * svm
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M, 1 if PREC == "ieee" else 16], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
@@ -64,8 +66,8 @@ def fwd_kernel(
         k = tl.load(k_ptrs, mask=d_ok, other=0.0)
         v = tl.load(v_ptrs, mask=dv_ok, other=0.0)
         m_i, l_i, acc = _fwd_step(q, k, v, m_i, l_i, acc, cols, qk_scale, False, PREC)
-        k_ptrs += BLOCK_N * skm
-        v_ptrs += BLOCK_N * svm
+        k_ptrs += k_step
+        v_ptrs += v_step
     if full * BLOCK_N < M:  # the ragged last block
         col_ok = cols < M - full * BLOCK_N
         k = tl.load(k_ptrs, mask=col_ok[:, None] & d_ok, other=0.0)
