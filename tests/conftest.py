@@ -49,3 +49,22 @@ def _seed() -> None:
 
 
 requires_ext = pytest.mark.skipif(not _ext.HAS_EXT, reason=f"srops._C not available: {_ext.EXT_ERROR}")
+
+
+def _build_outputs() -> dict[str, tuple[int, int]]:
+    """The imported package's build record and in-place binaries: name -> (size, mtime)."""
+    pkg = os.path.dirname(srops.__file__)
+    names = [n for n in os.listdir(pkg) if n == "_build_info.py" or n.startswith("_C.")]
+    return {n: (st.st_size, st.st_mtime_ns) for n in sorted(names) for st in [os.stat(os.path.join(pkg, n))]}
+
+
+_BUILD_AT_START = _build_outputs()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a test rebuilt or removed the package it imports (tests build copies, never it)."""
+    if _build_outputs() != _BUILD_AT_START:
+        session.config.get_terminal_writer().line(
+            "error: a test changed srops's own build outputs (_build_info.py or _C*.so) in "
+            f"{os.path.dirname(srops.__file__)}; later processes would import another build", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
