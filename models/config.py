@@ -57,7 +57,8 @@ _NETWORK_BLOCKS = ("model", "gan.discriminator")
 _FREE_BLOCKS = ("loss.weights",)
 #: Folder of the presets installed with the package (``models/configs/*.yml``).
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
-#: The repository root when running from a checkout (holds the bundled ``data/``).
+#: The repository root in a checkout (holds the bundled ``data/``); in an installed copy the ``srops``
+#: package folder, where the wheel installs the same images as ``srops/data/``.
 CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -28,6 +28,11 @@ got = F.covpool(x, backend="cpu")
 want = F.covpool(x, backend="reference")
 torch.testing.assert_close(got, want)
 import srops.models
+from srops.models import config
+from srops.models.data import list_images
+# the presets' relative data folders resolve to the images the wheel installs, from any working folder
+assert len(list_images(config.resolve_folder("data/T91"))) == 91
+assert len(list_images(config.resolve_folder("data/Set5"))) == 5
 print("srops from", srops.__file__)
 """
 
