@@ -67,6 +67,27 @@ def test_half_precision_reference_and_sdpa_agree_with_fp32_oracle():
             assert (out.float() - oracle).abs().max() < (2e-2 if dtype == torch.float16 else 1e-1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_sdpa_on_cpu_computes_half_precision_in_float32_rounded_once(dtype, autocast):
+    """bf16/fp16 on CPU: output and every gradient are the float32 result rounded once to the input
+    dtype (also inside a bf16 autocast region, which would otherwise recast the float32 copies)."""
+    torch.manual_seed(3)
+    q, k, v = (t.to(dtype).requires_grad_() for t in make(3, 37, 23, 16, 11, dtype=torch.float32))
+    g = torch.randn(3, 37, 11).to(dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = F.nonlocal_attention(q, k, v, 0.5, backend="sdpa")
+    assert out.dtype == dtype
+    grads = torch.autograd.grad(out, (q, k, v), g)
+    q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q, k, v))
+    out32 = F.nonlocal_attention(q32, k32, v32, 0.5, backend="sdpa")
+    grads32 = torch.autograd.grad(out32, (q32, k32, v32), g.float())
+    assert torch.equal(out, out32.to(dtype))
+    for name, a, b in zip("qkv", grads, grads32):
+        assert a.dtype == dtype, name
+        assert torch.equal(a, b.to(dtype)), name
+
+
 def test_default_dispatch_on_cpu_is_sdpa():
     from srops import _backend
 
