@@ -10,7 +10,8 @@ time-budgeted runs), ``loss``, ``train``, ``val`` and, for GAN training, ``gan``
 Keys beyond the papers' settings: ``data.skip_small`` (leave out training images smaller than the LR patch,
 with one summary line; false: a ValueError naming them), ``train.ema_decay`` (EMA of the weights, used for
 validation and ``best.pt``), ``train.time_budget`` (seconds of training, final validation and checkpoint
-included, continued across resumes), ``val.tb_crop`` (side in HR pixels of the validation crops shown in
+included, continued across resumes), ``train.channels_last`` (network and batches in NHWC memory
+layout: faster convolutions on CPU, most with ``train.amp: bf16``), ``val.tb_crop`` (side in HR pixels of the validation crops shown in
 TensorBoard), ``val.folders`` (validation folders instead of ``data.val``).
 
 Every key of a file or of ``--set`` must be one of :data:`DEFAULTS` (or :data:`EXTRA_KEYS`), or, in
@@ -38,7 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "loss": {"name": "l1"},
     "train": {"iters": 1000, "epochs": None, "seed": 0, "amp": None, "grad_clip": None, "out_dir": "runs/default",
               "log_every": 50, "ckpt_every": 1000, "time_budget": None, "device": "auto",
-              "progress": True, "tensorboard": True, "ema_decay": None},
+              "progress": True, "tensorboard": True, "ema_decay": None,
+              "channels_last": False},
     "val": {"every": 1000, "max_images": None, "crop_border": None, "folders": None, "tb_crop": 64},
     "gan": None,
 }

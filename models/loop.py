@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from srops.models.runstate import save_atomic
 from srops.models.logs import Progress, RunLog
-from srops.models.schedules import progress_decay
+from srops.models.schedules import WarmupCosineLR, progress_decay
 from srops.models.signals import StopSignals, ignore_stop_signals, signal_name
 
 if TYPE_CHECKING:
@@ -104,9 +104,18 @@ def fit(t: "Trainer") -> dict:
                 now = t.clock()  # an iteration's cost includes loading its batch
                 step_cost = now - mark if step_cost == 0.0 else 0.8 * step_cost + 0.2 * (now - mark)
                 frac = it / max(1, t.total)
+                final = 0.0  # seconds the final checkpoint and validation will take
+                if budget is not None:
+                    final = ckpt_cost + (val_cost if val_cost is not None else _val_estimate(t, step_cost))
                 if budget:
                     frac = max(frac, t.seconds() / budget)
                 t.decays_done = progress_decay(t.opt, t.cfg["schedule"], t.decays_done, frac)
+                if isinstance(t.sched, WarmupCosineLR):
+                    # anneal by time too, reaching min_lr where the budget stops the run (one more step and the
+                    # final checkpoint and validation would not fit); keep the milestone decays
+                    stop_frac = (t.seconds() + step_cost + final) / budget if budget else 0.0
+                    t.sched.set_progress(stop_frac, float(t.cfg["schedule"].get("progress_gamma", 0.5))
+                                         ** t.decays_done)
                 for key, value in logs.items():
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
@@ -119,7 +128,6 @@ def fit(t: "Trainer") -> dict:
                 progress.update()
                 over = False
                 if budget is not None:
-                    final = ckpt_cost + (val_cost if val_cost is not None else _val_estimate(t, step_cost))
                     over = _any_rank(t, t.seconds() + step_cost + final > budget)
                 signum = stop.agreed(t.world, t.device)
                 end = over or signum is not None or it == t.total

@@ -4,7 +4,8 @@
 
 * ``name: step`` (default): ``step_size`` iterations or ``step_epochs`` epochs, or ``milestones``; ``gamma``.
 * ``name: cosine``: linear warm-up from 0 over ``warmup_iters``, then a half cosine from ``optim.lr`` down to
-  ``min_lr`` (default 0) at the last iteration.
+  ``min_lr`` (default 0) at the last iteration, or, with ``train.time_budget``, at the end of the budget,
+  whichever comes first (the cosine follows the run's progress, by iterations or by time).
 * ``progress_milestones`` / ``progress_gamma`` (either name): multiply the lr once the run is that far along,
   by iterations or by ``train.time_budget``, whichever is further.
 
@@ -21,8 +22,13 @@ from torch import nn
 
 
 class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
-    """lr(t) = base · t / warmup for t < warmup, then min + (base − min) · (1 + cos(π · p)) / 2 with
-    p = (t − warmup) / (total − warmup); constant ``min_lr`` after ``total`` (closed form, resumable)."""
+    """lr(t) = factor · base · t / warmup for t < warmup, then factor · (min + (base − min) · (1 + cos(π · p)) / 2)
+    with p = max((t − warmup) / (total − warmup), progress); constant ``min_lr`` after the end (closed form,
+    resumable: ``progress`` and ``factor`` are part of the state).
+
+    ``progress`` (set by :meth:`set_progress`) is the run's fraction done by another measure, the time budget,
+    so that a time-limited run still anneals to ``min_lr``; ``factor`` carries ``progress_milestones`` decays.
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, total: int, warmup: int = 0, min_lr: float = 0.0,
                  last_epoch: int = -1) -> None:
@@ -30,17 +36,26 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
             raise ValueError(f"srops.models.train: cosine schedule needs 0 <= schedule.warmup_iters <= iterations "
                              f"and iterations >= 1, got warmup {warmup} of {total}")
         self.total, self.warmup, self.min_lr = int(total), int(warmup), float(min_lr)
+        self.progress, self.factor = 0.0, 1.0
         super().__init__(optimizer, last_epoch)
 
     def _lr(self, base: float, t: int) -> float:
         if t < self.warmup:
-            return base * (t + 1) / (self.warmup + 1)
+            return self.factor * base * (t + 1) / (self.warmup + 1)
         span = max(1, self.total - self.warmup)
-        p = min(1.0, (t - self.warmup) / span)
-        return self.min_lr + (base - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
+        p = min(1.0, max((t - self.warmup) / span, self.progress))
+        return self.factor * (self.min_lr + (base - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * p)))
 
     def get_lr(self) -> list[float]:
         return [self._lr(base, self.last_epoch) for base in self.base_lrs]
+
+    def set_progress(self, frac: float, factor: float = 1.0) -> None:
+        """Record the run's progress ``frac`` (0..1, e.g. seconds / time budget) and the decay ``factor``;
+        the optimiser's lr is recomputed for the next step."""
+        self.progress, self.factor = max(self.progress, min(1.0, float(frac))), float(factor)
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
 def make_optim(params, cfg: dict, sched: dict, iters_per_epoch: int, total: int | None = None):

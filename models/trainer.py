@@ -82,6 +82,9 @@ class Trainer:
         self.scale = int(m.pop("scale"))
         name = m.pop("name")
         self.net = build(name, scale=self.scale, **m).to(self.device)
+        self.channels_last = bool(tc.get("channels_last"))
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
         io_range = model_rgb_range(name, m)
         dc, vc = cfg["data"], cfg["val"]
         self.patches = TrainPatches(_folders(dc["train"]), self.scale, int(dc["lr_patch"]), bool(dc["augment"]),
@@ -180,6 +183,8 @@ class Trainer:
     def step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
         self.net.train()
         lr, hr = lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
+        if self.channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                   enabled=self.amp_dtype is not None)
         logs: dict[str, float] = {}

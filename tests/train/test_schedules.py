@@ -48,3 +48,83 @@ def test_cosine_and_ema_resume_identical(tmp_path: Path, tiny_train: Path, tiny_
     assert any(not torch.equal(best[k], straight.net.state_dict()[k]) for k in best)
     with pytest.raises(ValueError, match="ema_decay"):
         run(tiny_cfg(tmp_path / "c", tiny_train, None, ema_decay=1.5))
+
+
+def _clocked(trainer: Trainer, clock, step_s: float, lrs: list) -> Trainer:
+    real = trainer.step
+
+    def step(lr, hr):
+        lrs.append(trainer.opt.param_groups[0]["lr"])  # the lr this step uses
+        clock.now += step_s
+        return real(lr, hr)
+
+    trainer.step = step
+    return trainer
+
+
+def test_cosine_anneals_over_the_time_budget(tmp_path: Path, tiny_train: Path) -> None:
+    """16: a time-limited cosine run reaches min_lr where the budget stops it, not at train.iters."""
+    from tests.train.helpers import FakeClock
+
+    clock = FakeClock()
+    cfg = tiny_cfg(tmp_path, tiny_train, None, iters=1000, ckpt_every=10**6, time_budget=20.0)
+    cfg["schedule"] = {"name": "cosine", "warmup_iters": 2, "min_lr": 0.0}
+    lrs: list[float] = []
+    res = _clocked(Trainer(cfg, clock=clock), clock, 1.0, lrs).fit()
+    assert res["stopped_early"] and 18 <= res["iteration"] <= 20
+    assert lrs[:2] == pytest.approx([1e-3 / 3, 2e-3 / 3])
+    after = lrs[2:]
+    assert all(a >= b for a, b in zip(after, after[1:]))  # monotone after the warm-up
+    assert after[0] > 0.9e-3 and after[-1] < 0.03e-3  # the full half cosine within the budget
+    mid = after[len(after) // 2]
+    assert 0.3e-3 < mid < 0.7e-3
+
+
+def test_cosine_time_progress_resumes(tmp_path: Path, tiny_train: Path) -> None:
+    """The time progress is part of the scheduler state: a resumed session continues the same curve."""
+    import os
+    import signal
+
+    from tests.train.helpers import FakeClock
+
+    clock = FakeClock()
+    cfg = tiny_cfg(tmp_path, tiny_train, None, iters=1000, ckpt_every=10**6, time_budget=20.0)
+    cfg["schedule"] = {"name": "cosine", "warmup_iters": 0, "min_lr": 0.0, "progress_milestones": [0.5],
+                       "progress_gamma": 0.5}
+    lrs: list[float] = []
+    first = _clocked(Trainer(cfg, clock=clock), clock, 1.0, lrs)
+    timed = first.step
+
+    def preempted(lr, hr):
+        out = timed(lr, hr)
+        if first.iteration == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    first.step = preempted
+    assert first.fit()["stopped_by"] == "SIGTERM"
+    lr_saved = first.opt.param_groups[0]["lr"]
+    second = _clocked(Trainer(cfg, resume=True, clock=clock), clock, 1.0, lrs)
+    assert second.opt.param_groups[0]["lr"] == pytest.approx(lr_saved)
+    assert second.opt.param_groups[0]["lr"] < 0.75e-3  # by time, not by 8 of 1000 iterations
+    second.fit()
+    assert second.decays_done == 1
+    # the milestone halves the cosine from there on instead of being undone by the next step
+    p = (11 + 1.0) / 20  # seconds after step 11, one more step: the fraction the schedule saw
+    assert lrs[11] == pytest.approx(0.5 * 1e-3 * 0.5 * (1 + math.cos(math.pi * p)), rel=0.05)
+
+
+def test_channels_last_training_matches_default_layout(tmp_path: Path, tiny_train: Path) -> None:
+    """train.channels_last: the network is NHWC, the losses match the default layout's, and the
+    checkpoint loads into a plain network."""
+    from srops.models import build
+
+    a, _ = run(tiny_cfg(tmp_path / "a", tiny_train, None, iters=4, log_every=1))
+    b, _ = run(tiny_cfg(tmp_path / "b", tiny_train, None, iters=4, log_every=1, channels_last=True))
+    convs = [m.weight for m in b.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs
+                         if w.shape[-1] > 1)
+    for (ka, va), (kb, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
+        assert ka == kb and torch.allclose(va, vb, rtol=1e-4, atol=1e-6), ka
+    plain = build("tiny_sr", scale=2)
+    plain.load_state_dict(torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"])
