@@ -2,18 +2,29 @@
 #              (the build is incremental: skipped when no source, flag or pinned dependency changed; ninja
 #              recompiles only the changed files; SROPS_NO_CUDA=1 make test builds the C++ kernels only)
 # make demo  : same set-up, then the main job (python -m srops.models.demo: train a small AMMS ×2 on data/T91, evaluate on data/Set5 against bicubic)
+# make reproduce : the GPU recipe (python -m srops.models.reproduce): paper-size AMMS ×2, 30 minutes on one GPU
 # make bench : all benchmarks on this machine (--bench-full rounds), JSON + report.md + charts in bench/results/<device>/
 #              (allocator tuned for timing, see bench/conftest.py; make bench-default-allocator: untuned, into <device>-default-allocator/)
 # make gpu-check : on a GPU machine that already has torch (no network): bench/gpu_check.py, under 8 minutes in
 #                  stages (sm_90 build, Triton, CUDA C++, timing, full image, sanitizer), results to $SROPS_RESULTS_DIR
 #                  or bench/results/<device>/
 VENV ?= .venv
+# the demo's 10-minute wall clock starts when make starts (set-up included)
+DEMO_T0 := $(shell date +%s.%N)
+# make demo on a machine without an NVIDIA GPU builds the C++ CPU kernels only (the demo runs on the CPU and the
+# CUDA sources take half the build time); SROPS_NO_CUDA=0 make demo builds them too
+ifneq ($(filter demo,$(MAKECMDGOALS)),)
+ifeq ($(shell nvidia-smi -L >/dev/null 2>&1 && echo 1),)
+SROPS_NO_CUDA ?= 1
+export SROPS_NO_CUDA
+endif
+endif
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-stamp
 GPU_PY ?= python3
 SHELL := /bin/bash
 
-.PHONY: test demo build gpu-check bench bench-default-allocator clean FORCE
+.PHONY: test demo reproduce build gpu-check bench bench-default-allocator clean FORCE
 
 # The extension build is redone only when one of these changed (or srops/_build_info.py is missing).
 BUILD_STAMP := $(VENV)/.srops-build-stamp
@@ -55,7 +66,13 @@ bench-default-allocator: build
 	$(PY) bench/report.py $$out/bench.json
 
 demo: build
-	$(PY) -m srops.models.demo
+	SROPS_DEMO_T0=$(DEMO_T0) $(PY) -m srops.models.demo
+
+# the GPU reproduction recipe: paper-size AMMS x2, 30 minutes of training, Set5/Set14/BSD100 table
+# (on the GPU machines, which have torch and no network: REPRO_PY=python3 make reproduce after an in-place build)
+REPRO_PY ?= $(PY)
+reproduce: $(if $(filter $(PY),$(REPRO_PY)),build)
+	$(REPRO_PY) -m srops.models.reproduce $(REPRODUCE_ARGS)
 
 gpu-check:
 	$(GPU_PY) bench/gpu_check.py

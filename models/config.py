@@ -11,7 +11,8 @@ Keys beyond the papers' settings: ``data.skip_small`` (leave out training images
 with one summary line; false: a ValueError naming them), ``train.ema_decay`` (EMA of the weights, used for
 validation and ``best.pt``), ``train.time_budget`` (seconds of training, final validation and checkpoint
 included, continued across resumes), ``train.channels_last`` (network and batches in NHWC memory
-layout: faster convolutions on CPU, most with ``train.amp: bf16``), ``val.tb_crop`` (side in HR pixels of the validation crops shown in
+layout: faster convolutions on CPU, most with ``train.amp: bf16``), ``train.threads`` (CPU threads: null for
+PyTorch's default, a count, or ``auto``: the fastest count, re-measured every 30 s, see ``srops.models.threads``), ``val.tb_crop`` (side in HR pixels of the validation crops shown in
 TensorBoard), ``val.folders`` (validation folders instead of ``data.val``).
 
 Every key of a file or of ``--set`` must be one of :data:`DEFAULTS` (or :data:`EXTRA_KEYS`), or, in
@@ -40,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {"iters": 1000, "epochs": None, "seed": 0, "amp": None, "grad_clip": None, "out_dir": "runs/default",
               "log_every": 50, "ckpt_every": 1000, "time_budget": None, "device": "auto",
               "progress": True, "tensorboard": True, "ema_decay": None,
-              "channels_last": False},
+              "channels_last": False, "threads": None},
     "val": {"every": 1000, "max_images": None, "crop_border": None, "folders": None, "tb_crop": 64},
     "gan": None,
 }

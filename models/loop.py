@@ -18,6 +18,7 @@ from srops.models.runstate import save_atomic
 from srops.models.logs import Progress, RunLog
 from srops.models.schedules import WarmupCosineLR, progress_decay
 from srops.models.signals import StopSignals, ignore_stop_signals, signal_name
+from srops.models.threads import DEFAULT_THREADS, ThreadTuner
 
 if TYPE_CHECKING:
     from srops.models.trainer import Trainer
@@ -93,15 +94,24 @@ def fit(t: "Trainer") -> dict:
     count = 0
     val_every, ckpt_every, log_every = int(t.cfg["val"]["every"]), int(tc["ckpt_every"]), int(tc["log_every"])
     step_cost, val_cost, ckpt_cost = 0.0, None, 0.0
+    threads = tc.get("threads")
+    if isinstance(threads, int):
+        torch.set_num_threads(threads)
+    tuner = ThreadTuner(DEFAULT_THREADS, t.clock) if threads == "auto" and t.device.type == "cpu" else None
+    t.thread_tuner = tuner
     stopped_early, stopped_by = False, None
     with StopSignals() as stop:
         try:
             mark = t.clock()
             for lr, hr in loader:
+                if tuner is not None:
+                    tuner.before_step()
                 logs = t.step(lr, hr)
                 t.iteration += 1
                 it = t.iteration
                 now = t.clock()  # an iteration's cost includes loading its batch
+                if tuner is not None:
+                    tuner.after_step(now - mark)
                 step_cost = now - mark if step_cost == 0.0 else 0.8 * step_cost + 0.2 * (now - mark)
                 frac = it / max(1, t.total)
                 final = 0.0  # seconds the final checkpoint and validation will take
@@ -122,6 +132,8 @@ def fit(t: "Trainer") -> dict:
                 if t.main and (it % log_every == 0 or it == t.total):
                     values = {k: v / count for k, v in sums.items()}
                     values["lr"] = t.opt.param_groups[0]["lr"]
+                    if tuner is not None:
+                        values["threads"] = tuner.current
                     log.scalars("train", it, t.seconds(), values)
                     progress.logged(it, t.seconds(), values)
                     sums, count = {}, 0

@@ -180,10 +180,12 @@ def resolve_models(models: list[str], checkpoints: list[str], scale: int | None,
     return models, ckpts, scale, warnings
 
 
-def format_table(rows: list[tuple[str, list[tuple[float, float]]]], datasets: list[str], scale: int) -> str:
+def format_table(rows: list[tuple[str, list[tuple[float, float] | None]]], datasets: list[str], scale: int) -> str:
+    """A markdown PSNR/SSIM table; a ``None`` cell prints as ``n/a``."""
     head = f"| model (×{scale}) | " + " | ".join(datasets) + " |"
     sep = "|---|" + "---|" * len(datasets)
-    body = [f"| {m} | " + " | ".join(f"{p:.2f}/{s:.4f}" for p, s in cells) + " |" for m, cells in rows]
+    body = [f"| {m} | " + " | ".join("n/a" if c is None else f"{c[0]:.2f}/{c[1]:.4f}" for c in cells) + " |"
+            for m, cells in rows]
     return "\n".join([head, sep, *body])
 
 

@@ -28,6 +28,7 @@ from srops.models.logs import Progress, RunLog
 from srops.models.objectives import ContentLoss, GanObjective, NetIO, final_output, model_rgb_range
 from srops.models.schedules import ModelEMA, make_optim, progress_decay
 from srops.models.signals import StopSignals, signal_name
+from srops.models.threads import check_threads
 
 
 class NonFiniteLossError(RuntimeError):
@@ -82,6 +83,8 @@ class Trainer:
         self.scale = int(m.pop("scale"))
         name = m.pop("name")
         self.net = build(name, scale=self.scale, **m).to(self.device)
+        check_threads(tc.get("threads"))
+        self.thread_tuner = None  # a ThreadTuner while fit runs with train.threads: auto
         self.channels_last = bool(tc.get("channels_last"))
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
