@@ -29,14 +29,14 @@ SHELL := /bin/bash
 # The extension build is redone only when one of these changed (or srops/_build_info.py is missing).
 BUILD_STAMP := $(VENV)/.srops-build-stamp
 BUILD_FLAGS_FILE := build/.srops-build-flags
-BUILD_FLAGS := NO_EXT=$(SROPS_NO_EXT) NO_CUDA=$(SROPS_NO_CUDA) FORCE_CUDA=$(SROPS_FORCE_CUDA) ARCHS=$(TORCH_CUDA_ARCH_LIST)
+BUILD_FLAGS := NO_EXT=$(SROPS_NO_EXT) NO_CUDA=$(SROPS_NO_CUDA) DEBUG=$(SROPS_DEBUG_BUILD) FORCE_CUDA=$(SROPS_FORCE_CUDA) ARCHS=$(TORCH_CUDA_ARCH_LIST)
 BUILD_INPUTS := setup.py pyproject.toml buildsys/srops_build.py \
 	$(shell find csrc -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \))
 
 $(DEPS): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-compile -r requirements.txt  # no .pyc for all of torch: modules compile on import
 	touch $(DEPS)
 
 build: $(BUILD_STAMP)

@@ -7,6 +7,8 @@
 * ``SROPS_NO_EXT=1`` installs the pure-Python package (reference backends only).
 * ``SROPS_NO_CUDA=1`` builds the C++ CPU kernels only (about half the build time).
 * ``SROPS_FORCE_CUDA=1`` fails loudly if the CUDA sources cannot be built.
+* C++ objects carry no debug information (``-g0``, overriding Python's ``-g``: 40 % less compile
+  time, measured 34.5 s → 20.9 s for ``cbam_cpu.cpp``); ``SROPS_DEBUG_BUILD=1`` keeps ``-g``.
 * ``TORCH_CUDA_ARCH_LIST`` is respected; when unset it defaults to
   ``8.0;9.0+PTX`` (A100, H100/H200, PTX for newer parts).
 
@@ -35,6 +37,7 @@ NO_EXT = os.environ.get("SROPS_NO_EXT", "0") == "1"
 WITHOUT_TORCH = os.environ.get("SROPS_SETUP_WITHOUT_TORCH", "0") == "1"
 FORCE_CUDA = os.environ.get("SROPS_FORCE_CUDA", "0") == "1"
 NO_CUDA = os.environ.get("SROPS_NO_CUDA", "0") == "1"
+DEBUG_BUILD = os.environ.get("SROPS_DEBUG_BUILD", "0") == "1"
 DEFAULT_ARCHS = "8.0;9.0+PTX"
 RUNTIME_DEPS = ["numpy", "pillow", "tqdm", "PyYAML"]
 TORCH_RANGE = "torch>=2.11"  # the pure-Python package (SROPS_NO_EXT=1) runs on any of these
@@ -145,7 +148,7 @@ def _extensions() -> tuple[list, dict]:
         print(f"srops: building without CUDA: {why_not}", file=sys.stderr)
 
     include_dirs = [str(ROOT / "csrc")]
-    cxx_flags = ["-O3", "-fopenmp"]
+    cxx_flags = ["-O3", "-fopenmp", "-g" if DEBUG_BUILD else "-g0"]
     archs = ""
     if with_cuda:
         archs = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
