@@ -41,3 +41,26 @@ def test_nonlocal_attention(benchmark, device, smoke, backend, shape, mode):
     call = make_callable(fn, (q, k, v), mode)
     run_benchmark(benchmark, call, device, group=f"{OP} {shape} {mode}", backend=backend, shape=shape,
                   mode=mode, dtype=str(dtype), **s)
+
+
+#: AMMS's region attention in the CPU demo: batch 8 × 4 regions of 12×12 queries, 6×6 pooled keys, d = 16.
+AMMS_REGION = dict(B=32, N=144, M=36, d=16)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("backend", ["sdpa", "torch-sdpa-bf16"])
+def test_nonlocal_attention_cpu_bf16(benchmark, smoke, backend, mode):
+    """bf16 on CPU: srops' sdpa backend (float32 inside, one rounding) against PyTorch's SDPA called on the
+    bf16 tensors as they are."""
+    s = NONLOCAL_SMOKE["smoke"] if smoke else AMMS_REGION
+    grad = mode == "fwd+bwd"
+    q, k, v = (torch.randn(s["B"], n, s["d"], dtype=torch.bfloat16, requires_grad=grad)
+               for n in (s["N"], s["M"], s["M"]))
+    if backend == "sdpa":
+        fn = lambda a, b, c: F.nonlocal_attention(a, b, c, 1.0, backend="sdpa")  # noqa: E731
+    else:
+        fn = lambda a, b, c: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
+            a.unsqueeze(1), b.unsqueeze(1), c.unsqueeze(1), scale=1.0).squeeze(1)
+    call = make_callable(fn, (q, k, v), mode)
+    run_benchmark(benchmark, call, torch.device("cpu"), group=f"{OP} cpu-bf16 amms-region {mode}", backend=backend,
+                  shape="amms-region", mode=mode, dtype="torch.bfloat16", **s)
