@@ -30,11 +30,13 @@ class ThreadTuner:
     """Chooses ``torch.set_num_threads`` before each training step.
 
     A probe runs ``probe_steps`` steps at each candidate count, the first step after a switch not counted;
-    the count with the lowest median step time is kept until the next probe, ``every`` seconds later.
+    the count with the lowest median step time is kept until the next probe, ``every`` seconds later, if it
+    beats the current count's median by more than ``margin`` (10 %).
     ``history`` holds ``(seconds, chosen, {count: median step seconds})`` of each probe.
     """
 
-    def __init__(self, max_threads: int, clock, probe_steps: int = 6, every: float = 30.0) -> None:
+    def __init__(self, max_threads: int, clock, probe_steps: int = 6, every: float = 30.0,
+                 margin: float = 0.1) -> None:
         if max_threads < 1 or probe_steps < 2:
             raise ValueError(f"ThreadTuner needs max_threads >= 1 and probe_steps >= 2, got {max_threads}, "
                              f"{probe_steps}")
@@ -43,7 +45,7 @@ class ThreadTuner:
         while n >= 1:
             self.candidates.append(n)
             n //= 2
-        self.clock, self.probe_steps, self.every = clock, int(probe_steps), float(every)
+        self.clock, self.probe_steps, self.every, self.margin = clock, int(probe_steps), float(every), float(margin)
         self.current = int(max_threads)
         self.history: list[tuple[float, int, dict[int, float]]] = []
         self._plan: list[int] = []
@@ -74,7 +76,10 @@ class ThreadTuner:
             self._samples[self._probing].append(float(seconds))
         if not self._plan:
             medians = {c: statistics.median(v) for c, v in self._samples.items() if v}
-            self.current = min(medians, key=medians.get)
+            best = min(medians, key=medians.get)
+            # switch only for a clear gain: a probe that lands on a moment of noise must not move the count
+            if self.current not in medians or medians[best] < (1.0 - self.margin) * medians[self.current]:
+                self.current = best
             torch.set_num_threads(self.current)
             self._next_probe = self.clock() + self.every
             self.history.append((self.clock() - self._t0, self.current, medians))

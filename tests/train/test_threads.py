@@ -49,6 +49,16 @@ def test_tuner_picks_the_fastest_count_and_follows_the_load(keep_threads) -> Non
     assert len(tuner.history) == 2 and used[-900:] == [4] * 900  # kept after the probe that saw the change
 
 
+def test_tuner_keeps_its_count_for_a_small_difference(keep_threads) -> None:
+    """A probe where another count is only a few per cent faster (noise) does not switch."""
+    clock = FakeClock()
+    tuner = ThreadTuner(2, clock, probe_steps=4, every=30.0)
+    used = _drive(tuner, clock, lambda n, switched: {2: 0.100, 1: 0.095}[n], 8)
+    assert used == [2] * 4 + [1] * 4 and tuner.current == 2 and torch.get_num_threads() == 2
+    _drive(tuner, clock, lambda n, switched: {2: 0.100, 1: 0.085}[n], 400)  # 15 % faster: a real gain
+    assert tuner.current == 1
+
+
 def test_single_thread_machine_never_probes(keep_threads) -> None:
     clock = FakeClock()
     tuner = ThreadTuner(1, clock)
