@@ -162,11 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     profile = PROFILES["cuda" if use_cuda else "cpu"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    spent = 0.0 if t0_wall is None else max(0.0, time.time() - t0_wall)
+    budget, spent = training_budget(args.total, t0_wall, time.time())
     if args.budget is not None:
         budget = args.budget
-    else:
-        budget, spent = training_budget(args.total, t0_wall, time.time())
     iters = profile["iters"] if args.iters is None else args.iters
     amp = "bf16" if not use_cuda and cpu_has_bf16() else None
     cfg = make_config(profile, out, budget, Path(args.data), iters, amp)
@@ -178,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
           f"on T91, {'CUDA' if use_cuda else 'CPU'}{', bf16 autocast' if amp else ''}, {budget:.0f} s of training"
           + (f" or {iters} iterations" if args.iters is not None else ""), flush=True)
     trainer, res = run(cfg)
-    t_train = time.perf_counter() - t_start
     n_params = sum(p.numel() for p in trainer.net.parameters())
     tuner = trainer.thread_tuner
     threads = f", {tuner.current} thread(s) at the end" if tuner is not None else ""

@@ -85,18 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"train.out_dir={args.out}")
     try:
         cfg = load_config(PRESET, overrides)
-        sets = find_sets(dataset_folders(args.data, not args.only_data))
+        roots = dataset_folders(args.data, not args.only_data)
+        where = ", ".join(str(r) for r in roots)
+        sets = find_sets(roots)
         missing = [n for n, f in sets.items() if f is None]
         if sets["Set5"] is None:
-            raise FileNotFoundError("srops.models.reproduce: no Set5 folder in " +
-                                    ", ".join(str(r) for r in dataset_folders(args.data, not args.only_data)))
+            raise FileNotFoundError(f"srops.models.reproduce: no Set5 folder in {where}")
         images = {n: ValImages(f, SCALE) for n, f in sets.items() if f is not None}
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for name in missing:
-        print(f"WARNING: test set {name} not found (looked for {name}/ in "
-              f"{', '.join(str(r) for r in dataset_folders(args.data, not args.only_data))}); give --data", file=sys.stderr)
+        print(f"WARNING: test set {name} not found (looked for {name}/ in {where}); give --data", file=sys.stderr)
     m = cfg["model"]
     print(f"srops reproduce: AMMS ×{SCALE} ({m.get('n_modules')} × {m.get('n_am')} AMs × {m.get('n_feats')} "
           f"channels) on {', '.join(map(str, cfg['data']['train']))}, {cfg['train']['time_budget']:.0f} s budget, "
@@ -107,14 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     device = trainer.device
     names = list(images)
     rows = []
-    scores: dict[str, dict[str, tuple[float, float]]] = {}
     for label, model in (("bicubic (ours)", load_model("bicubic", SCALE, None, device)),
                          (f"srops AMMS, {trainer.iteration} iterations", trainer.eval_model)):
         cells = []
         for n in names:
             r = evaluate(model, images[n], SCALE, device)
             cells.append((r["psnr"], r["ssim"]))
-        scores[label] = dict(zip(names, cells))
         rows.append((label, cells))
     table = format_table(rows + published_rows(names), names, SCALE)
     set5 = rows[-1][1][0][0]

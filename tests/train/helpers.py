@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import yaml
@@ -50,3 +51,37 @@ def logged(path: Path, metric: str) -> list[tuple[int, float, float]]:
     if rows and "metric" in rows[0]:
         return [(int(r["iteration"]), float(r["value"]), float(r["seconds"])) for r in rows if r["metric"] == metric]
     return [(int(r["iteration"]), float(r[metric]), float(r["seconds"])) for r in rows if r.get(metric)]
+
+
+def timed(trainer, clock: FakeClock, step_s: float = 1.0, val_s: float = 0.0, save_s: float = 0.0):
+    """``trainer`` with each step, validation and checkpoint advancing ``clock`` by the given seconds."""
+    real_step, real_val, real_save = trainer.step, trainer.validate, trainer.save
+
+    def step(lr, hr):
+        clock.now += step_s
+        return real_step(lr, hr)
+
+    def validate():
+        clock.now += val_s
+        return real_val()
+
+    def save():
+        clock.now += save_s
+        return real_save()
+
+    trainer.step, trainer.validate, trainer.save = step, validate, save
+    return trainer
+
+
+def signal_at(trainer, iteration: int, signum: int):
+    """``trainer`` sending ``signum`` to this process right after the step that reaches ``iteration``."""
+    real = trainer.step
+
+    def step(lr, hr):
+        out = real(lr, hr)
+        if trainer.iteration + 1 == iteration:  # the loop counts the step after it returns
+            os.kill(os.getpid(), signum)
+        return out
+
+    trainer.step = step
+    return trainer

@@ -16,7 +16,7 @@ import srops.models.train as train_mod
 from srops.models.data import ValImages
 from srops.models.train import Trainer, run
 from tests.train.conftest import write_folder
-from tests.train.helpers import ROOT, FakeClock, logged, tiny_cfg, write_cfg
+from tests.train.helpers import ROOT, FakeClock, logged, signal_at, timed, tiny_cfg, write_cfg
 
 
 def _env() -> dict:
@@ -59,16 +59,7 @@ def _wait_for_rows(log: Path, rows: int, proc: subprocess.Popen, timeout: float 
 
 def test_sigint_in_process_saves_and_returns(tmp_path: Path, tiny_train: Path) -> None:
     """14.9: Ctrl-C (SIGINT) during a step: the step finishes, a checkpoint is written, fit returns."""
-    trainer = Trainer(tiny_cfg(tmp_path, tiny_train, None, iters=100, ckpt_every=100))
-    real = trainer.step
-
-    def interrupted(lr, hr):
-        out = real(lr, hr)
-        if trainer.iteration == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    trainer.step = interrupted
+    trainer = signal_at(Trainer(tiny_cfg(tmp_path, tiny_train, None, iters=100, ckpt_every=100)), 2, signal.SIGINT)
     # whatever the process had before (default_int_handler; SIG_IGN when started in the background by a
     # shell without job control) is what it has after
     before = signal.getsignal(signal.SIGINT)
@@ -142,43 +133,16 @@ def test_sigterm_one_torchrun_rank_stops_all(tmp_path: Path, tiny_train: Path) -
     assert st["iteration"] >= 3
 
 
-def _timed(trainer: Trainer, clock: FakeClock, step_s: float = 1.0, val_s: float = 0.0, save_s: float = 0.0):
-    real_step, real_val, real_save = trainer.step, trainer.validate, trainer.save
-
-    def step(lr, hr):
-        clock.now += step_s
-        return real_step(lr, hr)
-
-    def validate():
-        clock.now += val_s
-        return real_val()
-
-    def save():
-        clock.now += save_s
-        return real_save()
-
-    trainer.step, trainer.validate, trainer.save = step, validate, save
-    return trainer
-
-
 def test_time_budget_continues_after_resume(tmp_path: Path, tiny_train: Path) -> None:
     """14.10: elapsed training time is stored and the resumed run stops against the same budget."""
     clock = FakeClock()
     cfg = tiny_cfg(tmp_path, tiny_train, None, iters=1000, ckpt_every=1000, time_budget=10.0)
     cfg["schedule"] = {"step_size": 10**9, "gamma": 1.0, "progress_milestones": [0.5], "progress_gamma": 0.1}
-    first = _timed(Trainer(cfg, clock=clock), clock)
-    timed_step = first.step
-
-    def preempted(lr, hr):  # the first session is preempted after 4 s of its 10 s budget
-        out = timed_step(lr, hr)
-        if first.iteration == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    first.step = preempted
+    # the first session is preempted after 4 s of its 10 s budget
+    first = signal_at(timed(Trainer(cfg, clock=clock), clock), 4, signal.SIGTERM)
     res = first.fit()
     assert res["iteration"] == 4 and res["stopped_by"] == "SIGTERM" and torch.load(tmp_path / "last.pt", weights_only=False)["elapsed"] == 4.0
-    second = _timed(Trainer(cfg, resume=True, clock=clock), clock)
+    second = timed(Trainer(cfg, resume=True, clock=clock), clock)
     assert second.opt.param_groups[0]["lr"] == pytest.approx(1e-3)
     res = second.fit()
     assert res["stopped_early"] and res["seconds"] <= 10.0
@@ -194,7 +158,7 @@ def test_time_budget_includes_final_validation_and_checkpoint(tmp_path: Path, ti
     clock = FakeClock()
     cfg = tiny_cfg(tmp_path, tiny_train, tiny_val, iters=1000, ckpt_every=3, time_budget=20.0)
     cfg["val"]["every"] = 4
-    trainer = _timed(Trainer(cfg, clock=clock), clock, step_s=1.0, val_s=3.0, save_s=0.5)
+    trainer = timed(Trainer(cfg, clock=clock), clock, step_s=1.0, val_s=3.0, save_s=0.5)
     res = trainer.fit()
     assert res["stopped_early"] and "psnr" in res
     assert res["seconds"] <= 20.0, res

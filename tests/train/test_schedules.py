@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 from srops.models.train import Trainer, run
-from tests.train.helpers import tiny_cfg
+from tests.train.helpers import FakeClock, signal_at, timed, tiny_cfg
 
 
 def _cosine_cfg(out: Path, train: Path, val: Path | None) -> dict:
@@ -51,11 +52,11 @@ def test_cosine_and_ema_resume_identical(tmp_path: Path, tiny_train: Path, tiny_
 
 
 def _clocked(trainer: Trainer, clock, step_s: float, lrs: list) -> Trainer:
-    real = trainer.step
+    """Steps of ``step_s`` seconds on ``clock``; ``lrs`` gets the lr each step uses."""
+    real = timed(trainer, clock, step_s).step
 
     def step(lr, hr):
-        lrs.append(trainer.opt.param_groups[0]["lr"])  # the lr this step uses
-        clock.now += step_s
+        lrs.append(trainer.opt.param_groups[0]["lr"])
         return real(lr, hr)
 
     trainer.step = step
@@ -64,8 +65,6 @@ def _clocked(trainer: Trainer, clock, step_s: float, lrs: list) -> Trainer:
 
 def test_cosine_anneals_over_the_time_budget(tmp_path: Path, tiny_train: Path) -> None:
     """16: a time-limited cosine run reaches min_lr where the budget stops it, not at train.iters."""
-    from tests.train.helpers import FakeClock
-
     clock = FakeClock()
     cfg = tiny_cfg(tmp_path, tiny_train, None, iters=1000, ckpt_every=10**6, time_budget=20.0)
     cfg["schedule"] = {"name": "cosine", "warmup_iters": 2, "min_lr": 0.0}
@@ -82,26 +81,12 @@ def test_cosine_anneals_over_the_time_budget(tmp_path: Path, tiny_train: Path) -
 
 def test_cosine_time_progress_resumes(tmp_path: Path, tiny_train: Path) -> None:
     """The time progress is part of the scheduler state: a resumed session continues the same curve."""
-    import os
-    import signal
-
-    from tests.train.helpers import FakeClock
-
     clock = FakeClock()
     cfg = tiny_cfg(tmp_path, tiny_train, None, iters=1000, ckpt_every=10**6, time_budget=20.0)
     cfg["schedule"] = {"name": "cosine", "warmup_iters": 0, "min_lr": 0.0, "progress_milestones": [0.5],
                        "progress_gamma": 0.5}
     lrs: list[float] = []
-    first = _clocked(Trainer(cfg, clock=clock), clock, 1.0, lrs)
-    timed = first.step
-
-    def preempted(lr, hr):
-        out = timed(lr, hr)
-        if first.iteration == 7:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    first.step = preempted
+    first = signal_at(_clocked(Trainer(cfg, clock=clock), clock, 1.0, lrs), 8, signal.SIGTERM)
     assert first.fit()["stopped_by"] == "SIGTERM"
     lr_saved = first.opt.param_groups[0]["lr"]
     second = _clocked(Trainer(cfg, resume=True, clock=clock), clock, 1.0, lrs)
