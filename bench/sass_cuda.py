@@ -43,8 +43,7 @@ PRINCIPAL = {
     "spatial_pool_backward_dc_kernel": ("LDG", 4),  # both pooled gradients, argmax and x
     "apply_backward_dc_kernel": ("LDG", 3),
     "row_mean_kernel": ("LDG", 1),
-    "gram_kernel": ("FFMA", 4),  # 2x2 outputs per thread: one k step is 4 FMAs
-    "dx_kernel": ("FFMA", 4),
+    "centre_kernel": ("STG", 1),  # one centred element per store (the Gram and dx GEMMs are cuBLAS's)
     "forward_kernel": ("FFMA", 1),  # Newton–Schulz matrix products: one FMA per multiply-add
     "backward_kernel": ("FFMA", 1),
 }

@@ -1,5 +1,5 @@
-// The launch-configuration functions as ops of their own namespace, srops_launch (no tensors: catch-all
-// kernels), so that every configuration the CUDA launchers can choose is unit-tested on CPU for any
+// The launch-configuration functions as ops of their own namespace, srops_launch (catch-all kernels),
+// with the device-agnostic GEMM step of the CUDA covariance ops (gram_of_chunks), so that every configuration the CUDA launchers can choose is unit-tested on CPU for any
 // device description (tests/cuda/test_launch_config.py) and recorded by the device check.
 #include <torch/library.h>
 
@@ -8,6 +8,7 @@
 
 #include "cbam/cbam.h"
 #include "cbam/cbam_launch.h"
+#include "covpool_sqrtm/centred_gemm.h"
 #include "covpool_sqrtm/covpool_sqrtm_launch.h"
 
 namespace srops {
@@ -19,9 +20,14 @@ std::tuple<std::string, int64_t> covpool_sqrtm_plan_op(int64_t C, int64_t elem_s
   return {sqrtm_path_name(p.path), p.dynamic_smem};
 }
 
-std::tuple<int64_t, int64_t, int64_t> gram_split_op(int64_t B, int64_t C, int64_t M, int64_t sms) {
+std::tuple<int64_t, int64_t> gram_split_op(int64_t B, int64_t C, int64_t M, int64_t sms) {
   const GramSplit s = gram_split(B, C, M, {sms, 0});
-  return {s.tiles, s.splits, s.split_len};
+  return {s.splits, s.split_len};
+}
+
+std::tuple<int64_t, int64_t> cov_grid_op(int64_t rows, int64_t cols) {
+  const CovGrid g = cov_grid(rows, cols);
+  return {g.x, g.y};
 }
 
 int64_t channel_pool_parts_op(int64_t rows, int64_t N, int64_t sms) { return channel_pool_parts(rows, N, {sms, 0}); }
@@ -40,7 +46,9 @@ bool index_range_checked_op(const std::string& device) {
 TORCH_LIBRARY(srops_launch, m) {
   m.def("covpool_sqrtm_plan(int C, int elem_size, int mats, int static_smem, int sms, int smem_optin) -> (str, int)",
         &covpool_sqrtm_plan_op);
-  m.def("gram_split(int B, int C, int M, int sms) -> (int, int, int)", &gram_split_op);
+  m.def("gram_split(int B, int C, int M, int sms) -> (int, int)", &gram_split_op);
+  m.def("cov_grid(int rows, int cols) -> (int, int)", &cov_grid_op);
+  m.def("gram_of_chunks(Tensor chunks, int M) -> Tensor", &gram_of_chunks);
   m.def("cbam_channel_pool_parts(int rows, int N, int sms) -> int", &channel_pool_parts_op);
   m.def("cbam_position_grid(int rows, int N) -> (int, int)", &position_grid_op);
   m.def("cbam_grid_stride_blocks(int n) -> int", &grid_stride_blocks);

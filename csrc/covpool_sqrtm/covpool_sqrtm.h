@@ -36,13 +36,11 @@ void covariance_cpu(const at::Tensor& x, at::Tensor& sigma);
 void centred_product_cpu(const at::Tensor& g, const at::Tensor& x, at::Tensor& out);
 
 // Batched-matmul path (sqrtm_bmm.cpp), any device: the iterations from A [B, C, C] and t [B]
-// (filling out and states), and the backward chain to gx = (dΣ + dΣᵀ)/M [B, C, C], v = gx·μ [B, C].
+// (filling out and states), and the backward chain to gx = (dΣ + dΣᵀ)/M [B, C, C].
 void sqrtm_forward_bmm(const at::Tensor& a, const at::Tensor& trace, int64_t N, bool row_mean, at::Tensor& out,
                        at::Tensor& states);
-std::tuple<at::Tensor, at::Tensor> sqrtm_backward_bmm(const at::Tensor& grad, const at::Tensor& out,
-                                                      const at::Tensor& mean, const at::Tensor& a,
-                                                      const at::Tensor& states, const at::Tensor& trace, int64_t M,
-                                                      bool row_mean);
+at::Tensor sqrtm_backward_bmm(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& a,
+                              const at::Tensor& states, const at::Tensor& trace, int64_t M, bool row_mean);
 
 // Checks shared by the CPU and CUDA entry points (covpool_sqrtm_checks.cpp).
 void check_sqrtm_fwd_args(const at::Tensor& x, int64_t iterations, double eps, at::DeviceType device);

@@ -348,7 +348,7 @@ at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x_in,
       sqrtm_backward_chain<T>(g.data_ptr<T>(), o.data_ptr<T>(), ac.data_ptr<T>(), sc.data_ptr<T>(),
                               tc.data_ptr<T>(), B, C, Cp, M, N, row_mean, gx.data());
     } else {
-      const at::Tensor gx_t = std::get<0>(sqrtm_backward_bmm(g, o, mu, ac, sc, tc, M, row_mean));  // v unused
+      const at::Tensor gx_t = sqrtm_backward_bmm(g, o, ac, sc, tc, M, row_mean);
       const Mats<T> mt{C, Cp};
       for (int64_t b = 0; b < B; ++b) mt.load(gx.data() + b * Cp * Cp, gx_t.data_ptr<T>() + b * C * C);
     }

@@ -3,13 +3,14 @@
 // the kernels are in covpool_sqrtm_kernels.cuh, the registrations in covpool_sqrtm_cuda_register.cpp.
 // x may be float16, bfloat16, float32 or float64; maths runs in float32 (float64 for float64 x).
 //
-// forward : row means (one block per row) -> Gram matrix of the centred x, upper 32×32 tiles,
-//           with M split across blocks into per-split partial sums (reduced with ATen, fixed
-//           order: deterministic) -> A, t -> Newton–Schulz iterations, one block per sample
-//           for C <= 128 (matrices in shared memory when they fit, else in an L2-resident
-//           scratch buffer), batched at::bmm above.
-// backward: the analytic chain (shared memory per sample, or at::bmm) -> gx = (dΣ + dΣᵀ)/M,
-//           v = gx·μ -> dx = gx·X − v1ᵀ by a tiled GEMM over (C, M) tiles.
+// forward : row means (one block per row) -> the centred x in split-K chunks (float32/float64) -> Σ by
+//           batched GEMM over (sample, chunk), the chunks summed in a fixed order (deterministic;
+//           centred_gemm.h) -> A, t -> Newton–Schulz iterations, one block per sample for C <= 128
+//           (matrices in shared memory when they fit, else in an L2-resident scratch buffer), batched
+//           at::bmm above.
+// backward: the analytic chain (shared memory per sample, or at::bmm) -> gx = (dΣ + dΣᵀ)/M -> the
+//           centred x again -> dx = gx·(X − μ1ᵀ) by batched GEMM (centred first: no cancellation).
+// The GEMMs are cuBLAS's; float32 ones follow PyTorch's float32 matmul precision setting.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -20,41 +21,81 @@
 #include "common/cuda_device.cuh"
 #include "covpool/covpool.h"
 #include "covpool_sqrtm/covpool_sqrtm.h"
+#include "covpool_sqrtm/centred_gemm.h"
 #include "covpool_sqrtm/covpool_sqrtm_cuda.h"
 #include "covpool_sqrtm/covpool_sqrtm_kernels.cuh"
 
 namespace srops {
+namespace {
 
-using covpool_kernels::dx_kernel;
-using covpool_kernels::gram_kernel;
+using covpool_kernels::centre_kernel;
 using covpool_kernels::row_mean_kernel;
+
+void check_batch(const char* op, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.size(0) <= 65535, "srops::", op, ": x must have batch size B <= 65535, got ", x.size(0));
+}
+
+// Row means of x [B, C, M] (contiguous) in the accumulation type, [B, C].
+at::Tensor row_means_cuda(const at::Tensor& x) {
+  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
+  at::Tensor mean;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "covpool_mean_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    mean = at::empty({B, C}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    TORCH_CHECK_VALUE(B * C <= int64_t(INT32_MAX), "srops::covpool: x must have B·C < 2^31 rows, got ", B * C);
+    row_mean_kernel<scalar_t, acc_t><<<static_cast<unsigned>(B * C), kCovThreads, 0,
+                                       at::cuda::getCurrentCUDAStream()>>>(x.data_ptr<scalar_t>(),
+                                                                           mean.data_ptr<acc_t>(), M);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return mean;
+}
+
+// x − μ1ᵀ in S column chunks of L, [B, S, C, L] of mean's (accumulation) type, zero past M.
+at::Tensor centred_chunks(const at::Tensor& x, const at::Tensor& mean, int64_t S, int64_t L) {
+  const int64_t B = x.size(0), C = x.size(1), M = x.size(2), rows = B * S * C;
+  at::Tensor out = at::empty({B, S, C, L}, mean.options());
+  const CovGrid g = cov_grid(rows, L);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "covpool_centre_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    centre_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned>(g.x), static_cast<unsigned>(g.y)), kCovThreads, 0,
+                                     at::cuda::getCurrentCUDAStream()>>>(
+        x.data_ptr<scalar_t>(), mean.data_ptr<acc_t>(), out.data_ptr<acc_t>(), rows, C, M, S, L);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+// Σ [B, C, C] of x (contiguous) with its row means.
+at::Tensor covariance_cuda(const at::Tensor& x, const at::Tensor& mean) {
+  const GramSplit split = gram_split(x.size(0), x.size(1), x.size(2), current_device_desc());
+  return gram_of_chunks(centred_chunks(x, mean, split.splits, split.split_len), x.size(2));
+}
+
+// dx = gx·(X − μ1ᵀ) in x's dtype; gx [B, C, C] of the accumulation type.
+at::Tensor centred_product_cuda(const at::Tensor& gx, const at::Tensor& x, const at::Tensor& mean) {
+  const at::Tensor xc = centred_chunks(x, mean, 1, x.size(2)).squeeze(1);
+  if (xc.scalar_type() == x.scalar_type()) {
+    at::Tensor dx = at::empty_like(x);
+    at::bmm_out(dx, gx, xc);
+    return dx;
+  }
+  return at::bmm(gx, xc).to(x.scalar_type());
+}
+
+}  // namespace
 
 SqrtmFwdResult covpool_sqrtm_fwd_cuda(const at::Tensor& x_in, int64_t iterations, double eps, bool row_mean) {
   check_sqrtm_fwd_args(x_in, iterations, eps, at::kCUDA);
+  check_batch("covpool_sqrtm_fwd", x_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2), N = iterations;
-  TORCH_CHECK_VALUE(B <= 65535, "srops::covpool_sqrtm_fwd: x must have batch size B <= 65535, got ", B);
-  const auto opt = x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  const int64_t B = x.size(0), C = x.size(1), N = iterations;
+  const at::Tensor mean = row_means_cuda(x);
+  const auto opt = mean.options();
   at::Tensor out = row_mean ? at::empty({B, C}, opt) : at::empty({B, C, C}, opt);
-  at::Tensor mean = at::empty({B, C}, opt);
   at::Tensor states = at::empty({B, 3 * (N - 1), C, C}, opt);
-  const GramSplit split = gram_split(B, C, M, current_device_desc());
-  const int64_t nt = split.tiles, S = split.splits, split_len = split.split_len;
-  at::Tensor part = at::zeros({B, S, C, C}, opt);
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "covpool_sqrtm_fwd_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    row_mean_kernel<scalar_t, acc_t>
-        <<<B * C, kCovThreads, 0, stream>>>(x.data_ptr<scalar_t>(), mean.data_ptr<acc_t>(), M);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    const dim3 grid(static_cast<unsigned>(nt * nt), static_cast<unsigned>(S), static_cast<unsigned>(B));
-    gram_kernel<scalar_t, acc_t><<<grid, kCovThreads, 0, stream>>>(x.data_ptr<scalar_t>(), mean.data_ptr<acc_t>(),
-                                                                part.data_ptr<acc_t>(), C, M, split_len);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  const at::Tensor gram = part.sum(1);
-  const at::Tensor sigma = (at::triu(gram) + at::triu(gram, 1).transpose(1, 2)) / static_cast<double>(M);
+  const at::Tensor sigma = covariance_cuda(x, mean);
   const at::Tensor trace = sigma.diagonal(0, 1, 2).sum(1) + eps;
   const at::Tensor a = (sigma / trace.view({B, 1, 1})).contiguous();
   if (!sqrtm_forward_smem(a, trace, N, row_mean, out, states)) sqrtm_forward_bmm(a, trace, N, row_mean, out, states);
@@ -65,91 +106,36 @@ at::Tensor covpool_sqrtm_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& x
                                   const at::Tensor& a_in, const at::Tensor& states_in, const at::Tensor& trace_in,
                                   const at::Tensor& out_in, bool row_mean) {
   check_sqrtm_bwd_args(grad_in, x_in, mean_in, a_in, states_in, trace_in, out_in, row_mean, at::kCUDA);
+  check_batch("covpool_sqrtm_bwd", x_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous(), mean = mean_in.contiguous(),
                    a = a_in.contiguous(), states = states_in.contiguous(), trace = trace_in.contiguous(),
                    out = out_in.contiguous();
   const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
-  TORCH_CHECK_VALUE(B <= 65535 && ceil_div(C, kCovTile) <= 65535,
-                    "srops::covpool_sqrtm_bwd: x must have B <= 65535 and ",
-                    "C <= ", 65535 * kCovTile, ", got shape ", x.sizes());
-  at::Tensor gx = at::empty({B, C, C}, a.options()), v = at::empty({B, C}, a.options());
-  if (!sqrtm_backward_smem(grad, out, mean, a, states, trace, M, row_mean, gx, v)) {
-    std::tie(gx, v) = sqrtm_backward_bmm(grad, out, mean, a, states, trace, M, row_mean);
+  at::Tensor gx = at::empty({B, C, C}, a.options());
+  if (!sqrtm_backward_smem(grad, out, a, states, trace, M, row_mean, gx)) {
+    gx = sqrtm_backward_bmm(grad, out, a, states, trace, M, row_mean);
   }
-  at::Tensor dx = at::empty_like(x);
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "covpool_sqrtm_bwd_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const dim3 grid(static_cast<unsigned>(ceil_div(M, kCovTile)), static_cast<unsigned>(ceil_div(C, kCovTile)),
-                    static_cast<unsigned>(B));
-    dx_kernel<scalar_t, acc_t><<<grid, kCovThreads, 0, stream>>>(x.data_ptr<scalar_t>(), gx.data_ptr<acc_t>(),
-                                                              v.data_ptr<acc_t>(), dx.data_ptr<scalar_t>(), C, M);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return dx;
+  return centred_product_cuda(gx, x, mean);
 }
 
 // Plain covariance pooling (srops::covpool_fwd/bwd, float32/float64) on the same kernels.
-namespace {
-
-void check_covpool_x_cuda(const char* op, const at::Tensor& x) {
-  check_covpool_x(op, x, at::kCUDA);
-  TORCH_CHECK_VALUE(x.size(0) <= 65535, "srops::", op, ": x must have batch size B <= 65535, got ", x.size(0));
-}
-
-at::Tensor row_means_cuda(const at::Tensor& x) {
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
-  at::Tensor mean = at::empty({B, C}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_mean_cuda", [&] {
-    row_mean_kernel<scalar_t, scalar_t><<<B * C, kCovThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        x.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), M);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return mean;
-}
-
-}  // namespace
-
 at::Tensor covpool_fwd_cuda(const at::Tensor& x_in) {
-  check_covpool_x_cuda("covpool_fwd", x_in);
+  check_covpool_x("covpool_fwd", x_in, at::kCUDA);
+  check_batch("covpool_fwd", x_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
-  const at::Tensor mean = row_means_cuda(x);
-  const GramSplit split = gram_split(B, C, M, current_device_desc());
-  const int64_t nt = split.tiles, S = split.splits;
-  at::Tensor part = at::zeros({B, S, C, C}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_fwd_cuda", [&] {
-    const dim3 grid(static_cast<unsigned>(nt * nt), static_cast<unsigned>(S), static_cast<unsigned>(B));
-    gram_kernel<scalar_t, scalar_t><<<grid, kCovThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        x.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), part.data_ptr<scalar_t>(), C, M, split.split_len);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  const at::Tensor gram = part.sum(1);
-  return ((at::triu(gram) + at::triu(gram, 1).transpose(1, 2)) / static_cast<double>(M)).contiguous();
+  return covariance_cuda(x, row_means_cuda(x));
 }
 
 at::Tensor covpool_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& x_in) {
-  check_covpool_x_cuda("covpool_bwd", x_in);
+  check_covpool_x("covpool_bwd", x_in, at::kCUDA);
+  check_batch("covpool_bwd", x_in);
   check_covpool_grad("covpool_bwd", grad_in, x_in, at::kCUDA);
-  const int64_t B = x_in.size(0), C = x_in.size(1), M = x_in.size(2);
-  TORCH_CHECK_VALUE(ceil_div(C, kCovTile) <= 65535, "srops::covpool_bwd: x must have C <= ", 65535 * kCovTile,
-                    ", got ", C);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
-  const at::Tensor mean = row_means_cuda(x);
-  const at::Tensor gx = ((grad_in + grad_in.transpose(1, 2)) / static_cast<double>(M)).contiguous();
-  const at::Tensor v = at::bmm(gx, mean.unsqueeze(2)).squeeze(2).contiguous();
-  at::Tensor dx = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_bwd_cuda", [&] {
-    const dim3 grid(static_cast<unsigned>(ceil_div(M, kCovTile)), static_cast<unsigned>(ceil_div(C, kCovTile)),
-                    static_cast<unsigned>(B));
-    dx_kernel<scalar_t, scalar_t><<<grid, kCovThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        x.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), C, M);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return dx;
+  const at::Tensor gx = (grad_in + grad_in.transpose(1, 2)) / static_cast<double>(x.size(2));
+  return centred_product_cuda(gx.contiguous(), x, row_means_cuda(x));
 }
 
 }  // namespace srops

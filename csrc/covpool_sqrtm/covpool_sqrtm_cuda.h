@@ -20,9 +20,8 @@ at::Tensor covpool_bwd_cuda(const at::Tensor& grad, const at::Tensor& x);
 // sqrtm_plan decides; false when the plan is the at::bmm path (the caller then runs sqrtm_*_bmm).
 bool sqrtm_forward_smem(const at::Tensor& a, const at::Tensor& trace, int64_t N, bool row_mean, at::Tensor& out,
                         at::Tensor& states);
-bool sqrtm_backward_smem(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& mean, const at::Tensor& a,
-                         const at::Tensor& states, const at::Tensor& trace, int64_t M, bool row_mean, at::Tensor& gx,
-                         at::Tensor& v);
+bool sqrtm_backward_smem(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& a, const at::Tensor& states,
+                         const at::Tensor& trace, int64_t M, bool row_mean, at::Tensor& gx);
 
 }  // namespace srops
 #endif  // SROPS_WITH_CUDA

@@ -5,11 +5,15 @@
 namespace srops {
 
 GramSplit gram_split(int64_t B, int64_t C, int64_t M, const DeviceDesc& dev) {
-  const int64_t nt = ceil_div(C, kCovTile);
-  const int64_t upper_tiles = nt * (nt + 1) / 2;
-  const int64_t cap = std::min<int64_t>(std::max<int64_t>(ceil_div(M, 256), 1), 65535);
-  const int64_t S = std::clamp(ceil_div(4 * dev.sms, B * upper_tiles), int64_t(1), cap);
-  return {nt, S, ceil_div(M, S)};
+  const int64_t tiles = ceil_div(C, kGemmTile) * ceil_div(C, kGemmTile);
+  const int64_t cap = std::max<int64_t>(M / kGramMinSplit, 1);
+  const int64_t S = std::clamp(ceil_div(2 * dev.sms, B * tiles), int64_t(1), cap);
+  const int64_t L = ceil_div(ceil_div(M, S), 4) * 4;
+  return {ceil_div(M, L), L};  // no chunk left empty by rounding L up
+}
+
+CovGrid cov_grid(int64_t rows, int64_t cols) {
+  return {std::clamp<int64_t>(ceil_div(cols, kCovThreads), 1, int64_t(1) << 20), std::clamp<int64_t>(rows, 1, 65535)};
 }
 
 const char* sqrtm_path_name(SqrtmPath p) {

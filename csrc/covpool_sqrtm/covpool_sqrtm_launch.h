@@ -8,21 +8,30 @@
 
 namespace srops {
 
-constexpr int kCovTile = 32;      // output tile side of the Gram and dx kernels
-constexpr int kCovThreads = 256;  // threads of every covpool kernel (16×16, 2×2 outputs each)
+constexpr int kCovThreads = 256;  // threads of every covpool kernel
 constexpr int64_t kMaxPerSampleC = 128;  // above this C the Newton–Schulz iterations run on at::bmm
 constexpr int kSqrtmFwdMats = 4;  // C×C working matrices of the per-sample forward kernel
 constexpr int kSqrtmBwdMats = 6;  // ... and of the backward kernel
+constexpr int64_t kGramMinSplit = 1024;  // columns of the shortest split-K chunk of the Gram GEMMs
+constexpr int64_t kGemmTile = 128;       // output tile side assumed of a cuBLAS GEMM when sizing the split
 
-// Grid of the centred Gram kernel: (tiles², splits, B) blocks; only tiles ti <= tj do work. M is split
-// into `splits` parts of `split_len` columns, enough for about four blocks per SM, each part at least
-// 256 columns, at most 65535 parts (a grid dimension).
+// Split-K plan of the centred Gram Σ = (X − μ1ᵀ)(X − μ1ᵀ)ᵀ / M by batched GEMM (cuBLAS through at::bmm):
+// M is cut into `splits` chunks of `split_len` columns (a multiple of 4, so that every chunk of the
+// float32 centred copy starts 16-byte aligned; the last chunk is zero-padded), one C×C GEMM per (sample,
+// chunk), and the chunks' products are summed in a fixed order (deterministic). Enough chunks for about
+// two output tiles per SM, each chunk at least kGramMinSplit columns long unless M is shorter.
 struct GramSplit {
-  int64_t tiles;      // ceil(C / kCovTile)
   int64_t splits;     // S
-  int64_t split_len;  // ceil(M / S)
+  int64_t split_len;  // L: S·L >= M > (S − 1)·L
 };
 GramSplit gram_split(int64_t B, int64_t C, int64_t M, const DeviceDesc& dev);
+
+// 2-D grid of the covpool element-wise kernels over (row, column): x blocks of kCovThreads columns (at
+// most 2^20), y over rows (at most 65535); the kernels stride over the rest.
+struct CovGrid {
+  int64_t x, y;
+};
+CovGrid cov_grid(int64_t rows, int64_t cols);
 
 // Where the per-sample Newton–Schulz kernels keep their `mats` C×C working matrices.
 enum class SqrtmPath { Shared, Scratch, Bmm };

@@ -44,10 +44,8 @@ void sqrtm_forward_bmm(const at::Tensor& a, const at::Tensor& trace, int64_t N, 
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> sqrtm_backward_bmm(const at::Tensor& grad, const at::Tensor& out,
-                                                      const at::Tensor& mean, const at::Tensor& a,
-                                                      const at::Tensor& states, const at::Tensor& trace, int64_t M,
-                                                      bool row_mean) {
+at::Tensor sqrtm_backward_bmm(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& a,
+                              const at::Tensor& states, const at::Tensor& trace, int64_t M, bool row_mean) {
   const int64_t B = a.size(0), C = a.size(1), N = states.size(1) / 3 + 1;
   const at::Tensor g = row_mean ? (grad.unsqueeze(1) / static_cast<double>(C)).expand({B, C, C}) : grad;
   const at::Tensor t = trace.view({B, 1, 1});
@@ -76,8 +74,7 @@ std::tuple<at::Tensor, at::Tensor> sqrtm_backward_bmm(const at::Tensor& grad, co
   const at::Tensor diag = aa - (da * a).sum({1, 2}, /*keepdim=*/true) / t;
   const at::Tensor eye = at::eye(C, a.options()).expand({B, C, C});
   const at::Tensor gx = (2.0 / static_cast<double>(M)) * (da / t + diag * eye);
-  const at::Tensor v = at::bmm(gx, mean.unsqueeze(2)).squeeze(2);
-  return {gx.contiguous(), v.contiguous()};
+  return gx.contiguous();
 }
 
 }  // namespace srops

@@ -59,9 +59,8 @@ bool sqrtm_forward_smem(const at::Tensor& a, const at::Tensor& trace, int64_t N,
   return true;
 }
 
-bool sqrtm_backward_smem(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& mean, const at::Tensor& a,
-                         const at::Tensor& states, const at::Tensor& trace, int64_t M, bool row_mean, at::Tensor& gx,
-                         at::Tensor& v) {
+bool sqrtm_backward_smem(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& a, const at::Tensor& states,
+                         const at::Tensor& trace, int64_t M, bool row_mean, at::Tensor& gx) {
   const int64_t B = a.size(0), C = a.size(1), N = states.size(1) / 3 + 1;
   if (C > kMaxPerSampleC) return false;
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -72,9 +71,9 @@ bool sqrtm_backward_smem(const at::Tensor& grad, const at::Tensor& out, const at
     const auto kernel =
         shared ? sqrtm_kernels::backward_kernel<scalar_t, true> : sqrtm_kernels::backward_kernel<scalar_t, false>;
     kernel<<<static_cast<unsigned>(B), kCovThreads, plan.dynamic_smem, stream>>>(
-        grad.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(),
-        states.data_ptr<scalar_t>(), trace.data_ptr<scalar_t>(), M, static_cast<int>(C), static_cast<int>(N), row_mean,
-        gx.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), shared ? nullptr : scratch.data_ptr<scalar_t>());
+        grad.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), states.data_ptr<scalar_t>(),
+        trace.data_ptr<scalar_t>(), M, static_cast<int>(C), static_cast<int>(N), row_mean, gx.data_ptr<scalar_t>(),
+        shared ? nullptr : scratch.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return true;

@@ -120,9 +120,9 @@ SROPS_GLOBAL void SROPS_LAUNCH_BOUNDS(kCovThreads)
 // kShared as in forward_kernel; scratch [B, kSqrtmBwdMats, C, C] otherwise.
 template <typename T, bool kShared>
 SROPS_GLOBAL void SROPS_LAUNCH_BOUNDS(kCovThreads)
-    backward_kernel(const T* __restrict__ grad, const T* __restrict__ out, const T* __restrict__ mean,
-                    const T* __restrict__ a, const T* __restrict__ states, const T* __restrict__ trace, int64_t M,
-                    int C, int N, bool row_mean, T* __restrict__ gx, T* __restrict__ v, T* __restrict__ scratch) {
+    backward_kernel(const T* __restrict__ grad, const T* __restrict__ out, const T* __restrict__ a,
+                    const T* __restrict__ states, const T* __restrict__ trace, int64_t M, int C, int N, bool row_mean,
+                    T* __restrict__ gx, T* __restrict__ scratch) {
   SROPS_SHARED T red[kCovThreads];
   const int64_t C2 = static_cast<int64_t>(C) * C, b = blockIdx.x;
   T* P;
@@ -190,14 +190,7 @@ SROPS_GLOBAL void SROPS_LAUNCH_BOUNDS(kCovThreads)
   const T scale = T(2) / static_cast<T>(M);
   for (int64_t idx = threadIdx.x; idx < C2; idx += blockDim.x) {
     const T g = scale * (dY[idx] / t + ((idx / C == idx % C) ? diag : T(0)));
-    U1[idx] = g;
     gx[b * C2 + idx] = g;
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < C; i += blockDim.x) {
-    T s = 0;
-    for (int j = 0; j < C; ++j) s += U1[i * C + j] * mean[b * C + j];
-    v[b * C + i] = s;
   }
 }
 

@@ -31,8 +31,8 @@ void instantiate_cbam() {
 template <typename T>
 void instantiate_covpool() {
   void* kernels[] = {
-      reinterpret_cast<void*>(&cv::row_mean_kernel<T, T>),   reinterpret_cast<void*>(&cv::gram_kernel<T, T>),
-      reinterpret_cast<void*>(&cv::dx_kernel<T, T>),         reinterpret_cast<void*>(&sq::forward_kernel<T, true>),
+      reinterpret_cast<void*>(&cv::row_mean_kernel<T, T>),    reinterpret_cast<void*>(&cv::centre_kernel<T, T>),
+      reinterpret_cast<void*>(&sq::forward_kernel<T, true>),
       reinterpret_cast<void*>(&sq::forward_kernel<T, false>), reinterpret_cast<void*>(&sq::backward_kernel<T, true>),
       reinterpret_cast<void*>(&sq::backward_kernel<T, false>),
   };

@@ -1,4 +1,4 @@
-// Runs the CBAM kernels that need no block-level cooperation (one thread per element or per (b, position),
+// Runs the CBAM kernels and the covpool centring kernel, which need no block-level cooperation (one thread per element or per (b, position),
 // strided over a 2-D grid) on the CPU through tests/cuda/emulation.h, with one thread per block and a grid
 // smaller than the problem, so that both grid-stride loops are taken; compares each with a direct loop.
 // Prints "ok" and exits 0, or names the first mismatch and exits 1.
@@ -6,12 +6,14 @@
 #include "tests/cuda/emulation.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
 #include "cbam/cbam_kernels.cuh"
+#include "covpool_sqrtm/covpool_sqrtm_kernels.cuh"
 
 namespace ck = srops::cbam_kernels;
 using Vec = std::vector<double>;
@@ -122,6 +124,24 @@ int main() {
         want[off] = v;
       }
   expect("input_backward_kernel", out, want);
+
+  // centre_kernel: x [B, C, M] centred into S chunks of L columns (zero past M), and the plain S = 1, L = M copy.
+  for (const auto [M, S, L] : {std::array<int64_t, 3>{13, 4, 4}, std::array<int64_t, 3>{13, 1, 13},
+                               std::array<int64_t, 3>{8, 2, 4}}) {
+    const Vec xm = random_vec(B * C * M), mu = random_vec(B * C);
+    Vec xc(B * S * C * L), want_xc(B * S * C * L);
+    launch(gx, gy, {&xc}, [&] {
+      srops::covpool_kernels::centre_kernel<double, double>(xm.data(), mu.data(), xc.data(), B * S * C, C, M, S, L);
+    });
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t sp = 0; sp < S; ++sp)
+        for (int64_t ch = 0; ch < C; ++ch)
+          for (int64_t l = 0; l < L; ++l) {
+            const int64_t m = sp * L + l;
+            want_xc[((b * S + sp) * C + ch) * L + l] = m < M ? xm[(b * C + ch) * M + m] - mu[b * C + ch] : 0.0;
+          }
+    expect("centre_kernel", xc, want_xc);
+  }
 
   if (failures == 0) std::printf("ok\n");
   return failures == 0 ? 0 : 1;

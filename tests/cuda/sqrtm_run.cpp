@@ -46,7 +46,7 @@ static void expect(const char* what, const double* got, const Vec& want, double 
 int main() {
   const int B = 2, C = 9, N = 4, M = 13;
   const int64_t C2 = C * C, S = 3 * (N - 1) * C2;
-  Vec a(B * C2), trace(B), grad(B * C2), mean(B * C);
+  Vec a(B * C2), trace(B), grad(B * C2);
   for (int b = 0; b < B; ++b) {  // A = R Rᵀ / (tr(R Rᵀ) + eps): symmetric positive definite, trace below 1
     Vec r(C2);
     for (auto& e : r) e = rnd();
@@ -60,7 +60,6 @@ int main() {
     trace[b] = t;
   }
   for (auto& e : grad) e = rnd();
-  for (auto& e : mean) e = rnd();
 
   Vec out_sh(B * C2), st_sh(B * S), out_gl(B * C2), st_gl(B * S), scratch(B * 6 * C2);
   launch_blocks(B, 1, srops::kCovThreads, [&] {
@@ -88,17 +87,16 @@ int main() {
   expect("forward scratch == shared (out)", out_gl.data(), out_sh, 0.0);
   expect("forward scratch == shared (states)", st_gl.data(), st_sh, 0.0);
 
-  Vec gx_sh(B * C2), v_sh(B * C), gx_gl(B * C2), v_gl(B * C);
+  Vec gx_sh(B * C2), gx_gl(B * C2);
   launch_blocks(B, 1, srops::kCovThreads, [&] {
-    sq::backward_kernel<double, true>(grad.data(), out_sh.data(), mean.data(), a.data(), st_sh.data(), trace.data(), M,
-                                      C, N, false, gx_sh.data(), v_sh.data(), nullptr);
+    sq::backward_kernel<double, true>(grad.data(), out_sh.data(), a.data(), st_sh.data(), trace.data(), M, C, N,
+                                      false, gx_sh.data(), nullptr);
   });
   launch_blocks(B, 1, srops::kCovThreads, [&] {
-    sq::backward_kernel<double, false>(grad.data(), out_sh.data(), mean.data(), a.data(), st_sh.data(), trace.data(),
-                                       M, C, N, false, gx_gl.data(), v_gl.data(), scratch.data());
+    sq::backward_kernel<double, false>(grad.data(), out_sh.data(), a.data(), st_sh.data(), trace.data(), M, C, N,
+                                       false, gx_gl.data(), scratch.data());
   });
   expect("backward scratch == shared (gx)", gx_gl.data(), gx_sh, 0.0);
-  expect("backward scratch == shared (v)", v_gl.data(), v_sh, 0.0);
   bool finite = true;
   for (double e : gx_sh) finite = finite && std::isfinite(e);
   if (!finite) std::printf("backward gx holds NaN/inf\n"), ++failures;

@@ -84,24 +84,61 @@ def test_sqrtm_plan_never_asks_for_more_than_the_device_allows(dev):
 
 @pytest.mark.parametrize("dev", list(DEVICES))
 @pytest.mark.parametrize("B,C,M", [(1, 64, 518400), (16, 64, 2304), (2, 17, 5), (1, 130, 300), (64, 256, 2304),
-                                   (1, 1, 1), (3, 100, 65536 * 300)])
+                                   (1, 1, 1), (3, 100, 65536 * 300), (1, 64, 1023), (1, 300, 10**6)])
 def test_gram_split(dev, B, C, M):
     sms = DEVICES[dev][0]
-    tiles, splits, split_len = launch().gram_split(B, C, M, sms)
-    assert tiles == math.ceil(C / 32)
-    assert 1 <= splits <= min(65535, max(1, math.ceil(M / 256)))
-    assert splits * split_len >= M and (splits - 1) * split_len < M  # every split non-empty, all of M covered
-    blocks = B * tiles * (tiles + 1) // 2 * splits
-    if splits < min(65535, math.ceil(M / 256)):
-        assert blocks >= 4 * sms  # enough work for about four blocks per SM unless capped by M
+    splits, split_len = launch().gram_split(B, C, M, sms)
+    assert split_len % 4 == 0  # every chunk of the float32 copy starts 16-byte aligned
+    assert splits * split_len >= M and (splits - 1) * split_len < M  # every chunk non-empty, all of M covered
+    assert splits == 1 or split_len >= 1024  # no chunk shorter than kGramMinSplit
+    tiles = math.ceil(C / 128) ** 2
+    if splits < max(1, M // 1024) - 1:
+        assert B * tiles * splits >= 2 * sms - B * tiles  # about two GEMM tiles per SM unless capped by M
     if splits > 1:
-        assert B * tiles * (tiles + 1) // 2 * (splits - 1) < 4 * sms  # no more splits than needed
+        assert B * tiles * (splits - 1) < 2 * sms  # no more chunks than needed
 
 
 def test_gram_split_examples():
-    assert launch().gram_split(1, 64, 518400, 132) == (2, 176, 2946)
-    assert launch().gram_split(1, 64, 518400, 108) == (2, 144, 3600)
-    assert launch().gram_split(16, 64, 2304, 132) == (2, 9, 256)
+    assert launch().gram_split(1, 64, 518400, 132) == (264, 1964)
+    assert launch().gram_split(1, 64, 518400, 108) == (216, 2400)
+    assert launch().gram_split(16, 64, 2304, 132) == (2, 1152)
+    assert launch().gram_split(1, 64, 5, 132) == (1, 8)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (64 * 264, 1964), (70000, 5), (3, 2**30)])
+def test_cov_grid(rows, cols):
+    gx, gy = launch().cov_grid(rows, cols)
+    assert 1 <= gy <= min(rows, 65535) and 1 <= gx <= 2**20
+    assert gx == min(math.ceil(cols / 256), 2**20) and gy == min(rows, 65535)
+
+
+def _chunks(x, splits, split_len):
+    """x − μ in the centre kernel's layout [B, S, C, L], zero past M (as documented in centred_gemm.h)."""
+    b, c, m = x.shape
+    xc = torch.zeros(b, c, splits * split_len, dtype=x.dtype)
+    xc[:, :, :m] = x - x.mean(dim=2, keepdim=True)
+    return xc.view(b, c, splits, split_len).transpose(1, 2).contiguous()
+
+
+@pytest.mark.parametrize("B,C,M,sms", [(2, 17, 4999, 132), (1, 130, 300, 132), (3, 5, 1, 108), (1, 64, 9000, 8)])
+def test_gram_of_chunks_against_float64(B, C, M, sms):
+    """The CUDA covariance's GEMM step on the plan's chunks equals the float64 covariance, exactly symmetric."""
+    from srops.ops.covpool.reference import covpool_ref
+    torch.manual_seed(0)
+    x = torch.randn(B, C, M, dtype=torch.float64) * 3 + 100  # a large mean: centring must come first
+    splits, split_len = launch().gram_split(B, C, M, sms)
+    want = covpool_ref(x)
+    got64 = launch().gram_of_chunks(_chunks(x, splits, split_len), M)
+    torch.testing.assert_close(got64, want, rtol=1e-12, atol=1e-12)
+    got = launch().gram_of_chunks(_chunks(x.float(), splits, split_len), M)
+    assert torch.equal(got, got.transpose(1, 2))
+    err, ref_err = (got.double() - want).abs().max(), (covpool_ref(x.float()).double() - want).abs().max()
+    assert err <= 2 * ref_err + 1e-6, (err, ref_err)
+
+
+def test_gram_of_chunks_rejects_a_bad_layout():
+    with pytest.raises(ValueError, match="chunks"):
+        launch().gram_of_chunks(torch.zeros(2, 3, 4), 4)
 
 
 @pytest.mark.parametrize("dev", list(DEVICES))
