@@ -10,7 +10,7 @@ Per kernel (every template instantiation, demangled): registers, the innermost l
 its target, holding no other loop) with their instruction count, global/shared/generic loads and stores,
 calls (64-bit integer division and modulo are calls to a subroutine on sm_90), and instructions per
 element = loop instructions / elements per iteration, the elements counted by the kernel's principal
-memory operation (``PRINCIPAL``: e.g. one STG per output element). A kernel with optional inputs has one
+memory operation (``PRINCIPAL``: e.g. one STG per output element; a 16-byte STG.E.128 of float32 counts 4). A kernel with optional inputs has one
 loop per combination the compiler specialised (and unrolled copies): the range over them is given. No GPU is needed: nvcc and the
 cuobjdump that Triton's wheel carries suffice.
 """
@@ -161,11 +161,29 @@ def innermost_loops(body: list[tuple[int, str]]) -> list[tuple[int, int]]:
     return [lp for lp in loops if not any(o != lp and lp[0] <= o[0] and o[1] <= lp[1] for o in loops)]
 
 
-def loop_stats(body: list[tuple[int, str]], loop: tuple[int, int], principal: tuple[str, int]) -> dict:
+ELEM_SIZE = {"c10::BFloat16": 2, "c10::Half": 2, "float": 4, "double": 8}
+WIDTH = {"128": 16, "64": 8, "U16": 2, "S16": 2, "U8": 1, "S8": 1}  # bytes of a load/store by its suffix (else 4)
+
+
+def elem_size(kernel: str) -> int:
+    """Bytes of the kernel's element type (its first template argument), 4 when it has none."""
+    m = re.search(r"<([\w:]+)", kernel)
+    return ELEM_SIZE.get(m.group(1), 4) if m else 4
+
+
+def elements_of(op: str, size: int) -> int:
+    """Elements one memory instruction moves: LDG.E.128 of float32 is 4, of bfloat16 8; STG.E.U16 is 1."""
+    width = next((WIDTH[p] for p in op.split(".")[1:] if p in WIDTH), 4)
+    return max(1, width // size)
+
+
+def loop_stats(body: list[tuple[int, str]], loop: tuple[int, int], principal: tuple[str, int],
+               size: int = 4) -> dict:
     ops = [opcode(t) for _, t in body[loop[0]:loop[1] + 1]]
     count = lambda prefix: sum(o.split(".")[0] == prefix for o in ops)  # noqa: E731
     kinds = {"FFMA": ("FFMA", "DFMA")}.get(principal[0], (principal[0],))  # float64 kernels use DFMA
-    n_principal = sum(o.split(".")[0] in kinds for o in ops)
+    memory = principal[0] in ("LDG", "STG")  # a vector access counts the elements it moves
+    n_principal = sum(elements_of(o, size) if memory else 1 for o in ops if o.split(".")[0] in kinds)
     elems = n_principal / principal[1] if n_principal else 0
     return {
         "instructions": len(ops), "LDG": count("LDG"), "LDS": count("LDS"), "LD": count("LD"),
@@ -187,7 +205,7 @@ def report(binaries: list[Path]) -> list[dict]:
             short = re.sub(r"^void ", "", short)
             key = next((k for k in sorted(PRINCIPAL, key=len, reverse=True) if k in short.split("<")[0]), None)
             principal = PRINCIPAL.get(key, ("STG", 1))
-            loops = [loop_stats(body, lp, principal) for lp in innermost_loops(body)]
+            loops = [loop_stats(body, lp, principal, elem_size(short)) for lp in innermost_loops(body)]
             best = max(loops, key=lambda s: (s["elements"] > 0, s["instructions"]), default=None)
             per = [lp["per_element"] for lp in loops if lp["per_element"] is not None]
             rows.append({"kernel": short, "instructions": len(body), "loops": loops, "inner": best,
@@ -209,11 +227,11 @@ def markdown(rows: list[dict]) -> str:
 
 
 def base_name(kernel: str) -> str:
-    """Kernel name without namespaces, the accumulation type and the shared/scratch flag: the key that
-    matches a kernel across source versions (forward_kernel<float, true> -> forward_kernel<float>)."""
+    """Kernel name without namespaces, the accumulation type and the shared/scratch or aligned flags: the
+    key that matches a kernel across source versions (forward_kernel<float, true> -> forward_kernel<float>,
+    apply_kernel<c10::Half, float, true> -> apply_kernel<c10::Half>)."""
     name = re.sub(r"^\w+_kernels::", "", kernel)
-    name = re.sub(r"<([\w:]+), (?:float|double|true|false)>", r"<\1>", name)
-    return name
+    return re.sub(r", (?:float|double|true|false)(?=[,>])", "", name)
 
 
 def comparison(before: list[dict], after: list[dict]) -> str:

@@ -30,6 +30,11 @@ dim3 grid2d(int64_t rows, int64_t N) {
   return dim3(static_cast<unsigned>(g.x), static_cast<unsigned>(g.y));
 }
 
+template <typename T>
+uintptr_t address(const T* p) {
+  return reinterpret_cast<uintptr_t>(p);
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cuda(const at::Tensor& x_in, bool avg, bool max) {
@@ -153,9 +158,11 @@ at::Tensor cbam_apply_cuda(const at::Tensor& x_in, const std::optional<at::Tenso
   const auto stream = at::cuda::getCurrentCUDAStream();
   SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    apply_kernel<scalar_t, A><<<grid2d(rows, N), kCbamThreads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), opt_ptr<scalar_t>(s), out.data_ptr<scalar_t>(), rows, x.size(1),
-        N);
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *sp = opt_ptr<scalar_t>(s);
+    scalar_t* op = out.data_ptr<scalar_t>();
+    const VectorPlan vp = cbam_vector_plan(N, sizeof(scalar_t), vec_aligned({address(xp), address(sp), address(op)}));
+    const auto kernel = vp.aligned ? apply_kernel<scalar_t, A, true> : apply_kernel<scalar_t, A, false>;
+    kernel<<<grid2d(rows, vp.groups), kCbamThreads, 0, stream>>>(xp, opt_ptr<scalar_t>(c), sp, op, rows, x.size(1), N);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -210,10 +217,14 @@ at::Tensor cbam_input_backward_cuda(const at::Tensor& grad_in, const std::option
   const auto stream = at::cuda::getCurrentCUDAStream();
   SROPS_DISPATCH_CBAM(grad.scalar_type(), "cbam_input_backward_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    input_backward_kernel<scalar_t, A><<<grid2d(B, N), kCbamThreads, 0, stream>>>(
-        grad.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), opt_ptr<scalar_t>(s), opt_ptr<scalar_t>(gp),
-        opt_ptr<int64_t>(sarg), opt_ptr<scalar_t>(gst), gst.has_value() && max ? carg->data_ptr<int64_t>() : nullptr,
-        dx.data_ptr<scalar_t>(), B, C, N, avg, max);
+    const scalar_t* gptr = grad.data_ptr<scalar_t>();
+    scalar_t* dxp = dx.data_ptr<scalar_t>();
+    const VectorPlan vp = cbam_vector_plan(N, sizeof(scalar_t), vec_aligned({address(gptr), address(dxp)}));
+    const auto kernel =
+        vp.aligned ? input_backward_kernel<scalar_t, A, true> : input_backward_kernel<scalar_t, A, false>;
+    kernel<<<grid2d(B, vp.groups), kCbamThreads, 0, stream>>>(
+        gptr, opt_ptr<scalar_t>(c), opt_ptr<scalar_t>(s), opt_ptr<scalar_t>(gp), opt_ptr<int64_t>(sarg),
+        opt_ptr<scalar_t>(gst), gst.has_value() && max ? carg->data_ptr<int64_t>() : nullptr, dxp, B, C, N, avg, max);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return dx;

@@ -20,6 +20,26 @@ namespace cbam_kernels {
 #define SROPS_FOR_POSITIONS(n, N) \
   for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < (N); n += int64_t(gridDim.x) * blockDim.x)
 
+// Positions per thread of the vectorised kernels: V = kCbamVecBytes / sizeof(T) consecutive elements moved
+// as one 16-byte access (LDG.128 / STG.128) where kAligned, else 1 (cbam_vector_plan's width).
+template <typename T, bool kAligned>
+constexpr int vec_width() {
+  return kAligned && kCbamVecBytes / static_cast<int>(sizeof(T)) > 1 ? kCbamVecBytes / static_cast<int>(sizeof(T)) : 1;
+}
+template <typename T, bool kAligned>
+struct alignas(kAligned ? kCbamVecBytes : alignof(T)) Pack {
+  T v[vec_width<T, kAligned>()];
+};
+// Every pack lies inside its row: V divides N where kAligned, and V = 1 otherwise.
+template <typename T, bool kAligned>
+SROPS_DEVICE Pack<T, kAligned> load_pack(const T* __restrict__ p) {
+  return *reinterpret_cast<const Pack<T, kAligned>*>(p);
+}
+template <typename T, bool kAligned>
+SROPS_DEVICE void store_pack(T* __restrict__ p, const Pack<T, kAligned>& r) {
+  *reinterpret_cast<Pack<T, kAligned>*>(p) = r;
+}
+
 // (v, i) ranks before (m, mi) in torch.max's order: NaN first, then larger, then the lower index.
 template <typename A>
 SROPS_DEVICE bool ranks_before(A v, int64_t i, A m, int64_t mi) {
@@ -185,20 +205,31 @@ SROPS_GLOBAL void spatial_pool_backward_dc_kernel(const T* __restrict__ g, const
   if (threadIdx.x == 0) dc[r] = static_cast<T>(total);
 }
 
-// out = x * c * s (absent gates are 1); grid: position_grid(B*C, N).
-template <typename T, typename A>
+// out = x * c * s (absent gates are 1), V positions per thread (vec_width: 16 bytes, or 1); grid:
+// position_grid(B*C, ceil(N / V)), kAligned as cbam_vector_plan decides.
+template <typename T, typename A, bool kAligned>
 SROPS_GLOBAL void apply_kernel(const T* __restrict__ x, const T* __restrict__ c, const T* __restrict__ s,
                              T* __restrict__ out, int64_t rows, int64_t C, int64_t N) {
+  constexpr int V = vec_width<T, kAligned>();
+  const int64_t groups = N / V;  // V divides N (cbam_vector_plan)
   SROPS_FOR_ROWS(r, rows) {
     const T* xr = x + r * N;
     T* outr = out + r * N;
     const T* sb = s ? s + (r / C) * N : nullptr;
     const A cr = c ? static_cast<A>(c[r]) : A(1);
-    SROPS_FOR_POSITIONS(n, N) {
-      A v = static_cast<A>(xr[n]);
-      if (c) v = static_cast<A>(static_cast<T>(v * cr));  // rounded like the reference's x * c
-      if (sb) v *= static_cast<A>(sb[n]);
-      outr[n] = static_cast<T>(v);
+    SROPS_FOR_POSITIONS(q, groups) {
+      const int64_t n0 = q * V;
+      const Pack<T, kAligned> xv = load_pack<T, kAligned>(xr + n0);
+      Pack<T, kAligned> sv, o;
+      if (sb) sv = load_pack<T, kAligned>(sb + n0);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        A v = static_cast<A>(xv.v[k]);
+        if (c) v = static_cast<A>(static_cast<T>(v * cr));  // rounded like the reference's x * c
+        if (sb) v *= static_cast<A>(sv.v[k]);
+        o.v[k] = static_cast<T>(v);
+      }
+      store_pack<T, kAligned>(outr + n0, o);
     }
   }
 }
@@ -241,29 +272,67 @@ SROPS_GLOBAL void apply_backward_dc_kernel(const T* __restrict__ g, const T* __r
   if (threadIdx.x == 0) dc[r] = static_cast<T>(total);
 }
 
-// The whole input gradient of the fused backward (see cbam.h), one thread per (b, position) walking
-// the channels; absent gates are 1, absent pooled gradients 0. grid: position_grid(B, N).
-template <typename T, typename A>
+// The whole input gradient of the fused backward (see cbam.h), one thread per V consecutive positions of
+// one b (vec_width: 16 bytes, or 1) walking the channels. Every thread of a block has the same b, so the channels' terms
+// (gate, pooled gradient / N, max gradient, argmax) are staged in shared memory kCbamThreads channels at a
+// time, each computed once per block, and read by all; g and dx move as one 16-byte access where kAligned.
+// The block walks its positions in step (its threads past the end idle), so that it can meet at barriers.
+// Absent gates are 1, absent pooled gradients 0. grid: position_grid(B, ceil(N / V)), kAligned as
+// cbam_vector_plan decides.
+template <typename T, typename A, bool kAligned>
 SROPS_GLOBAL void input_backward_kernel(const T* __restrict__ g, const T* __restrict__ c, const T* __restrict__ s,
                                       const T* __restrict__ gp, const int64_t* __restrict__ sarg,
                                       const T* __restrict__ gst, const int64_t* __restrict__ carg, T* __restrict__ dx,
                                       int64_t B, int64_t C, int64_t N, bool avg, bool max) {
-  const int64_t P = int64_t(avg) + int64_t(max);
+  constexpr int V = vec_width<T, kAligned>();
+  SROPS_SHARED A s_gate[kCbamThreads];
+  SROPS_SHARED A s_avg[kCbamThreads];
+  SROPS_SHARED A s_max[kCbamThreads];
+  SROPS_SHARED int64_t s_arg[kCbamThreads];
+  const int64_t P = int64_t(avg) + int64_t(max), groups = N / V;  // V divides N
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
   SROPS_FOR_ROWS(b, B) {
-    SROPS_FOR_POSITIONS(n, N) {
-      const int64_t i = b * N + n;
-      const A sv = s ? static_cast<A>(s[i]) : A(1);
-      const A gmax = gp ? static_cast<A>(gp[b * 2 * N + n]) : A(0);
-      const A gmean = gp ? static_cast<A>(gp[b * 2 * N + N + n]) / static_cast<A>(C) : A(0);
-      const int64_t am = gp ? sarg[i] : -1;
-      for (int64_t ch = 0, r = b * C, off = b * C * N + n; ch < C; ++ch, ++r, off += N) {
-        A v = static_cast<A>(g[off]) * sv + gmean + (ch == am ? gmax : A(0));
-        if (c) v *= static_cast<A>(c[r]);
-        if (gst) {
-          if (avg) v += static_cast<A>(gst[r * P]) / static_cast<A>(N);
-          if (max && carg[r] == n) v += static_cast<A>(gst[r * P + P - 1]);
+    for (int64_t base = int64_t(blockIdx.x) * blockDim.x; base < groups; base += step) {
+      const int64_t q = base + threadIdx.x;
+      const bool active = q < groups;
+      const int64_t n0 = q * V, i0 = b * N + n0;
+      A sv[V], gmax[V], gmean[V];
+      int64_t am[V];
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const bool in = active;
+        sv[k] = s && in ? static_cast<A>(s[i0 + k]) : A(1);
+        gmax[k] = gp && in ? static_cast<A>(gp[b * 2 * N + n0 + k]) : A(0);
+        gmean[k] = gp && in ? static_cast<A>(gp[b * 2 * N + N + n0 + k]) / static_cast<A>(C) : A(0);
+        am[k] = gp && in ? sarg[i0 + k] : -1;
+      }
+      for (int64_t ch0 = 0; ch0 < C; ch0 += kCbamThreads) {
+        const int64_t len = C - ch0 < kCbamThreads ? C - ch0 : kCbamThreads;
+        __syncthreads();  // the previous chunk is read by every thread
+        for (int64_t t = threadIdx.x; t < len; t += blockDim.x) {
+          const int64_t r = b * C + ch0 + t;
+          s_gate[t] = c ? static_cast<A>(c[r]) : A(1);
+          s_avg[t] = gst && avg ? static_cast<A>(gst[r * P]) / static_cast<A>(N) : A(0);
+          s_max[t] = gst && max ? static_cast<A>(gst[r * P + P - 1]) : A(0);
+          s_arg[t] = gst && max ? carg[r] : int64_t(-1);
         }
-        dx[off] = static_cast<T>(v);
+        __syncthreads();
+        if (!active) continue;
+        for (int64_t j = 0, ch = ch0, off = (b * C + ch0) * N + n0; j < len; ++j, ++ch, off += N) {
+          // No branch on absent terms: they are staged as 1 (gate) and 0 (pooled gradients, argmax -1).
+          const A cc = s_gate[j], tavg = s_avg[j], tmax = s_max[j];
+          const int64_t cm = s_arg[j] - n0;  // the channel's argmax as an offset into the V positions
+          const bool hit = cm >= 0 && cm < V;
+          const int k_hit = hit ? static_cast<int>(cm) : -1;
+          const Pack<T, kAligned> gv = load_pack<T, kAligned>(g + off);
+          Pack<T, kAligned> o;
+#pragma unroll
+          for (int k = 0; k < V; ++k) {
+            const A v = static_cast<A>(gv.v[k]) * sv[k] + gmean[k] + (ch == am[k] ? gmax[k] : A(0));
+            o.v[k] = static_cast<T>(v * cc + tavg + (k == k_hit ? tmax : A(0)));
+          }
+          store_pack<T, kAligned>(dx + off, o);
+        }
       }
     }
   }

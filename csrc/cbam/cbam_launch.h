@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "common/launch.h"
 
@@ -25,5 +26,19 @@ struct PositionGrid {
   int64_t x, y;
 };
 PositionGrid position_grid(int64_t rows, int64_t N);
+
+// Vector access of apply_kernel and input_backward_kernel: where `aligned` (N a multiple of 16 / elem_size
+// and the tensors' addresses 16-byte aligned, vec_aligned), each thread handles V = 16 / elem_size
+// consecutive positions (8 float16/bfloat16, 4 float32, 2 float64) with one 16-byte load or store per
+// tensor and channel; otherwise V = 1, one element at a time.
+constexpr int kCbamVecBytes = 16;
+struct VectorPlan {
+  int64_t width;   // V
+  int64_t groups;  // ceil(N / V): the positions of the 2-D grid (position_grid(rows, groups))
+  bool aligned;
+};
+VectorPlan cbam_vector_plan(int64_t N, int64_t elem_size, bool addresses_aligned);
+// Every address (0 for an absent tensor) a multiple of kCbamVecBytes.
+bool vec_aligned(std::initializer_list<uintptr_t> addresses);
 
 }  // namespace srops

@@ -20,10 +20,12 @@ void instantiate_cbam() {
       reinterpret_cast<void*>(&ck::spatial_pool_kernel<T, A>),
       reinterpret_cast<void*>(&ck::spatial_pool_backward_dx_kernel<T, A>),
       reinterpret_cast<void*>(&ck::spatial_pool_backward_dc_kernel<T, A>),
-      reinterpret_cast<void*>(&ck::apply_kernel<T, A>),
+      reinterpret_cast<void*>(&ck::apply_kernel<T, A, true>),
+      reinterpret_cast<void*>(&ck::apply_kernel<T, A, false>),
       reinterpret_cast<void*>(&ck::apply_backward_dx_kernel<T, A>),
       reinterpret_cast<void*>(&ck::apply_backward_dc_kernel<T, A>),
-      reinterpret_cast<void*>(&ck::input_backward_kernel<T, A>),
+      reinterpret_cast<void*>(&ck::input_backward_kernel<T, A, true>),
+      reinterpret_cast<void*>(&ck::input_backward_kernel<T, A, false>),
   };
   (void)kernels;
 }

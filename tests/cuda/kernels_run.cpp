@@ -37,6 +37,7 @@ void launch(unsigned gx, unsigned gy, std::vector<Vec*> outputs, F&& body) {
 }
 
 static int failures = 0;
+static bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 static void expect(const char* what, const Vec& got, const Vec& want) {
   for (size_t i = 0; i < want.size(); ++i)
     if (!(std::abs(got[i] - want[i]) <= 1e-12 * (1 + std::abs(want[i])))) {  // NaN (unwritten) fails too
@@ -46,8 +47,10 @@ static void expect(const char* what, const Vec& got, const Vec& want) {
     }
 }
 
-int main() {
-  const int64_t B = 3, C = 5, N = 7, P = 2;
+// Every kernel at one N; apply_kernel and input_backward_kernel element-wise (kAligned = false) and, where N
+// is a multiple of their vector width (2 doubles), by 16-byte packs too.
+static void check_all(int64_t N) {
+  const int64_t B = 3, C = 5, P = 2;
   const Vec x = random_vec(B * C * N), g = random_vec(B * C * N), c = random_vec(B * C), s = random_vec(B * N);
   const Vec gst = random_vec(B * C * P), gp = random_vec(B * 2 * N);
   std::vector<int64_t> carg(B * C), sarg(B * N);
@@ -56,10 +59,21 @@ int main() {
   const unsigned gx = 2, gy = 2;  // fewer blocks than positions and rows: both strides are taken
 
   Vec out(B * C * N), want(B * C * N);
-  launch(gx, gy, {&out}, [&] { ck::apply_kernel<double, double>(x.data(), c.data(), s.data(), out.data(), B * C, C, N); });
+  const bool packs = N % ck::vec_width<double, true>() == 0;
+  if (packs && !(aligned16(x.data()) && aligned16(s.data()) && aligned16(out.data()) && aligned16(g.data())))
+    std::printf("test buffers not 16-byte aligned\n"), ++failures;
   for (int64_t r = 0; r < B * C; ++r)
     for (int64_t n = 0; n < N; ++n) want[r * N + n] = x[r * N + n] * c[r] * s[(r / C) * N + n];
+  launch(gx, gy, {&out}, [&] {
+    ck::apply_kernel<double, double, false>(x.data(), c.data(), s.data(), out.data(), B * C, C, N);
+  });
   expect("apply_kernel", out, want);
+  if (packs) {
+    launch(gx, gy, {&out}, [&] {
+      ck::apply_kernel<double, double, true>(x.data(), c.data(), s.data(), out.data(), B * C, C, N);
+    });
+    expect("apply_kernel (packs)", out, want);
+  }
 
   launch(gx, gy, {&out}, [&] {
     ck::channel_pool_backward_kernel<double, double>(gst.data(), carg.data(), out.data(), B * C, N, true, true);
@@ -111,8 +125,14 @@ int main() {
   expect("apply_backward_dx_kernel ds", ds, want_ds);
 
   launch(gx, gy, {&out}, [&] {
-    ck::input_backward_kernel<double, double>(g.data(), c.data(), s.data(), gp.data(), sarg.data(), gst.data(),
-                                              carg.data(), out.data(), B, C, N, true, true);
+    ck::input_backward_kernel<double, double, false>(g.data(), c.data(), s.data(), gp.data(), sarg.data(), gst.data(),
+                                                     carg.data(), out.data(), B, C, N, true, true);
+  });
+  Vec out_packs(B * C * N);
+  launch(gx, gy, {&out_packs}, [&] {
+    if (packs)
+      ck::input_backward_kernel<double, double, true>(g.data(), c.data(), s.data(), gp.data(), sarg.data(),
+                                                      gst.data(), carg.data(), out_packs.data(), B, C, N, true, true);
   });
   for (int64_t b = 0; b < B; ++b)
     for (int64_t ch = 0; ch < C; ++ch)
@@ -124,6 +144,7 @@ int main() {
         want[off] = v;
       }
   expect("input_backward_kernel", out, want);
+  if (packs) expect("input_backward_kernel (packs)", out_packs, want);
 
   // centre_kernel: x [B, C, M] centred into S chunks of L columns (zero past M), and the plain S = 1, L = M copy.
   for (const auto [M, S, L] : {std::array<int64_t, 3>{13, 4, 4}, std::array<int64_t, 3>{13, 1, 13},
@@ -142,7 +163,43 @@ int main() {
           }
     expect("centre_kernel", xc, want_xc);
   }
+}
 
+// input_backward_kernel with several threads per block meeting at its barriers: more channels than one
+// staging chunk (kCbamThreads), and more threads than position groups (idle threads still at the barriers).
+static void check_input_backward_blocks(int64_t N, bool packs) {
+  const int64_t B = 2, C = srops::kCbamThreads + 44, P = 2;
+  const Vec g = random_vec(B * C * N), c = random_vec(B * C), s = random_vec(B * N);
+  const Vec gst = random_vec(B * C * P), gp = random_vec(B * 2 * N);
+  std::vector<int64_t> carg(B * C), sarg(B * N);
+  for (int64_t r = 0; r < B * C; ++r) carg[r] = (r * 7) % N;
+  for (int64_t i = 0; i < B * N; ++i) sarg[i] = (i * 37) % C;
+  Vec out(B * C * N, std::nan("")), want(B * C * N);
+  launch_blocks(2, 1, 4, [&] {
+    if (packs)
+      ck::input_backward_kernel<double, double, true>(g.data(), c.data(), s.data(), gp.data(), sarg.data(), gst.data(),
+                                                      carg.data(), out.data(), B, C, N, true, true);
+    else
+      ck::input_backward_kernel<double, double, false>(g.data(), c.data(), s.data(), gp.data(), sarg.data(),
+                                                       gst.data(), carg.data(), out.data(), B, C, N, true, true);
+  });
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t ch = 0; ch < C; ++ch)
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t r = b * C + ch, off = r * N + n;
+        double v = g[off] * s[b * N + n] + gp[b * 2 * N + N + n] / C + (ch == sarg[b * N + n] ? gp[b * 2 * N + n] : 0.0);
+        v *= c[r];
+        v += gst[r * P] / N + (carg[r] == n ? gst[r * P + 1] : 0.0);
+        want[off] = v;
+      }
+  expect(packs ? "input_backward_kernel (4 threads, packs)" : "input_backward_kernel (4 threads)", out, want);
+}
+
+int main() {
+  check_all(7);
+  check_all(10);
+  check_input_backward_blocks(7, false);
+  check_input_backward_blocks(10, true);
   if (failures == 0) std::printf("ok\n");
   return failures == 0 ? 0 : 1;
 }

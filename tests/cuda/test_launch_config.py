@@ -174,6 +174,17 @@ def test_cbam_grid_stride_blocks():
     assert launch().cbam_grid_stride_blocks(2**40) == 2**20
 
 
+@pytest.mark.parametrize("elem,width", [(2, 8), (4, 4), (8, 2)])
+def test_cbam_vector_plan(elem, width):
+    """16-byte packs of V = 16 / elem positions where N is a multiple of V and every address is aligned,
+    else one element per thread."""
+    plan = launch().cbam_vector_plan
+    assert plan(64 * width, elem, [0, 256, 4096]) == (width, 64, True)  # 0: an absent tensor
+    assert plan(64 * width + 1, elem, [256]) == (1, 64 * width + 1, False)  # N not a multiple
+    assert plan(64 * width, elem, [256, 256 + elem]) == (1, 64 * width, False)  # one misaligned tensor
+    assert plan(1, elem, []) == (1, 1, False)
+
+
 def test_cbam_index_range_checks_are_debug_only_on_cuda(monkeypatch):
     monkeypatch.delenv("SROPS_DEBUG_CHECKS", raising=False)
     assert launch().cbam_index_range_checked("cpu") is True
