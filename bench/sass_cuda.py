@@ -165,10 +165,16 @@ ELEM_SIZE = {"c10::BFloat16": 2, "c10::Half": 2, "float": 4, "double": 8}
 WIDTH = {"128": 16, "64": 8, "U16": 2, "S16": 2, "U8": 1, "S8": 1}  # bytes of a load/store by its suffix (else 4)
 
 
+# kernels whose principal memory operation moves the accumulation type (the second template argument)
+ACC_PRINCIPAL = ("centre_kernel",)
+
+
 def elem_size(kernel: str) -> int:
-    """Bytes of the kernel's element type (its first template argument), 4 when it has none."""
-    m = re.search(r"<([\w:]+)", kernel)
-    return ELEM_SIZE.get(m.group(1), 4) if m else 4
+    """Bytes of the element type the kernel's principal operation moves: its first template argument (the
+    second for ACC_PRINCIPAL kernels), 4 when it has none."""
+    args = re.findall(r"[<,]\s*([\w:]+)", kernel)
+    pick = 1 if any(k in kernel for k in ACC_PRINCIPAL) and len(args) > 1 else 0
+    return ELEM_SIZE.get(args[pick], 4) if args else 4
 
 
 def elements_of(op: str, size: int) -> int:
