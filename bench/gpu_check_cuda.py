@@ -60,10 +60,10 @@ def run(stage: Stage) -> None:
     device, backend = ("cpu", "cpu") if dry else ("cuda", "cuda")
     M = 37 if dry else 300
 
-    def covpool_sqrtm(rec: dict, C: int, dtype: torch.dtype, row_mean: bool) -> None:
+    def covpool_sqrtm(rec: dict, C: int, dtype: torch.dtype, row_mean: bool, m: int = M) -> None:
         _need(backend, "covpool_sqrtm")
         rec["path"] = sqrtm_path(C, dtype, device)
-        x = torch.randn(3, C, M, device=device, dtype=dtype)
+        x = torch.randn(3, C, m, device=device, dtype=dtype)
         xr, xf = x.double().clone().requires_grad_(), x.clone().requires_grad_()
         yr = F.covpool_sqrtm(xr, 5, 1e-5, row_mean, backend="reference")
         yf = F.covpool_sqrtm(xf, 5, 1e-5, row_mean, backend=backend)
@@ -78,6 +78,11 @@ def run(stage: Stage) -> None:
             for row_mean in (False, True):
                 stage.run(f"covpool_sqrtm C={C}{' row_mean' if row_mean else ''}", covpool_sqrtm, C, dtype,
                           row_mean, dtype=str(dtype))
+    # M long enough for the Gram's split-K chunks (several GEMMs per sample, the last chunk zero-padded)
+    long_m = 2 * 1024 + 5 if dry else 5000
+    for dtype in (torch.float32, torch.bfloat16):
+        stage.run(f"covpool_sqrtm C=64 M={long_m} (split-K)", covpool_sqrtm, 16 if dry else 64, dtype, False, long_m,
+                  dtype=str(dtype))
 
     def covpool(rec: dict, C: int, dtype: torch.dtype) -> None:
         _need(backend, "covpool")
@@ -99,9 +104,10 @@ def run(stage: Stage) -> None:
             return ChannelAttention(C, reduction=4, pool=pool, backend="reference")
         return SpatialAttention(7, bn=True, backend="reference")
 
-    def cbam(rec: dict, kind: str, pool, dtype: torch.dtype, ties: bool) -> None:
+    def cbam(rec: dict, kind: str, pool, dtype: torch.dtype, ties: bool, packs: bool = False) -> None:
         _need(backend, "cbam")
-        shape = (2, 9, 7, 5) if dry else (3, 64, 33, 47)
+        # H*W odd: one element per thread; a multiple of 8: the 16-byte packs (cbam_vector_plan)
+        shape = ((2, 9, 4, 6) if packs else (2, 9, 7, 5)) if dry else ((3, 64, 32, 48) if packs else (3, 64, 33, 47))
         ref_device = "cpu" if ties else device  # torch.max's tie rule is the CPU one
         ref = module(kind, shape[1], pool).to(ref_device, torch.float64).train()
         fused = copy.deepcopy(ref).to(device, dtype)
@@ -128,6 +134,8 @@ def run(stage: Stage) -> None:
         for pool in (("avg", "max"), ("avg",)) if kind != "spatial" else (("avg", "max"),):
             for dtype in (torch.float64, torch.float32):
                 stage.run(f"{kind} {'+'.join(pool)}", cbam, kind, pool, dtype, False, dtype=str(dtype))
+    for dtype in (torch.float64, torch.float32):  # bfloat16 packs: the raw ops against the CPU kernels below
+        stage.run("cbam avg+max, 16-byte packs", cbam, "cbam", ("avg", "max"), dtype, False, True, dtype=str(dtype))
     stage.run("cbam ties", cbam, "cbam", ("avg", "max"), torch.float64, True, dtype="torch.float64")
 
     ops = torch.ops.srops
@@ -145,14 +153,14 @@ def run(stage: Stage) -> None:
             "cbam_input_backward": (ops.cbam_input_backward(g, c, s, gp, sarg, gs, carg, True, True),),
         }
 
-    def against_cpu(rec: dict, dtype: torch.dtype) -> None:
+    def against_cpu(rec: dict, dtype: torch.dtype, packs: bool = False) -> None:
         from srops import _ext
 
         if not _ext.HAS_EXT:
             raise SkipCase(f"srops._C not loaded: {_ext.EXT_ERROR}")
         if not dry and not _ext.HAS_CUDA_EXT:
             raise SkipCase("srops._C has no CUDA kernels")
-        B, C, H, W = (2, 5, 3, 4) if dry else (2, 19, 13, 11)
+        B, C, H, W = ((2, 5, 4, 4) if packs else (2, 5, 3, 3)) if dry else ((2, 19, 16, 12) if packs else (2, 19, 13, 11))
         args = [torch.randn(B, C, H, W), torch.rand(B, C), torch.rand(B, H, W), torch.randn(B, C, H, W),
                 torch.randn(B, C, 2), torch.randn(B, 2, H, W)]
         args = [a.to(dtype) for a in args]
@@ -171,6 +179,7 @@ def run(stage: Stage) -> None:
 
     for dtype in (torch.float32, torch.bfloat16):
         stage.run("CBAM ops vs CPU kernels", against_cpu, dtype, dtype=str(dtype))
+        stage.run("CBAM ops vs CPU kernels, 16-byte packs", against_cpu, dtype, True, dtype=str(dtype))
     passed = sum(c["status"] == "pass" for c in stage.cases)
     paths = sorted({c["path"] for c in stage.cases if c.get("path", "n/a") != "n/a"})
     stage.info["headline"] = f"{passed}/{len(stage.cases)} pass" + (f"; sqrtm paths {paths}" if paths else "")
