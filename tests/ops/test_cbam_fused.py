@@ -7,6 +7,7 @@ the max pools, float64 gradcheck, ``torch.library.opcheck`` of every compiled op
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -246,15 +247,18 @@ def test_gradcheck_cbam_end_to_end():
     assert torch.autograd.gradcheck(fn, (x, *params))
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("pool", [(True, True), (True, False), (False, True)], ids=["avgmax", "avg", "max"])
-@pytest.mark.parametrize("shape", [(2, 3, 1, 1), (3, 17, 7, 5), (2, 5, 67, 71)], ids=lambda s: "x".join(map(str, s)))
-def test_input_backward_is_the_sum_of_the_pass_gradients(shape, pool):
+@pytest.mark.parametrize("shape", [(2, 3, 1, 1), (3, 17, 7, 5), (2, 5, 67, 71), (2, 300, 16, 16)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_input_backward_is_the_sum_of_the_pass_gradients(shape, pool, device):
     """cbam_input_backward's one-pass dx equals the three per-pass backward ops' x-gradients added, with
-    ties (repeated values) so that spatial and channel argmaxes meet on some elements."""
+    ties (repeated values) so that spatial and channel argmaxes meet on some elements. On CUDA, 16 × 16
+    positions take the 16-byte packs and C = 300 two staging chunks of channel terms."""
     avg, mx = pool
     B, C, H, W = shape
-    kw = dict(dtype=torch.float64)
-    x = torch.randint(0, 3, shape).double()
+    kw = dict(dtype=torch.float64, device=device)
+    x = torch.randint(0, 3, shape, device=device).double()
     c, s, g = torch.rand(B, C, **kw), torch.rand(B, H, W, **kw), torch.randn(shape, **kw)
     _, am1 = ops.cbam_channel_pool(x, avg, mx)
     _, am2 = ops.cbam_spatial_pool(x, c)
@@ -268,6 +272,34 @@ def test_input_backward_is_the_sum_of_the_pass_gradients(shape, pool):
                  ops.cbam_apply_backward(g, x, c, s)[0], "dx (apply only)")
     assert_close(ops.cbam_input_backward(g, None, None, gp, am2, None, None, avg, mx),
                  g + ops.cbam_spatial_pool_backward(gp, x, None, am2)[0], "dx (no gates)")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "misaligned"])
+def test_cuda_apply_and_input_backward_against_cpu(dtype, offset):
+    """CUDA cbam_apply / cbam_input_backward against the CPU kernels, on 16-byte-aligned tensors (packs) and on
+    views one element into their storage (the one-element path)."""
+    B, C, H, W = 2, 40, 16, 24
+
+    def view(*shape):
+        n = math.prod(shape)
+        return torch.randn(n + offset, dtype=torch.float64)[offset:].view(shape).to(dtype)
+
+    x, g, c, s = view(B, C, H, W), view(B, C, H, W), torch.rand(B, C).to(dtype), view(B, H, W)
+    _, am1 = ops.cbam_channel_pool(x, True, True)
+    _, am2 = ops.cbam_spatial_pool(x, c)
+    gp, gst = view(B, 2, H, W), view(B, C, 2)
+
+    def on(dev):
+        t = [a.to(dev) if offset == 0 else torch.empty(a.numel() + offset, dtype=a.dtype, device=dev)[offset:]
+             .view(a.shape).copy_(a) for a in (x, g, c, s, gp, gst)]
+        xd, gd, cd, sd, gpd, gstd = t
+        return (ops.cbam_apply(xd, cd, sd).cpu(),
+                ops.cbam_input_backward(gd, cd, sd, gpd, am2.to(dev), gstd, am1.to(dev), True, True).cpu())
+
+    for got, want, name in zip(on("cuda"), on("cpu"), ("apply", "input_backward")):
+        torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-6, msg=name)
 
 
 def test_gate_only_backward_ops_match_full():
