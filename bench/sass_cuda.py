@@ -31,12 +31,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# kernel name fragment -> (opcode prefix counted, how many of them one element needs)
+# kernel name fragment -> (opcode prefix counted, how many of them one element needs[, how many 16-byte
+# ones one element needs in a loop of packs, where only those count])
 PRINCIPAL = {
     "apply_kernel": ("STG", 1),
-    "apply_backward_dx_kernel": ("LDG", 2),  # g and x per element (dx/ds stores depend on the call)
+    "apply_backward_dx_kernel": ("LDG", 2, 2),  # g and x per element (dx/ds stores depend on the call)
     "input_backward_kernel": ("STG", 1),
-    "spatial_pool_kernel": ("LDG", 2),  # x and the channel gate per channel
+    # x and the channel gate per channel; in a loop of 16-byte packs only x's packs count (the gate is
+    # one load per channel for the pack's positions): the third number is the packed loads per element
+    "spatial_pool_kernel": ("LDG", 2, 1),
     "spatial_pool_backward_dx_kernel": ("STG", 1),
     "channel_pool_backward_kernel": ("STG", 1),
     "channel_pool_kernel": ("LDG", 1),
@@ -189,8 +192,12 @@ def loop_stats(body: list[tuple[int, str]], loop: tuple[int, int], principal: tu
     count = lambda prefix: sum(o.split(".")[0] == prefix for o in ops)  # noqa: E731
     kinds = {"FFMA": ("FFMA", "DFMA")}.get(principal[0], (principal[0],))  # float64 kernels use DFMA
     memory = principal[0] in ("LDG", "STG")  # a vector access counts the elements it moves
-    n_principal = sum(elements_of(o, size) if memory else 1 for o in ops if o.split(".")[0] in kinds)
-    elems = n_principal / principal[1] if n_principal else 0
+    mine = [o for o in ops if o.split(".")[0] in kinds]
+    per = principal[1]
+    if memory and len(principal) > 2 and any(".128" in o for o in mine):
+        mine, per = [o for o in mine if ".128" in o], principal[2]
+    n_principal = sum(elements_of(o, size) if memory else 1 for o in mine)
+    elems = n_principal / per if n_principal else 0
     return {
         "instructions": len(ops), "LDG": count("LDG"), "LDS": count("LDS"), "LD": count("LD"),
         "STG": count("STG"), "STS": count("STS"), "ST": count("ST"), "CALL": count("CALL"),

@@ -106,9 +106,12 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cuda(const at::Tensor& x_in
   const auto stream = at::cuda::getCurrentCUDAStream();
   SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    spatial_pool_kernel<scalar_t, A><<<grid2d(B, H * W), kCbamThreads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), pooled.data_ptr<scalar_t>(), argmax.data_ptr<int64_t>(), B, C,
-        H * W);
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* pp = pooled.data_ptr<scalar_t>();
+    const VectorPlan vp = cbam_vector_plan(H * W, sizeof(scalar_t), vec_aligned({address(xp), address(pp)}));
+    const auto kernel = vp.aligned ? spatial_pool_kernel<scalar_t, A, true> : spatial_pool_kernel<scalar_t, A, false>;
+    kernel<<<grid2d(B, vp.groups), kCbamThreads, 0, stream>>>(xp, opt_ptr<scalar_t>(c), pp,
+                                                              argmax.data_ptr<int64_t>(), B, C, H * W);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {pooled, argmax};
@@ -188,9 +191,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cuda(const at
   SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_backward_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     if (input_grad || s.has_value()) {
-      apply_backward_dx_kernel<scalar_t, A><<<grid2d(B, N), kCbamThreads, 0, stream>>>(
-          grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(c), opt_ptr<scalar_t>(s),
-          input_grad ? dx.data_ptr<scalar_t>() : nullptr, s.has_value() ? ds.data_ptr<scalar_t>() : nullptr, B, C, N);
+      const scalar_t *gptr = grad.data_ptr<scalar_t>(), *xp = x.data_ptr<scalar_t>(), *sp = opt_ptr<scalar_t>(s);
+      scalar_t* dxp = input_grad ? dx.data_ptr<scalar_t>() : nullptr;
+      scalar_t* dsp = s.has_value() ? ds.data_ptr<scalar_t>() : nullptr;
+      const VectorPlan vp = cbam_vector_plan(
+          N, sizeof(scalar_t), vec_aligned({address(gptr), address(xp), address(sp), address(dxp), address(dsp)}));
+      const auto kernel =
+          vp.aligned ? apply_backward_dx_kernel<scalar_t, A, true> : apply_backward_dx_kernel<scalar_t, A, false>;
+      kernel<<<grid2d(B, vp.groups), kCbamThreads, 0, stream>>>(gptr, xp, opt_ptr<scalar_t>(c), sp, dxp, dsp, B, C,
+                                                                N);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     if (c.has_value()) {

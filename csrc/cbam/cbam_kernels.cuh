@@ -133,26 +133,58 @@ SROPS_GLOBAL void channel_pool_backward_kernel(const T* __restrict__ g, const in
   }
 }
 
-// Channel max (first maximal channel) and mean of y = x * c per (b, position); grid: position_grid(B, N).
-template <typename T, typename A>
+// In a walk over increasing indices, v at a later index ranks before the best so far m (ranks_before with
+// i > mi): a NaN where m is not NaN, or a larger value; never after m is NaN, never on a tie.
+template <typename A>
+SROPS_DEVICE bool later_ranks_before(A v, A m) {
+  return m == m && !(v <= m);
+}
+
+// Channel max (first maximal channel) and mean of y = x * c per (b, position), V positions per thread
+// (vec_width: 16 bytes, or 1); grid: position_grid(B, N / V), kAligned as cbam_vector_plan decides.
+template <typename T, typename A, bool kAligned>
 SROPS_GLOBAL void spatial_pool_kernel(const T* __restrict__ x, const T* __restrict__ c, T* __restrict__ pooled,
                                     int64_t* __restrict__ argmax, int64_t B, int64_t C, int64_t N) {
+  constexpr int V = vec_width<T, kAligned>();
+  const int64_t groups = N / V;  // V divides N (cbam_vector_plan)
   SROPS_FOR_ROWS(b, B) {
     const T* xb = x + b * C * N;
     const T* cb = c ? c + b * C : nullptr;
-    SROPS_FOR_POSITIONS(n, N) {
-      A sum = 0, best = 0;
-      int64_t idx = -1;
-      const T* xp = xb + n;
-      for (int64_t ch = 0; ch < C; ++ch, xp += N) {
-        // y = x * c rounded to T as the reference's y (a no-op for float/double): same ties.
-        const A v = static_cast<A>(static_cast<T>(static_cast<A>(*xp) * (cb ? static_cast<A>(cb[ch]) : A(1))));
-        sum += v;
-        if (idx < 0 || ranks_before(v, ch, best, idx)) best = v, idx = ch;
+    SROPS_FOR_POSITIONS(q, groups) {
+      const int64_t n0 = q * V;
+      A sum[V], best[V];
+      int64_t idx[V];
+      const T* xp = xb + n0;
+      // y = x * c rounded to T as the reference's y (a no-op for float/double): same ties.
+      auto y = [&](const Pack<T, kAligned>& xv, int k, A cc) {
+        return static_cast<A>(static_cast<T>(static_cast<A>(xv.v[k]) * cc));
+      };
+      {  // channel 0 (C >= 1: the launcher rejects empty inputs)
+        const A cc = cb ? static_cast<A>(cb[0]) : A(1);
+        const Pack<T, kAligned> xv = load_pack<T, kAligned>(xp);
+#pragma unroll
+        for (int k = 0; k < V; ++k) best[k] = y(xv, k, cc), sum[k] = A(0) + best[k], idx[k] = 0;  // 0 + (-0) = +0
       }
-      pooled[b * 2 * N + n] = static_cast<T>(best);
-      pooled[b * 2 * N + N + n] = static_cast<T>(sum / static_cast<A>(C));
-      argmax[b * N + n] = idx;
+      for (int64_t ch = 1; ch < C; ++ch) {
+        xp += N;
+        const A cc = cb ? static_cast<A>(cb[ch]) : A(1);
+        const Pack<T, kAligned> xv = load_pack<T, kAligned>(xp);
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          const A v = y(xv, k, cc);
+          sum[k] += v;
+          if (later_ranks_before(v, best[k])) best[k] = v, idx[k] = ch;
+        }
+      }
+      Pack<T, kAligned> mx, mean;
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        mx.v[k] = static_cast<T>(best[k]);
+        mean.v[k] = static_cast<T>(sum[k] / static_cast<A>(C));
+        argmax[b * N + n0 + k] = idx[k];
+      }
+      store_pack<T, kAligned>(pooled + b * 2 * N + n0, mx);
+      store_pack<T, kAligned>(pooled + b * 2 * N + N + n0, mean);
     }
   }
 }
@@ -234,25 +266,44 @@ SROPS_GLOBAL void apply_kernel(const T* __restrict__ x, const T* __restrict__ c,
   }
 }
 
-// dx = g * s * c (unless dx is null) and ds[b, n] = sum_ch g * x * c, one thread per (b, position);
-// grid: position_grid(B, N).
-template <typename T, typename A>
+// dx = g * s * c (unless dx is null) and ds[b, n] = sum_ch g * x * c (unless ds is null), V positions per
+// thread (vec_width: 16 bytes, or 1); grid: position_grid(B, N / V), kAligned as cbam_vector_plan decides.
+template <typename T, typename A, bool kAligned>
 SROPS_GLOBAL void apply_backward_dx_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ c,
                                          const T* __restrict__ s, T* __restrict__ dx, T* __restrict__ ds, int64_t B,
                                          int64_t C, int64_t N) {
+  constexpr int V = vec_width<T, kAligned>();
+  const int64_t groups = N / V;  // V divides N (cbam_vector_plan)
   SROPS_FOR_ROWS(b, B) {
     const T* cb = c ? c + b * C : nullptr;
-    SROPS_FOR_POSITIONS(n, N) {
-      const int64_t i = b * N + n;
-      const A sv = s ? static_cast<A>(s[i]) : A(1);
-      A dsum = 0;
-      for (int64_t ch = 0, off = b * C * N + n; ch < C; ++ch, off += N) {
+    SROPS_FOR_POSITIONS(q, groups) {
+      const int64_t n0 = q * V, i0 = b * N + n0;
+      A sv[V], dsum[V];
+      Pack<T, kAligned> sp;
+      if (s) sp = load_pack<T, kAligned>(s + i0);
+#pragma unroll
+      for (int k = 0; k < V; ++k) sv[k] = s ? static_cast<A>(sp.v[k]) : A(1), dsum[k] = 0;
+      for (int64_t ch = 0, off = b * C * N + n0; ch < C; ++ch, off += N) {
         const A cc = cb ? static_cast<A>(cb[ch]) : A(1);
-        const A gv = static_cast<A>(g[off]);
-        if (dx) dx[off] = static_cast<T>(gv * sv * cc);
-        if (ds) dsum += gv * (static_cast<A>(x[off]) * cc);
+        const Pack<T, kAligned> gv = load_pack<T, kAligned>(g + off);
+        if (dx) {
+          Pack<T, kAligned> o;
+#pragma unroll
+          for (int k = 0; k < V; ++k) o.v[k] = static_cast<T>(static_cast<A>(gv.v[k]) * sv[k] * cc);
+          store_pack<T, kAligned>(dx + off, o);
+        }
+        if (ds) {
+          const Pack<T, kAligned> xv = load_pack<T, kAligned>(x + off);
+#pragma unroll
+          for (int k = 0; k < V; ++k) dsum[k] += static_cast<A>(gv.v[k]) * (static_cast<A>(xv.v[k]) * cc);
+        }
       }
-      if (ds) ds[i] = static_cast<T>(dsum);
+      if (ds) {
+        Pack<T, kAligned> o;
+#pragma unroll
+        for (int k = 0; k < V; ++k) o.v[k] = static_cast<T>(dsum[k]);
+        store_pack<T, kAligned>(ds + i0, o);
+      }
     }
   }
 }

@@ -27,7 +27,8 @@ struct PositionGrid {
 };
 PositionGrid position_grid(int64_t rows, int64_t N);
 
-// Vector access of apply_kernel and input_backward_kernel: where `aligned` (N a multiple of 16 / elem_size
+// Vector access of the kernels over (b, position) and (row, position) (apply, apply_backward_dx,
+// spatial_pool, input_backward): where `aligned` (N a multiple of 16 / elem_size
 // and the tensors' addresses 16-byte aligned, vec_aligned), each thread handles V = 16 / elem_size
 // consecutive positions (8 float16/bfloat16, 4 float32, 2 float64) with one 16-byte load or store per
 // tensor and channel; otherwise V = 1, one element at a time.

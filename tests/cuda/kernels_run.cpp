@@ -37,6 +37,15 @@ void launch(unsigned gx, unsigned gy, std::vector<Vec*> outputs, F&& body) {
 }
 
 static int failures = 0;
+// As expect, but an expected NaN must be NaN (the pooled statistics of a NaN input).
+static void expect_nan(const char* what, const Vec& got, const Vec& want) {
+  for (size_t i = 0; i < want.size(); ++i)
+    if (std::isnan(want[i]) ? !std::isnan(got[i]) : !(std::abs(got[i] - want[i]) <= 1e-12 * (1 + std::abs(want[i])))) {
+      std::printf("%s: element %zu is %.17g, expected %.17g\n", what, i, got[i], want[i]);
+      ++failures;
+      return;
+    }
+}
 static bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 static void expect(const char* what, const Vec& got, const Vec& want) {
   for (size_t i = 0; i < want.size(); ++i)
@@ -82,22 +91,37 @@ static void check_all(int64_t N) {
     for (int64_t n = 0; n < N; ++n) want[r * N + n] = gst[r * P] / N + (n == carg[r] ? gst[r * P + 1] : 0.0);
   expect("channel_pool_backward_kernel", out, want);
 
-  Vec pooled(B * 2 * N), want_pooled(B * 2 * N);
-  std::vector<int64_t> am(B * N), want_am(B * N);
-  launch(gx, gy, {&pooled}, [&] { ck::spatial_pool_kernel<double, double>(x.data(), c.data(), pooled.data(), am.data(), B, C, N); });
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t n = 0; n < N; ++n) {
-      double best = 0, sum = 0;
-      int64_t idx = -1;
-      for (int64_t ch = 0; ch < C; ++ch) {
-        const double y = x[(b * C + ch) * N + n] * c[b * C + ch];
-        sum += y;
-        if (idx < 0 || y > best) best = y, idx = ch;
-      }
-      want_pooled[b * 2 * N + n] = best, want_pooled[b * 2 * N + N + n] = sum / C, want_am[b * N + n] = idx;
+  // spatial_pool_kernel on x, with NaNs (torch.max: the first NaN channel wins, the mean is NaN), and on
+  // values from {0, 0.5, 1} without a gate (ties everywhere: the first maximal channel wins)
+  Vec xnan = x, xtie(x.size());
+  for (size_t i = 0; i < xtie.size(); ++i) xtie[i] = 0.5 * static_cast<double>((i * 7 + i / 3) % 3);
+  xnan[(1 * C + 2) * N + 3] = xnan[(2 * C + 1) * N + 3] = xnan[(2 * C + 3) * N + 3] = xnan[(0 * C + 4) * N + 0] = std::nan("");
+  for (const Vec* xs : {&x, static_cast<const Vec*>(&xnan), static_cast<const Vec*>(&xtie)})
+    for (const bool use_packs : {false, true}) {
+      if (use_packs && !packs) continue;
+      Vec pooled(B * 2 * N), want_pooled(B * 2 * N);
+      std::vector<int64_t> am(B * N, -7), want_am(B * N);
+      const double* gate = xs == &xtie ? nullptr : c.data();
+      launch(gx, gy, {&pooled}, [&] {
+        if (use_packs)
+          ck::spatial_pool_kernel<double, double, true>(xs->data(), gate, pooled.data(), am.data(), B, C, N);
+        else
+          ck::spatial_pool_kernel<double, double, false>(xs->data(), gate, pooled.data(), am.data(), B, C, N);
+      });
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t n = 0; n < N; ++n) {
+          double best = 0, sum = 0;
+          int64_t idx = -1;
+          for (int64_t ch = 0; ch < C; ++ch) {
+            const double y = (*xs)[(b * C + ch) * N + n] * (gate ? gate[b * C + ch] : 1.0);
+            sum += y;
+            if (idx < 0 || (!std::isnan(best) && (std::isnan(y) || y > best))) best = y, idx = ch;
+          }
+          want_pooled[b * 2 * N + n] = best, want_pooled[b * 2 * N + N + n] = sum / C, want_am[b * N + n] = idx;
+        }
+      expect_nan(use_packs ? "spatial_pool_kernel pooled (packs)" : "spatial_pool_kernel pooled", pooled, want_pooled);
+      if (am != want_am) std::printf("spatial_pool_kernel argmax differs\n"), ++failures;
     }
-  expect("spatial_pool_kernel pooled", pooled, want_pooled);
-  if (am != want_am) std::printf("spatial_pool_kernel argmax differs\n"), ++failures;
 
   launch(gx, gy, {&out}, [&] {
     ck::spatial_pool_backward_dx_kernel<double, double>(gp.data(), c.data(), sarg.data(), out.data(), B, C, N);
@@ -109,20 +133,27 @@ static void check_all(int64_t N) {
             (gp[b * 2 * N + N + n] / C + (ch == sarg[b * N + n] ? gp[b * 2 * N + n] : 0.0)) * c[b * C + ch];
   expect("spatial_pool_backward_dx_kernel", out, want);
 
-  Vec ds(B * N), want_ds(B * N, 0.0);
-  launch(gx, gy, {&out, &ds}, [&] {
-    ck::apply_backward_dx_kernel<double, double>(g.data(), x.data(), c.data(), s.data(), out.data(), ds.data(), B, C,
-                                                 N);
-  });
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t ch = 0; ch < C; ++ch)
-      for (int64_t n = 0; n < N; ++n) {
-        const int64_t off = (b * C + ch) * N + n;
-        want[off] = g[off] * s[b * N + n] * c[b * C + ch];
-        want_ds[b * N + n] += g[off] * (x[off] * c[b * C + ch]);
-      }
-  expect("apply_backward_dx_kernel dx", out, want);
-  expect("apply_backward_dx_kernel ds", ds, want_ds);
+  for (const bool use_packs : {false, true}) {
+    if (use_packs && !packs) continue;
+    Vec ds(B * N), want_ds(B * N, 0.0);
+    launch(gx, gy, {&out, &ds}, [&] {
+      if (use_packs)
+        ck::apply_backward_dx_kernel<double, double, true>(g.data(), x.data(), c.data(), s.data(), out.data(),
+                                                           ds.data(), B, C, N);
+      else
+        ck::apply_backward_dx_kernel<double, double, false>(g.data(), x.data(), c.data(), s.data(), out.data(),
+                                                            ds.data(), B, C, N);
+    });
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t ch = 0; ch < C; ++ch)
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t off = (b * C + ch) * N + n;
+          want[off] = g[off] * s[b * N + n] * c[b * C + ch];
+          want_ds[b * N + n] += g[off] * (x[off] * c[b * C + ch]);
+        }
+    expect(use_packs ? "apply_backward_dx_kernel dx (packs)" : "apply_backward_dx_kernel dx", out, want);
+    expect(use_packs ? "apply_backward_dx_kernel ds (packs)" : "apply_backward_dx_kernel ds", ds, want_ds);
+  }
 
   launch(gx, gy, {&out}, [&] {
     ck::input_backward_kernel<double, double, false>(g.data(), c.data(), s.data(), gp.data(), sarg.data(), gst.data(),

@@ -35,6 +35,14 @@ def test_loop_stats_per_element():
     assert sass_cuda.loop_stats(body, loop[0], ("STG", 1), 2)["elements"] == 8
 
 
+def test_packed_loops_count_only_the_packed_loads_where_asked():
+    body = [(0x10, "LDG.E.128 R4, desc[UR4][R2.64]"), (0x20, "LDG.E R9, desc[UR4][R12.64]"),
+            (0x30, "FMNMX R4, R4, R9, !PT"), (0x40, "@!P0 BRA 0x10")]
+    stats = sass_cuda.loop_stats(body, (0, 3), ("LDG", 2, 1), 4)
+    assert stats["elements"] == 4 and stats["per_element"] == 1.0  # the gate's load is not an element
+    assert sass_cuda.loop_stats(body, (0, 3), ("LDG", 2), 4)["elements"] == 2.5
+
+
 def test_base_name_drops_accumulation_and_flags():
     assert sass_cuda.base_name("cbam_kernels::apply_kernel<c10::Half, float, true>") == "apply_kernel<c10::Half>"
     assert sass_cuda.base_name("sqrtm_kernels::forward_kernel<float, true>") == "forward_kernel<float>"
