@@ -277,9 +277,9 @@ def test_input_backward_is_the_sum_of_the_pass_gradients(shape, pool, device):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "misaligned"])
-def test_cuda_apply_and_input_backward_against_cpu(dtype, offset):
-    """CUDA cbam_apply / cbam_input_backward against the CPU kernels, on 16-byte-aligned tensors (packs) and on
-    views one element into their storage (the one-element path)."""
+def test_cuda_vectorised_ops_against_cpu(dtype, offset):
+    """CUDA cbam_apply, cbam_spatial_pool, cbam_apply_backward and cbam_input_backward against the CPU kernels,
+    on 16-byte-aligned tensors (packs) and on views one element into their storage (the one-element path)."""
     B, C, H, W = 2, 40, 16, 24
 
     def view(*shape):
@@ -295,11 +295,19 @@ def test_cuda_apply_and_input_backward_against_cpu(dtype, offset):
         t = [a.to(dev) if offset == 0 else torch.empty(a.numel() + offset, dtype=a.dtype, device=dev)[offset:]
              .view(a.shape).copy_(a) for a in (x, g, c, s, gp, gst)]
         xd, gd, cd, sd, gpd, gstd = t
-        return (ops.cbam_apply(xd, cd, sd).cpu(),
-                ops.cbam_input_backward(gd, cd, sd, gpd, am2.to(dev), gstd, am1.to(dev), True, True).cpu())
+        pooled, sarg = ops.cbam_spatial_pool(xd, cd)
+        dx, dc, ds = ops.cbam_apply_backward(gd, xd, cd, sd, True)
+        return {"apply": ops.cbam_apply(xd, cd, sd), "spatial_pool": pooled, "spatial_argmax": sarg,
+                "apply_backward dx": dx, "apply_backward dc": dc, "apply_backward ds": ds,
+                "input_backward": ops.cbam_input_backward(gd, cd, sd, gpd, am2.to(dev), gstd, am1.to(dev), True, True)}
 
-    for got, want, name in zip(on("cuda"), on("cpu"), ("apply", "input_backward")):
-        torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-6, msg=name)
+    got, want = on("cuda"), on("cpu")
+    for name, w in want.items():
+        g = got[name].cpu()
+        if name == "spatial_argmax":
+            assert torch.equal(g, w), name
+        else:
+            torch.testing.assert_close(g, w, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-5, msg=name)
 
 
 def test_gate_only_backward_ops_match_full():
