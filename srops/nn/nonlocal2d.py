@@ -107,10 +107,10 @@ class NonLocal2d(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """θ, φ, g of one group of equal tiles, ``[T, d, h, w]``, with φ and g pooled if asked."""
         d = self.inter_channels
-        if self.sub_sample == "before":
+        if self.sub_sample == "before":  # qkv: None, or θ of the whole map (under torch.compile)
             xt = fold(x, rows, cols)
             w, b = self.qkv.weight, self.qkv.bias
-            theta = TF.conv2d(xt, w[:d], b[:d])
+            theta = TF.conv2d(xt, w[:d], b[:d]) if qkv is None else fold(qkv, rows, cols)
             phi, g = TF.conv2d(TF.max_pool2d(xt, 2), w[d:], b[d:]).split(d, dim=1)
             return theta, phi, g
         theta, phi, g = fold(qkv, rows, cols).split(d, dim=1)
@@ -130,18 +130,29 @@ class NonLocal2d(nn.Module):
         if self.sub_sample and (h // rh < 2 or w // rw < 2):
             raise ValueError(f"srops.NonLocal2d: sub_sample needs regions of at least 2×2, got {h // rh}×{w // rw}")
         # θ/φ/g are 1×1 convs, so projecting the whole map first equals projecting each tile.
-        qkv = None if self.sub_sample == "before" else self.qkv(x)
+        # Under torch.compile no convolution may take a 4-D view with symbolic sides, which it would
+        # save for backward (Inductor cannot order its strides: see regions.unfold). So there "before"
+        # projects θ over the whole map, not over the folded tiles of x, and a map made of one group
+        # of equal tiles is unfolded fresh. Eager keeps the cheaper forms.
+        compiling = torch.compiler.is_compiling()
+        d = self.inter_channels
+        if self.sub_sample != "before":
+            qkv = self.qkv(x)
+        else:
+            qkv = TF.conv2d(x, self.qkv.weight[:d], self.qkv.bias[:d]) if compiling else None
+        row_groups, col_groups = spans(h, rh), spans(w, rw)  # at most two of each
+        fresh = compiling and len(row_groups) == len(col_groups) == 1
         rows_out = []
-        for rows in spans(h, rh):  # at most two row groups and two column groups
+        for rows in row_groups:
             cols_out = []
-            for cols in spans(w, rw):
+            for cols in col_groups:
                 theta, phi, g = self._tile_qkv(x, qkv, rows, cols)
                 t, d, th, tw = theta.shape
                 q = theta.flatten(2).transpose(1, 2)
                 k = phi.flatten(2).transpose(1, 2)
                 v = g.flatten(2).transpose(1, 2)
                 y = nonlocal_attention(q, k, v, scale=self.scale, backend=self.backend)
-                cols_out.append(unfold(y.transpose(1, 2).reshape(t, d, th, tw), b, rows, cols))
+                cols_out.append(unfold(y.transpose(1, 2).reshape(t, d, th, tw), b, rows, cols, fresh=fresh))
             rows_out.append(torch.cat(cols_out, dim=3))
         z = self.out(torch.cat(rows_out, dim=2))
         if self.bn is not None:

@@ -73,6 +73,46 @@ def test_matches_explicit_per_region_block(kwargs, hw, backend):
         torch.testing.assert_close(a, e)
 
 
+@pytest.mark.parametrize(
+    "kwargs, hw",
+    [
+        (dict(regions=1), (8, 10)),
+        (dict(regions=2), (8, 12)),
+        (dict(regions=(1, 2)), (6, 8)),
+        (dict(regions=(2, 1)), (8, 6)),
+        (dict(regions=2), (9, 11)),
+        (dict(regions=2, sub_sample="before"), (8, 8)),
+        (dict(regions=2, sub_sample="before"), (10, 9)),
+    ],
+)
+def test_compile_forms_match_explicit_block(kwargs, hw, monkeypatch):
+    """The forms forward takes under torch.compile (θ over the whole map for "before", a fresh unfold),
+    run eagerly by making torch.compiler.is_compiling() true."""
+    m = randomise(NonLocal2d(6, backend="reference", **kwargs)).double()
+    m.eval()
+    x = torch.randn(2, 6, *hw, dtype=torch.float64, requires_grad=True)
+    expected = explicit_block(m, x)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    out = m(x)
+    torch.testing.assert_close(out, expected)
+    grads = torch.autograd.grad(out.square().sum(), [x, *m.parameters()])
+    expected_grads = torch.autograd.grad(expected.square().sum(), [x, *m.parameters()])
+    for a, e in zip(grads, expected_grads):
+        torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("rows, cols", [((2, 3), (3, 4)), ((1, 5), (3, 4)), ((2, 3), (1, 4)), ((1, 5), (1, 4))])
+def test_fresh_unfold_equals_unfold(rows, cols):
+    from srops.ops.nonlocal_attention.regions import unfold
+
+    (nr, h), (nc, w) = rows, cols
+    span_r, span_c = (0, nr * h, nr, h), (0, nc * w, nc, w)
+    tiles = torch.randn(2 * nr * nc, h * w, 3).transpose(1, 2).reshape(2 * nr * nc, 3, h, w)  # as NonLocal2d's
+    plain, fresh = unfold(tiles, 2, span_r, span_c), unfold(tiles, 2, span_r, span_c, fresh=True)
+    assert fresh.shape == (2, 3, nr * h, nc * w)
+    assert torch.equal(fresh, plain)
+
+
 @pytest.mark.parametrize("bn", [False, True])
 def test_zero_initialised_output_is_identity(bn):
     m = NonLocal2d(8, regions=2, bn=bn)
