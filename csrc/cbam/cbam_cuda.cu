@@ -26,7 +26,7 @@ unsigned row_blocks(const char* op, int64_t rows) {
 }
 
 dim3 grid2d(int64_t rows, int64_t N) {
-  const PositionGrid g = position_grid(rows, N);
+  const PositionGrid g = position_grid(rows, N, kCbamThreads);
   return dim3(static_cast<unsigned>(g.x), static_cast<unsigned>(g.y));
 }
 

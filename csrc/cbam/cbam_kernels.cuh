@@ -15,11 +15,6 @@
 namespace srops {
 namespace cbam_kernels {
 
-// Loops of the 2-D grid (position_grid): rows (or batch items) over y, positions over x.
-#define SROPS_FOR_ROWS(r, rows) for (int64_t r = blockIdx.y; r < (rows); r += gridDim.y)
-#define SROPS_FOR_POSITIONS(n, N) \
-  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < (N); n += int64_t(gridDim.x) * blockDim.x)
-
 // Positions per thread of the vectorised kernels: V = kCbamVecBytes / sizeof(T) consecutive elements moved
 // as one 16-byte access (LDG.128 / STG.128) where kAligned, else 1 (cbam_vector_plan's width).
 template <typename T, bool kAligned>
@@ -238,7 +233,7 @@ SROPS_GLOBAL void spatial_pool_backward_dc_kernel(const T* __restrict__ g, const
 }
 
 // out = x * c * s (absent gates are 1), V positions per thread (vec_width: 16 bytes, or 1); grid:
-// position_grid(B*C, ceil(N / V)), kAligned as cbam_vector_plan decides.
+// position_grid(B*C, N / V), kAligned as cbam_vector_plan decides.
 template <typename T, typename A, bool kAligned>
 SROPS_GLOBAL void apply_kernel(const T* __restrict__ x, const T* __restrict__ c, const T* __restrict__ s,
                              T* __restrict__ out, int64_t rows, int64_t C, int64_t N) {
@@ -324,11 +319,12 @@ SROPS_GLOBAL void apply_backward_dc_kernel(const T* __restrict__ g, const T* __r
 }
 
 // The whole input gradient of the fused backward (see cbam.h), one thread per V consecutive positions of
-// one b (vec_width: 16 bytes, or 1) walking the channels. Every thread of a block has the same b, so the channels' terms
-// (gate, pooled gradient / N, max gradient, argmax) are staged in shared memory kCbamThreads channels at a
-// time, each computed once per block, and read by all; g and dx move as one 16-byte access where kAligned.
+// one b (vec_width: 16 bytes, or 1) walking the channels. Every thread of a block has the same b, so the
+// channels' terms (gate, pooled gradient / N, max gradient, argmax) are staged in shared memory
+// kCbamThreads channels at a time, each computed once per block, and read by all; g and dx move as one
+// 16-byte access where kAligned.
 // The block walks its positions in step (its threads past the end idle), so that it can meet at barriers.
-// Absent gates are 1, absent pooled gradients 0. grid: position_grid(B, ceil(N / V)), kAligned as
+// Absent gates are 1, absent pooled gradients 0. grid: position_grid(B, N / V), kAligned as
 // cbam_vector_plan decides.
 template <typename T, typename A, bool kAligned>
 SROPS_GLOBAL void input_backward_kernel(const T* __restrict__ g, const T* __restrict__ c, const T* __restrict__ s,
@@ -351,11 +347,10 @@ SROPS_GLOBAL void input_backward_kernel(const T* __restrict__ g, const T* __rest
       int64_t am[V];
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        const bool in = active;
-        sv[k] = s && in ? static_cast<A>(s[i0 + k]) : A(1);
-        gmax[k] = gp && in ? static_cast<A>(gp[b * 2 * N + n0 + k]) : A(0);
-        gmean[k] = gp && in ? static_cast<A>(gp[b * 2 * N + N + n0 + k]) / static_cast<A>(C) : A(0);
-        am[k] = gp && in ? sarg[i0 + k] : -1;
+        sv[k] = s && active ? static_cast<A>(s[i0 + k]) : A(1);
+        gmax[k] = gp && active ? static_cast<A>(gp[b * 2 * N + n0 + k]) : A(0);
+        gmean[k] = gp && active ? static_cast<A>(gp[b * 2 * N + N + n0 + k]) / static_cast<A>(C) : A(0);
+        am[k] = gp && active ? sarg[i0 + k] : -1;
       }
       for (int64_t ch0 = 0; ch0 < C; ch0 += kCbamThreads) {
         const int64_t len = C - ch0 < kCbamThreads ? C - ch0 : kCbamThreads;

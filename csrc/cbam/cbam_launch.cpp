@@ -23,8 +23,5 @@ bool vec_aligned(std::initializer_list<uintptr_t> addresses) {
   return std::all_of(addresses.begin(), addresses.end(), [](uintptr_t a) { return a % kCbamVecBytes == 0; });
 }
 
-PositionGrid position_grid(int64_t rows, int64_t N) {
-  return {std::clamp<int64_t>(ceil_div(N, kCbamThreads), 1, int64_t(1) << 20), std::clamp<int64_t>(rows, 1, kMaxGridYZ)};
-}
 
 }  // namespace srops

@@ -10,7 +10,6 @@
 namespace srops {
 
 constexpr int kCbamThreads = 256;  // threads per block of every CBAM kernel (a power of two: tree reductions)
-constexpr int64_t kMaxGridYZ = 65535;
 
 // Blocks of a grid-stride kernel over n items: enough to cover them, capped at 2^20 (the loop covers the rest).
 int64_t grid_stride_blocks(int64_t n);
@@ -19,13 +18,7 @@ int64_t grid_stride_blocks(int64_t n);
 // B*C is small, each part at least 4 elements per thread, at most 65535 (a grid dimension).
 int64_t channel_pool_parts(int64_t rows, int64_t N, const DeviceDesc& dev);
 
-// 2-D grid of the kernels over (row or batch item, position): x blocks of kCbamThreads positions over N
-// (at most 2^20; the kernels stride over the rest), y over `rows` (at most 65535, likewise). Each thread
-// then finds its row and position from blockIdx.y and blockIdx.x directly: no 64-bit division per element.
-struct PositionGrid {
-  int64_t x, y;
-};
-PositionGrid position_grid(int64_t rows, int64_t N);
+// The kernels over (row or batch item, position) run on position_grid(rows, N, kCbamThreads) (common/launch.h).
 
 // Vector access of the kernels over (b, position) and (row, position) (apply, apply_backward_dx,
 // spatial_pool, input_backward): where `aligned` (N a multiple of 16 / elem_size
@@ -35,7 +28,7 @@ PositionGrid position_grid(int64_t rows, int64_t N);
 constexpr int kCbamVecBytes = 16;
 struct VectorPlan {
   int64_t width;   // V
-  int64_t groups;  // ceil(N / V): the positions of the 2-D grid (position_grid(rows, groups))
+  int64_t groups;  // N / V: the positions of the 2-D grid (position_grid(rows, groups, kCbamThreads))
   bool aligned;
 };
 VectorPlan cbam_vector_plan(int64_t N, int64_t elem_size, bool addresses_aligned);

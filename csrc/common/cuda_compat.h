@@ -29,3 +29,8 @@
 #else
 #error "cuda_compat.h: include from nvcc-compiled sources, or define SROPS_CUDA_EMULATION"
 #endif
+
+// Loops of a 2-D grid (position_grid, common/launch.h): rows (or batch items) over y, positions over x.
+#define SROPS_FOR_ROWS(r, rows) for (int64_t r = blockIdx.y; r < (rows); r += gridDim.y)
+#define SROPS_FOR_POSITIONS(n, N) \
+  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < (N); n += int64_t(gridDim.x) * blockDim.x)

@@ -1,6 +1,7 @@
 // The launch-configuration functions as ops of their own namespace, srops_launch (catch-all kernels),
-// with the device-agnostic GEMM step of the CUDA covariance ops (gram_of_chunks), so that every configuration the CUDA launchers can choose is unit-tested on CPU for any
-// device description (tests/cuda/test_launch_config.py) and recorded by the device check.
+// with the device-agnostic GEMM step of the CUDA covariance ops (gram_of_chunks), so that every
+// configuration the CUDA launchers can choose is unit-tested on CPU for any device description
+// (tests/cuda/test_launch_config.py) and recorded by the device check.
 #include <torch/library.h>
 
 #include <string>
@@ -27,14 +28,14 @@ std::tuple<int64_t, int64_t> gram_split_op(int64_t B, int64_t C, int64_t M, int6
 }
 
 std::tuple<int64_t, int64_t> cov_grid_op(int64_t rows, int64_t cols) {
-  const CovGrid g = cov_grid(rows, cols);
+  const PositionGrid g = position_grid(rows, cols, kCovThreads);
   return {g.x, g.y};
 }
 
 int64_t channel_pool_parts_op(int64_t rows, int64_t N, int64_t sms) { return channel_pool_parts(rows, N, {sms, 0}); }
 
 std::tuple<int64_t, int64_t> position_grid_op(int64_t rows, int64_t N) {
-  const PositionGrid g = position_grid(rows, N);
+  const PositionGrid g = position_grid(rows, N, kCbamThreads);
   return {g.x, g.y};
 }
 

@@ -55,7 +55,7 @@ at::Tensor row_means_cuda(const at::Tensor& x) {
 at::Tensor centred_chunks(const at::Tensor& x, const at::Tensor& mean, int64_t S, int64_t L) {
   const int64_t B = x.size(0), C = x.size(1), M = x.size(2), rows = B * S * C;
   at::Tensor out = at::empty({B, S, C, L}, mean.options());
-  const CovGrid g = cov_grid(rows, L);
+  const PositionGrid g = position_grid(rows, L, kCovThreads);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "covpool_centre_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     centre_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned>(g.x), static_cast<unsigned>(g.y)), kCovThreads, 0,

@@ -32,19 +32,18 @@ SROPS_GLOBAL void row_mean_kernel(const scalar_t* __restrict__ x, acc_t* __restr
 
 // out[((b·S + s)·C + c)·L + l] = x[b, c, s·L + l] − mean[b, c] where s·L + l < M, else 0: x centred, in S
 // column chunks of L per row (the split-K operand of the Gram GEMMs; S = 1 and L = M give plain X − μ1ᵀ).
-// rows = B·S·C; grid: cov_grid(rows, L), rows over y and columns over x, both strided.
+// rows = B·S·C; grid: position_grid(rows, L, kCovThreads), rows over y and columns over x.
 template <typename scalar_t, typename acc_t>
 SROPS_GLOBAL void centre_kernel(const scalar_t* __restrict__ x, const acc_t* __restrict__ mean,
                                 acc_t* __restrict__ out, int64_t rows, int64_t C, int64_t M, int64_t S, int64_t L) {
-  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+  SROPS_FOR_ROWS(r, rows) {
     const int64_t c = r % C, bs = r / C, s = bs % S, b = bs / S;  // once per row, not per element
     const int64_t row = b * C + c, begin = s * L;
     const int64_t len = M - begin < L ? M - begin : L;
     const scalar_t* xr = x + row * M + begin;
     const acc_t mu = mean[row];
     acc_t* o = out + r * L;
-    for (int64_t l = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; l < L; l += int64_t(gridDim.x) * blockDim.x)
-      o[l] = l < len ? static_cast<acc_t>(xr[l]) - mu : acc_t(0);
+    SROPS_FOR_POSITIONS(l, L) o[l] = l < len ? static_cast<acc_t>(xr[l]) - mu : acc_t(0);
   }
 }
 

@@ -12,10 +12,6 @@ GramSplit gram_split(int64_t B, int64_t C, int64_t M, const DeviceDesc& dev) {
   return {ceil_div(M, L), L};  // no chunk left empty by rounding L up
 }
 
-CovGrid cov_grid(int64_t rows, int64_t cols) {
-  return {std::clamp<int64_t>(ceil_div(cols, kCovThreads), 1, int64_t(1) << 20), std::clamp<int64_t>(rows, 1, 65535)};
-}
-
 const char* sqrtm_path_name(SqrtmPath p) {
   switch (p) {
     case SqrtmPath::Shared: return "shared";

@@ -26,13 +26,6 @@ struct GramSplit {
 };
 GramSplit gram_split(int64_t B, int64_t C, int64_t M, const DeviceDesc& dev);
 
-// 2-D grid of the covpool element-wise kernels over (row, column): x blocks of kCovThreads columns (at
-// most 2^20), y over rows (at most 65535); the kernels stride over the rest.
-struct CovGrid {
-  int64_t x, y;
-};
-CovGrid cov_grid(int64_t rows, int64_t cols);
-
 // Where the per-sample Newton–Schulz kernels keep their `mats` C×C working matrices.
 enum class SqrtmPath { Shared, Scratch, Bmm };
 const char* sqrtm_path_name(SqrtmPath p);
