@@ -10,9 +10,9 @@ Per kernel (every template instantiation, demangled): registers, the innermost l
 its target, holding no other loop) with their instruction count, global/shared/generic loads and stores,
 calls (64-bit integer division and modulo are calls to a subroutine on sm_90), and instructions per
 element = loop instructions / elements per iteration, the elements counted by the kernel's principal
-memory operation (``PRINCIPAL``: e.g. one STG per output element; a 16-byte STG.E.128 of float32 counts 4). A kernel with optional inputs has one
-loop per combination the compiler specialised (and unrolled copies): the range over them is given. No GPU is needed: nvcc and the
-cuobjdump that Triton's wheel carries suffice.
+memory operation (``PRINCIPAL``: e.g. one STG per output element; a 16-byte STG.E.128 of float32 counts 4).
+A kernel with optional inputs has one loop per combination the compiler specialised (and unrolled copies):
+the range over them is given. No GPU is needed: nvcc and the cuobjdump that Triton's wheel carries suffice.
 """
 from __future__ import annotations
 

@@ -56,6 +56,24 @@ static void expect(const char* what, const Vec& got, const Vec& want) {
     }
 }
 
+// input_backward_kernel's dx (average and max pooling, every gate and pooled gradient present) by direct loops.
+static Vec input_backward_expected(const Vec& g, const Vec& c, const Vec& s, const Vec& gp,
+                                   const std::vector<int64_t>& sarg, const Vec& gst, const std::vector<int64_t>& carg,
+                                   int64_t B, int64_t C, int64_t N) {
+  const int64_t P = 2;
+  Vec want(B * C * N);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t ch = 0; ch < C; ++ch)
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t r = b * C + ch, off = r * N + n;
+        double v = g[off] * s[b * N + n] + gp[b * 2 * N + N + n] / C + (ch == sarg[b * N + n] ? gp[b * 2 * N + n] : 0.0);
+        v *= c[r];
+        v += gst[r * P] / N + (carg[r] == n ? gst[r * P + 1] : 0.0);
+        want[off] = v;
+      }
+  return want;
+}
+
 // Every kernel at one N; apply_kernel and input_backward_kernel element-wise (kAligned = false) and, where N
 // is a multiple of their vector width (2 doubles), by 16-byte packs too.
 static void check_all(int64_t N) {
@@ -159,23 +177,15 @@ static void check_all(int64_t N) {
     ck::input_backward_kernel<double, double, false>(g.data(), c.data(), s.data(), gp.data(), sarg.data(), gst.data(),
                                                      carg.data(), out.data(), B, C, N, true, true);
   });
-  Vec out_packs(B * C * N);
-  launch(gx, gy, {&out_packs}, [&] {
-    if (packs)
-      ck::input_backward_kernel<double, double, true>(g.data(), c.data(), s.data(), gp.data(), sarg.data(),
-                                                      gst.data(), carg.data(), out_packs.data(), B, C, N, true, true);
-  });
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t ch = 0; ch < C; ++ch)
-      for (int64_t n = 0; n < N; ++n) {
-        const int64_t r = b * C + ch, off = r * N + n;
-        double v = g[off] * s[b * N + n] + gp[b * 2 * N + N + n] / C + (ch == sarg[b * N + n] ? gp[b * 2 * N + n] : 0.0);
-        v *= c[r];
-        v += gst[r * P] / N + (carg[r] == n ? gst[r * P + 1] : 0.0);
-        want[off] = v;
-      }
+  want = input_backward_expected(g, c, s, gp, sarg, gst, carg, B, C, N);
   expect("input_backward_kernel", out, want);
-  if (packs) expect("input_backward_kernel (packs)", out_packs, want);
+  if (packs) {
+    launch(gx, gy, {&out}, [&] {
+      ck::input_backward_kernel<double, double, true>(g.data(), c.data(), s.data(), gp.data(), sarg.data(),
+                                                      gst.data(), carg.data(), out.data(), B, C, N, true, true);
+    });
+    expect("input_backward_kernel (packs)", out, want);
+  }
 
   // centre_kernel: x [B, C, M] centred into S chunks of L columns (zero past M), and the plain S = 1, L = M copy.
   for (const auto [M, S, L] : {std::array<int64_t, 3>{13, 4, 4}, std::array<int64_t, 3>{13, 1, 13},
@@ -205,7 +215,7 @@ static void check_input_backward_blocks(int64_t N, bool packs) {
   std::vector<int64_t> carg(B * C), sarg(B * N);
   for (int64_t r = 0; r < B * C; ++r) carg[r] = (r * 7) % N;
   for (int64_t i = 0; i < B * N; ++i) sarg[i] = (i * 37) % C;
-  Vec out(B * C * N, std::nan("")), want(B * C * N);
+  Vec out(B * C * N, std::nan(""));
   launch_blocks(2, 1, 4, [&] {
     if (packs)
       ck::input_backward_kernel<double, double, true>(g.data(), c.data(), s.data(), gp.data(), sarg.data(), gst.data(),
@@ -214,16 +224,8 @@ static void check_input_backward_blocks(int64_t N, bool packs) {
       ck::input_backward_kernel<double, double, false>(g.data(), c.data(), s.data(), gp.data(), sarg.data(),
                                                        gst.data(), carg.data(), out.data(), B, C, N, true, true);
   });
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t ch = 0; ch < C; ++ch)
-      for (int64_t n = 0; n < N; ++n) {
-        const int64_t r = b * C + ch, off = r * N + n;
-        double v = g[off] * s[b * N + n] + gp[b * 2 * N + N + n] / C + (ch == sarg[b * N + n] ? gp[b * 2 * N + n] : 0.0);
-        v *= c[r];
-        v += gst[r * P] / N + (carg[r] == n ? gst[r * P + 1] : 0.0);
-        want[off] = v;
-      }
-  expect(packs ? "input_backward_kernel (4 threads, packs)" : "input_backward_kernel (4 threads)", out, want);
+  expect(packs ? "input_backward_kernel (4 threads, packs)" : "input_backward_kernel (4 threads)", out,
+         input_backward_expected(g, c, s, gp, sarg, gst, carg, B, C, N));
 }
 
 int main() {

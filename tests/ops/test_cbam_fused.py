@@ -7,7 +7,6 @@ the max pools, float64 gradcheck, ``torch.library.opcheck`` of every compiled op
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
@@ -281,20 +280,17 @@ def test_cuda_vectorised_ops_against_cpu(dtype, offset):
     """CUDA cbam_apply, cbam_spatial_pool, cbam_apply_backward and cbam_input_backward against the CPU kernels,
     on 16-byte-aligned tensors (packs) and on views one element into their storage (the one-element path)."""
     B, C, H, W = 2, 40, 16, 24
-
-    def view(*shape):
-        n = math.prod(shape)
-        return torch.randn(n + offset, dtype=torch.float64)[offset:].view(shape).to(dtype)
-
-    x, g, c, s = view(B, C, H, W), view(B, C, H, W), torch.rand(B, C).to(dtype), view(B, H, W)
+    x, g, c, s = (torch.randn(*shape).to(dtype) for shape in ((B, C, H, W), (B, C, H, W), (B, C), (B, H, W)))
+    gp, gst = torch.randn(B, 2, H, W).to(dtype), torch.randn(B, C, 2).to(dtype)
     _, am1 = ops.cbam_channel_pool(x, True, True)
     _, am2 = ops.cbam_spatial_pool(x, c)
-    gp, gst = view(B, 2, H, W), view(B, C, 2)
+
+    def placed(a, dev):
+        """a on dev, `offset` elements into its storage."""
+        return torch.empty(a.numel() + offset, dtype=a.dtype, device=dev)[offset:].view(a.shape).copy_(a)
 
     def on(dev):
-        t = [a.to(dev) if offset == 0 else torch.empty(a.numel() + offset, dtype=a.dtype, device=dev)[offset:]
-             .view(a.shape).copy_(a) for a in (x, g, c, s, gp, gst)]
-        xd, gd, cd, sd, gpd, gstd = t
+        xd, gd, cd, sd, gpd, gstd = (placed(a, dev) for a in (x, g, c, s, gp, gst))
         pooled, sarg = ops.cbam_spatial_pool(xd, cd)
         dx, dc, ds = ops.cbam_apply_backward(gd, xd, cd, sd, True)
         return {"apply": ops.cbam_apply(xd, cd, sd), "spatial_pool": pooled, "spatial_argmax": sarg,
@@ -303,11 +299,11 @@ def test_cuda_vectorised_ops_against_cpu(dtype, offset):
 
     got, want = on("cuda"), on("cpu")
     for name, w in want.items():
-        g = got[name].cpu()
+        a = got[name].cpu()
         if name == "spatial_argmax":
-            assert torch.equal(g, w), name
+            assert torch.equal(a, w), name
         else:
-            torch.testing.assert_close(g, w, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-5, msg=name)
+            torch.testing.assert_close(a, w, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-5, msg=name)
 
 
 def test_gate_only_backward_ops_match_full():
