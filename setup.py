@@ -39,7 +39,7 @@ FORCE_CUDA = os.environ.get("SROPS_FORCE_CUDA", "0") == "1"
 NO_CUDA = os.environ.get("SROPS_NO_CUDA", "0") == "1"
 DEBUG_BUILD = os.environ.get("SROPS_DEBUG_BUILD", "0") == "1"
 DEFAULT_ARCHS = "8.0;9.0+PTX"
-RUNTIME_DEPS = ["numpy", "pillow", "tqdm", "PyYAML"]
+RUNTIME_DEPS = ["numpy", "pillow", "pypng", "tqdm", "PyYAML"]  # pypng: 16-bit colour PNG, which Pillow cuts to 8 bits
 TORCH_RANGE = "torch>=2.11"  # the pure-Python package (SROPS_NO_EXT=1) runs on any of these
 EDITABLE_TEMP = ROOT / "build" / "editable-temp"
 

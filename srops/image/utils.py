@@ -45,9 +45,13 @@ _16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 def read_image(path: PathLike, allow_large: bool = False, who: str = "srops.image.read_image") -> np.ndarray:
     """Decode an image file into an ``H x W x C`` uint8 or uint16 array, keeping grey, alpha and 16 bits.
 
+    The picture is the one image viewers show: an EXIF orientation (phone photos) is applied, as
+    ``PIL.ImageOps.exif_transpose`` does; this is right for training data too, whose HR images must
+    be upright for their LR partners and for the network's output to match what people see.
+
     C is 1 (grey: modes L, 1, 16-bit I;16 and 32-bit I with values in 0..65535), 2 (LA), 3 (RGB; also
     CMYK, YCbCr, palettes without transparency) or 4 (RGBA; palettes with transparency). 16-bit files
-    give uint16, everything else uint8.
+    (greyscale, and 16-bit RGB/RGBA PNG) give uint16, everything else uint8.
 
     ``allow_large``: lift Pillow's decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``, about
     89 megapixels by default) for this call; otherwise a larger image raises the ValueError below.
@@ -55,11 +59,25 @@ def read_image(path: PathLike, allow_large: bool = False, who: str = "srops.imag
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: ``cannot read image '<path>': ...`` for unreadable, truncated, too large or
-            unsupported (floating point) images.
+            unsupported (floating point) images, and for files of several frames (animated GIF, PNG
+            or WebP, multi-page TIFF), which are refused rather than cut to their first frame.
+    """
+    return read_image_and_profile(path, allow_large, who)[0]
+
+
+def read_image_and_profile(path: PathLike, allow_large: bool = False, who: str = "srops.image.read_image"
+                           ) -> tuple[np.ndarray, bytes | None]:
+    """:func:`read_image`, plus the file's ICC colour profile (``bytes``, or None without one).
+
+    A profile is returned only when it describes the returned pixels (an RGB profile for C = 3, 4, a grey
+    one for C = 1, 2); one that does not (a CMYK JPEG's profile after the conversion to RGB) is dropped
+    with a ``UserWarning`` naming the file.
     """
     import warnings
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from srops.image.files import EXIF_ORIENTATION, icc_colour_space, is_png16_colour, orient, read_png16
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -72,8 +90,19 @@ def read_image(path: PathLike, allow_large: bool = False, who: str = "srops.imag
             if allow_large:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1 and img.format != "MPO":  # MPO: a camera JPEG whose first image is the photo
+                    raise _SeveralFrames(f"it holds {frames} frames (an animation or a multi-page file), and "
+                                         "only single images are supported: extract the frame you want first")
+                deep = is_png16_colour(img)
                 img.load()
-                arr = _to_array(img)
+                profile = img.info.get("icc_profile") or None
+                if deep:
+                    arr = orient(read_png16(path), img.getexif().get(EXIF_ORIENTATION, 1))
+                else:
+                    arr = _to_array(ImageOps.exif_transpose(img))
+    except _SeveralFrames as exc:
+        raise ValueError(f"{who}: cannot read image '{path}': {exc}") from None
     except Image.DecompressionBombError as exc:
         raise ValueError(f"{who}: cannot read image '{path}': it is larger than Pillow's decompression-bomb "
                          f"limit of {limit} pixels ({exc}); to read it anyway pass allow_large=True "
@@ -82,7 +111,17 @@ def read_image(path: PathLike, allow_large: bool = False, who: str = "srops.imag
         raise ValueError(f"{who}: cannot read image '{path}': {exc}") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = limit
-    return arr
+    if profile is not None:
+        space, want = icc_colour_space(profile), ("RGB" if arr.shape[2] >= 3 else "GRAY")
+        if space != want:
+            warnings.warn(f"{who}: the ICC profile of '{path}' describes {space} colours, not the {want} pixels "
+                          "it was read as; the profile is dropped", UserWarning, stacklevel=2)
+            profile = None
+    return arr, profile
+
+
+class _SeveralFrames(Exception):
+    pass
 
 
 def _to_array(img) -> np.ndarray:
@@ -111,27 +150,38 @@ def _to_array(img) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def write_image(arr: np.ndarray, path: PathLike) -> None:
-    """Write an ``H x W x C`` uint8 (C = 1, 2, 3, 4) or uint16 (C = 1) array; format from the suffix.
+def write_image(arr: np.ndarray, path: PathLike, icc_profile: bytes | None = None) -> None:
+    """Write an ``H x W x C`` uint8 or uint16 array (C = 1, 2, 3, 4); format from the suffix.
 
-    uint16 grey becomes a 16-bit greyscale file (PNG/TIFF); 16-bit colour is not written by Pillow,
-    so pass it as uint8.
+    uint16 greyscale becomes a 16-bit greyscale file (PNG/TIFF); uint16 with 2-4 channels a 16-bit PNG
+    (other formats: ValueError). ``icc_profile`` is embedded when given. The file is written to a
+    temporary name in the same folder and moved onto ``path`` (``os.replace``): a failed write (OSError,
+    e.g. a full disk) leaves an existing ``path`` as it was and no temporary file behind.
     """
+    from pathlib import Path
+
     from PIL import Image
+
+    from srops.image.files import write_atomic, write_png16
 
     if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
         raise ValueError("srops.image.write_image: 'arr' must be an H x W x C numpy array with C in 1..4, got "
                          f"{getattr(arr, 'shape', type(arr).__name__)}")
-    if arr.dtype == np.uint16:
-        if arr.shape[2] != 1:
-            raise ValueError("srops.image.write_image: 16-bit images must be greyscale (C = 1), "
-                             f"got C = {arr.shape[2]}")
-        img = Image.fromarray(np.ascontiguousarray(arr[..., 0]))
-    elif arr.dtype == np.uint8:
-        img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else np.ascontiguousarray(arr))
-    else:
+    if arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"srops.image.write_image: 'arr' must be uint8 or uint16, got {arr.dtype}")
-    img.save(os.fspath(path))
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"srops.image.write_image: cannot tell the image format of '{path}' from its suffix")
+    extra = {} if icc_profile is None else {"icc_profile": icc_profile}
+    if arr.dtype == np.uint16 and arr.shape[2] > 1:
+        if fmt != "PNG":
+            raise ValueError(f"srops.image.write_image: 16-bit images with {arr.shape[2]} channels are written as "
+                             f"PNG only, got '{path}'")
+        write_atomic(path, lambda fh: write_png16(arr, fh, icc_profile))
+        return
+    img = Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[2] == 1 else arr))
+    write_atomic(path, lambda fh: img.save(fh, format=fmt, **extra))
 
 
 def load_image(path: PathLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -170,7 +220,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def save_image(x: torch.Tensor, path: PathLike) -> None:
-    """Write ``[1, C, H, W]`` / ``[C, H, W]`` float in [0, 1] (C = 1 or 3) as an 8-bit image; format from the suffix."""
-    from PIL import Image
+    """Write ``[1, C, H, W]`` / ``[C, H, W]`` float in [0, 1] (C = 1 or 3) as an 8-bit image; format from the suffix.
 
-    Image.fromarray(to_uint8(x)).save(os.fspath(path))
+    Written atomically, as :func:`write_image`.
+    """
+    arr = to_uint8(x)
+    write_image(arr[..., None] if arr.ndim == 2 else arr, path)

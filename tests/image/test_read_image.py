@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srops.image import load_image, read_image, write_image
+from srops.image import load_image, read_image, read_image_and_profile, write_image
 from srops.models.data import PairedImages, read_rgb
 
 
@@ -69,3 +69,100 @@ def test_decompression_bomb_is_a_clear_error(tmp_path: Path, monkeypatch) -> Non
     assert read_rgb(tmp_path / "huge.png", allow_large=True).shape == (3, 40, 40)
     assert read_image(tmp_path / "huge.png", allow_large=True).shape == (40, 40, 3)
     assert Image.MAX_IMAGE_PIXELS == 100
+
+
+def _numbered(h: int, w: int) -> np.ndarray:
+    """An RGB image whose every pixel is distinct (so any rotation or flip shows)."""
+    v = np.arange(h * w * 3, dtype=np.int64).reshape(h, w, 3)
+    return (v * 7 % 251).astype(np.uint8)
+
+
+# EXIF orientation → how a viewer shows the stored pixels (independent of Pillow: the TIFF/EXIF table)
+ORIENTED = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+            5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, -1)[::-1],
+            8: lambda a: np.rot90(a, 1)}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(tmp_path: Path, orientation: int) -> None:
+    a = _numbered(4, 6)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(a).save(tmp_path / "phone.png", exif=exif)
+    want = ORIENTED[orientation](a)
+    got = read_image(tmp_path / "phone.png")
+    assert got.shape == want.shape and np.array_equal(got, want)
+    # training data sees the picture the way its author saw it too
+    assert np.array_equal(read_rgb(tmp_path / "phone.png").permute(1, 2, 0).numpy(), want)
+
+
+def _png16(path: Path, arr: np.ndarray, icc: bytes | None = None) -> None:
+    import png
+
+    h, w, c = arr.shape
+    writer = png.Writer(w, h, greyscale=c < 3, alpha=c in (2, 4), bitdepth=16)
+    with open(path, "wb") as fh:
+        writer.write(fh, arr.reshape(h, w * c))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16bit_colour_png_is_read_and_written_at_16_bits(tmp_path: Path, channels: int) -> None:
+    from PIL import ImageCms
+
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 65536, (7, 9, channels), dtype=np.uint16)
+    _png16(tmp_path / "in.png", arr)
+    got = read_image(tmp_path / "in.png")
+    assert got.dtype == np.uint16 and np.array_equal(got, arr)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    write_image(arr, tmp_path / "out.png", icc_profile=icc)
+    again, profile = read_image_and_profile(tmp_path / "out.png")
+    assert again.dtype == np.uint16 and np.array_equal(again, arr) and profile == icc
+    assert read_rgb(tmp_path / "in.png").dtype.is_floating_point is False  # training data: 8 bits, rounded
+    assert np.array_equal(read_rgb(tmp_path / "in.png").permute(1, 2, 0).numpy(),
+                          np.floor(arr[..., :3] / 257 + 0.5).astype(np.uint8))
+
+
+def test_icc_profile_is_returned_and_kept(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(_numbered(5, 4)).save(tmp_path / "p.png", icc_profile=icc)
+    arr, profile = read_image_and_profile(tmp_path / "p.png")
+    assert profile == icc
+    write_image(arr, tmp_path / "q.png", icc_profile=profile)
+    with Image.open(tmp_path / "q.png") as im:
+        assert im.info.get("icc_profile") == icc
+
+
+def _frames(n: int) -> list[Image.Image]:
+    return [Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)) for k in range(n)]
+
+
+@pytest.mark.parametrize("name, kw", [("anim.gif", {}), ("pages.tif", {}), ("anim.png", {}),
+                                      ("anim.webp", {"lossless": True})])
+def test_several_frames_are_refused(tmp_path: Path, name: str, kw: dict) -> None:
+    first, *rest = _frames(3)
+    first.save(tmp_path / name, save_all=True, append_images=rest, **kw)
+    with Image.open(tmp_path / name) as im:
+        assert getattr(im, "n_frames", 1) == 3
+    with pytest.raises(ValueError, match=rf"'.*{name}'.*3 frames"):
+        read_image(tmp_path / name)
+
+
+def test_write_image_is_atomic(tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import os
+
+    Image.fromarray(_numbered(4, 4)).save(tmp_path / "keep.png")
+    old = (tmp_path / "keep.png").read_bytes()
+
+    def fail(self, fp, *a, **k):  # writes part of the file, then fails as a full disk does
+        fp.write(b"half a PNG")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Image.Image, "save", fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_image(_numbered(6, 6), tmp_path / "keep.png")
+    assert (tmp_path / "keep.png").read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
