@@ -8,11 +8,14 @@ conv MLP ``fc1``/``fc2``, ``spatial.conv.conv``/``spatial.conv.bn`` with momentu
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from srops import CBAM, ChannelAttention, SpatialAttention
+from srops.testing import assert_close_to_oracle, ulp_floor
 
 
 def randomise(module: nn.Module) -> nn.Module:
@@ -119,19 +122,29 @@ class RcanCALayer(nn.Module):
         return x * self.conv_du(self.avg_pool(x))
 
 
-def check_same(ours: nn.Module, ref: nn.Module, c: int) -> None:
-    """Eval outputs agree; one training step gives the same output and BN running statistics."""
-    x = torch.randn(4, c, 9, 11)
-    ours.eval(), ref.eval()
-    torch.testing.assert_close(ours(x), ref(x))
-    ours.train(), ref.train()
-    torch.testing.assert_close(ours(x), ref(x))
+def check_same(ours: nn.Module, ref: nn.Module, c: int, hw: tuple[int, int] = (9, 11), batch: int = 4) -> None:
+    """Eval outputs agree; one training step gives the same output and BN running statistics.
+
+    Both float32 modules are compared with the peer run in float64 on the same input (the oracle):
+    ours may err at most twice the peer's own float32 error, plus a floor of 8 ulp of the output's scale.
+    """
+    x = torch.randn(batch, c, *hw)
+    oracle = copy.deepcopy(ref).double()
+    for train in (False, True):
+        for m in (ours, ref, oracle):
+            m.train(train)
+        mode = "train" if train else "eval"
+        expected = oracle(x.double())
+        assert_close_to_oracle(ours(x), ref(x), expected, f"{mode} output", floor=ulp_floor(torch.float32, expected))
     ours_bn = [m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)]
     ref_bn = [m for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert len(ours_bn) == len(ref_bn)
-    for a, b in zip(ours_bn, ref_bn):
-        torch.testing.assert_close(a.running_mean, b.running_mean)  # same momentum
-        torch.testing.assert_close(a.running_var, b.running_var)
+    oracle_bn = [m for m in oracle.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(ours_bn) == len(ref_bn) == len(oracle_bn)
+    for a, b, o in zip(ours_bn, ref_bn, oracle_bn):  # the same momentum
+        for stat in ("running_mean", "running_var"):
+            expected = getattr(o, stat)
+            assert_close_to_oracle(getattr(a, stat), getattr(b, stat), expected, stat,
+                                   floor=ulp_floor(torch.float32, expected))
 
 
 @pytest.mark.parametrize("backend", [None, "reference"])
@@ -161,9 +174,7 @@ def test_timm_hidden_width_no_reduction_gives():
     assert not any(max(1, 520 // r) == 33 for r in range(1, 521))
     built = CBAM.from_state_dict(ref.state_dict(), "timm", backend="reference")
     assert built.channel.mlp[0].out_features == 33
-    x = torch.randn(2, 520, 4, 5)
-    built.eval(), ref.eval()
-    torch.testing.assert_close(built(x), ref(x))
+    check_same(built, ref, 520, (4, 5), 2)
     with pytest.raises(ValueError, match=r"srops\.ChannelAttention: 'hidden' must be None or an int >= 1, got 0"):
         ChannelAttention(8, hidden=0)
 
@@ -184,7 +195,9 @@ def test_mean_max_order_equals_swapped_weights():
     with torch.no_grad():
         b.conv.weight.copy_(a.conv.weight.flip(1))
     x = torch.randn(2, 5, 6, 7)
-    torch.testing.assert_close(a(x), b(x))
+    oracle = a.double()(x.double())
+    a.float()
+    assert_close_to_oracle(b(x), a(x), oracle, "swapped", floor=ulp_floor(torch.float32, oracle))
     assert not torch.allclose(a.conv.weight, b.conv.weight)  # the swap matters for these weights
     with pytest.raises(ValueError, match=r"srops\.SpatialAttention: 'pool_order' must be one of"):
         SpatialAttention(pool_order=("max", "max"))
@@ -227,4 +240,4 @@ def test_srops_own_state_dicts_still_load():
         source, target = randomise(build()), build()
         target.load_state_dict(source.state_dict())
         for (k, a), (_, b) in zip(target.state_dict().items(), source.state_dict().items()):
-            torch.testing.assert_close(a, b, msg=k)
+            assert torch.equal(a, b), k  # a copy
