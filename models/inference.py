@@ -157,3 +157,58 @@ def upscale_tensor(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | N
         y = _untransform(y, k, flip)
         acc = y if acc is None else acc + y
     return acc / (len(ENSEMBLE) if self_ensemble else 1)
+
+
+# the CPU allocator's failure is a plain RuntimeError (c10's DefaultCPUAllocator), not torch.OutOfMemoryError
+_CPU_ALLOCATOR_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an allocation failure: ``torch.OutOfMemoryError`` (CUDA), the CPU allocator's RuntimeError,
+    or Python's/numpy's MemoryError. Any other RuntimeError is not one."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return type(exc) is RuntimeError and str(exc).startswith(_CPU_ALLOCATOR_MESSAGES)
+
+
+def run_network(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None, overlap: int,
+                self_ensemble: bool, device: torch.device, dtype: torch.dtype,
+                step: Callable[[], None] | None = None, note: Callable[[str], None] | None = None) -> torch.Tensor:
+    """:func:`upscale_tensor`, retried with ever smaller tiles (not below 64 LR pixels) when memory runs out.
+
+    ``note`` receives one line per retry. The last allocation failure propagates when even the smallest
+    tile does not fit (test it with :func:`is_out_of_memory`).
+    """
+    h, w = lr.shape[-2:]
+    while True:
+        try:
+            return upscale_tensor(model, lr, scale, tile=tile, overlap=overlap, self_ensemble=self_ensemble,
+                                  device=device, dtype=dtype, step=step)
+        except (RuntimeError, MemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            smaller = max(min(512, max(h, w) // 2) if tile is None else tile // 2, 64, 2 * overlap + 1)
+            if tile is not None and smaller >= tile:
+                raise
+        tile = smaller  # outside the handler: the failed pass's tensors are released before the retry
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+        if note is not None:
+            note(f"the image does not fit in {device} memory at this size; retrying with tiles of {tile}")
+
+
+@torch.inference_mode()
+def smallest_input(model: nn.Module, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                   largest: int = 64) -> int | None:
+    """The smallest n for which ``model`` accepts an n×n image (ValueError below it), or None up to ``largest``.
+
+    Networks with pooling or region-wise attention (AMMS: 4×4 LR pixels) reject small images; this finds
+    the bound by trying sizes, to explain such a failure in the user's terms.
+    """
+    for n in range(1, largest + 1):
+        try:
+            model(torch.zeros(1, 3, n, n, device=device, dtype=dtype))
+            return n
+        except ValueError:
+            continue
+    return None

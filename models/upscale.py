@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from srops.models.inference import is_out_of_memory, run_network  # noqa: F401 (part of this module's API)
+
 READ_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 WHO = "srops.models.upscale"
 
@@ -159,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     ap.add_argument("-o", "--out", required=True, help="output folder (created if missing)")
     ap.add_argument("--checkpoint", required=True, help="last.pt or best.pt written by srops.models.train")
+    existing = ap.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace output files that already exist (never an input file)")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="keep output files that already exist and upscale only the other images")
     ap.add_argument("--tile", type=int, default=None, metavar="T",
                     help="tiled inference with T×T LR tiles (default: the whole image at once)")
     ap.add_argument("--tile-overlap", type=int, default=32, metavar="O",
@@ -189,44 +196,100 @@ def load_network(path: str, device: torch.device, dtype: torch.dtype):
     return model, spec
 
 
-def upscale_file(model, job: Job, scale: int, args, device: torch.device, dtype: torch.dtype, bar) -> tuple:
-    from srops.image import read_image, write_image
-    from srops.models.inference import count_passes, upscale_tensor
+def _too_small(model, spec, src: Path, h: int, w: int, device, dtype, exc: ValueError) -> ValueError:
+    """The network refused the image: say, in pixels, how small is too small (or pass its error on)."""
+    from srops.models.inference import smallest_input
 
-    arr = read_image(job.src, allow_large=args.allow_large_images, who=WHO)
+    n = smallest_input(model, device, dtype)
+    if n is not None and min(h, w) < n:
+        return ValueError(f"{WHO}: '{src}' is {w}x{h} pixels; {spec.name} ×{spec.scale} accepts images of at least "
+                          f"{n}x{n} pixels ({exc})")
+    return ValueError(f"{WHO}: {spec.name} ×{spec.scale} cannot upscale '{src}' ({w}x{h} pixels): {exc}")
+
+
+def upscale_file(model, spec, job: Job, args, device: torch.device, dtype: torch.dtype, bar) -> tuple:
+    """Read, upscale and write one image; ((h, w), (sh, sw)). ValueError for unreadable or refused images
+    and non-finite outputs (nothing written), OSError for a failed write (an existing file stays intact)."""
+    import warnings
+
+    from srops.image import read_image_and_profile, write_image
+    from srops.models.inference import count_passes, run_network
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arr, profile = read_image_and_profile(job.src, allow_large=args.allow_large_images, who=WHO)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     rgb, alpha, peak = to_network_input(arr)
     h, w = rgb.shape[-2:]
     bar.total = (bar.total or 0) + count_passes(h, w, args.tile, args.tile_overlap, args.self_ensemble)
     if device.type == "cpu" and dtype == torch.float32:
         rgb = rgb.contiguous(memory_format=torch.channels_last)
-    tile = args.tile
-    while True:
-        try:
-            sr = upscale_tensor(model, rgb, scale, tile=tile, overlap=args.tile_overlap,
-                                self_ensemble=args.self_ensemble, device=device, dtype=dtype,
-                                step=lambda: bar.update(1))
-            break
-        except torch.OutOfMemoryError:
-            # the whole image does not fit: fall back to ever smaller tiles (not below 64 LR pixels)
-            smaller = max(min(512, max(h, w) // 2) if tile is None else tile // 2, 64, 2 * args.tile_overlap + 1)
-            if tile is not None and smaller >= tile:
-                raise
-            tile = smaller
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            print(f"note: '{job.src}' does not fit in {device} memory at this size; retrying with tiles of {tile}",
-                  file=sys.stderr)
-    out = from_network_output(sr, alpha, arr.shape[2], scale, peak)
-    job.dst.parent.mkdir(parents=True, exist_ok=True)
-    write_image(out, job.dst)
+    try:
+        sr = run_network(model, rgb, spec.scale, args.tile, args.tile_overlap, args.self_ensemble, device, dtype,
+                         step=lambda: bar.update(1), note=lambda m: print(f"note: '{job.src}': {m}", file=sys.stderr))
+    except ValueError as exc:
+        raise _too_small(model, spec, job.src, h, w, device, dtype, exc) from exc
+    finite = torch.isfinite(sr)
+    if not bool(finite.all()):
+        hint = "; float16 may have overflowed: try --bf16 or float32" if dtype == torch.float16 else ""
+        raise ValueError(f"{WHO}: the network's output for '{job.src}' holds NaN or Inf in "
+                         f"{int((~finite).sum())} of {sr.numel()} values: checkpoint '{args.checkpoint}' may hold "
+                         f"NaN/Inf weights{hint}; '{job.dst}' was not written")
+    out = from_network_output(sr, alpha, arr.shape[2], spec.scale, peak)
+    write_image(out, job.dst, icc_profile=profile)
     return (h, w), out.shape[:2]
+
+
+class Refused(ValueError):
+    """A command line that would destroy files or cannot write its outputs: refused before any work."""
+
+
+def check_outputs(jobs: list[Job], out: Path, overwrite: bool, skip_existing: bool) -> tuple[list[Job], list[Job]]:
+    """(jobs to run, jobs skipped because their output exists) after the safety checks, before any work.
+
+    Refused: ``out`` being a file; an output that is one of the inputs (even with --overwrite); existing
+    outputs without --overwrite or --skip-existing.
+    """
+    if out.exists() and not out.is_dir():
+        raise Refused(f"{WHO}: -o/--out '{out}' is a file; expected a folder (created if missing)")
+    inputs = {j.src.resolve(): j.src for j in jobs}
+    onto = [(j, inputs[j.dst.resolve()]) for j in jobs if j.dst.resolve() in inputs]
+    if onto:
+        job, victim = onto[0]
+        more = f" (and {len(onto) - 1} more)" if len(onto) > 1 else ""
+        raise Refused(f"{WHO}: the output of '{job.src}' would be written onto the input '{victim}'{more}; "
+                      "inputs are never overwritten: choose another output folder (-o)")
+    existing = [j for j in jobs if j.dst.exists() or j.dst.is_symlink()]
+    if existing and not (overwrite or skip_existing):
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise Refused(f"{WHO}: output '{existing[0].dst}'{more} already exist(s); pass --overwrite to replace "
+                      "them, or --skip-existing to keep them and upscale the rest")
+    if skip_existing:
+        return [j for j in jobs if j not in existing], existing
+    return jobs, []
+
+
+def prepare_folder(out: Path) -> None:
+    """Create ``out`` and check that a file can be written in it; Refused naming the folder otherwise."""
+    from srops.image.files import check_writable_folder
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Refused(f"{WHO}: cannot create output folder '{out}': {exc.strerror or exc}") from exc
+    try:
+        check_writable_folder(out)
+    except OSError as exc:
+        raise Refused(f"{WHO}: cannot write to output folder '{out}': {exc.strerror or exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from srops.models.checkpoint import CheckpointError
-    from srops.models.inference import check_tiling
+    from srops.models.inference import check_tiling, is_out_of_memory
 
+    out = Path(args.out)
     try:
         check_tiling(args.tile, args.tile_overlap)
         if args.threads is not None:
@@ -235,11 +298,15 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         device = resolve_device(args.device)
         dtype = resolve_dtype(args.half, args.bf16, device)
-        jobs = plan_outputs(expand_inputs(args.inputs), Path(args.out))
+        planned = plan_outputs(expand_inputs(args.inputs), out)
+        jobs, skipped = check_outputs(planned, out, args.overwrite, args.skip_existing)
         model, spec = load_network(args.checkpoint, device, dtype)
+        prepare_folder(out)
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    for job in skipped:
+        print(f"skip: '{job.dst}' exists (--skip-existing), '{job.src}' not upscaled", file=sys.stderr)
     print(f"{spec.name} ×{spec.scale} from '{args.checkpoint}' on {device} ({str(dtype).replace('torch.', '')}), "
           f"{'tiles of ' + str(args.tile) if args.tile else 'whole images'}, {len(jobs)} image(s)")
     failed = 0
@@ -247,21 +314,30 @@ def main(argv: list[str] | None = None) -> int:
         for job in jobs:
             t0 = time.perf_counter()
             try:
-                (h, w), (sh, sw) = upscale_file(model, job, spec.scale, args, device, dtype, bar)
+                (h, w), (sh, sw) = upscale_file(model, spec, job, args, device, dtype, bar)
             except (FileNotFoundError, ValueError) as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                failed += 1
-                continue
-            except torch.OutOfMemoryError:
-                print(f"error: out of memory on '{job.src}' ({device}); retry with --tile 256 (or smaller)",
-                      file=sys.stderr)
-                failed += 1
+                message = str(exc)
+            except OSError as exc:  # reading errors are ValueErrors: this is the write
+                message = f"{WHO}: cannot write '{job.dst}' (from '{job.src}'): {exc.strerror or exc}"
+            except (RuntimeError, MemoryError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                message = (f"{WHO}: out of memory on '{job.src}' ({device}) even in tiles; retry with a smaller "
+                           "--tile (e.g. 128) or --device cpu")
+            else:
+                bar.clear()
+                print(f"{job.src} -> {job.dst} ({w}x{h} -> {sw}x{sh}, {time.perf_counter() - t0:.1f} s)", flush=True)
                 continue
             bar.clear()
-            print(f"{job.src} -> {job.dst} ({w}x{h} -> {sw}x{sh}, {time.perf_counter() - t0:.1f} s)", flush=True)
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            failed += 1
+    done = len(jobs) - failed
+    summary = f"upscaled {done} of {len(planned)} image(s) into '{out}'"
+    summary += f"; {len(skipped)} skipped (output exists)" if skipped else ""
     if failed:
-        print(f"error: {failed} of {len(jobs)} image(s) failed", file=sys.stderr)
+        print(f"error: {summary}; {failed} failed (see above)", file=sys.stderr)
         return 1
+    print(summary)
     return 0
 
 

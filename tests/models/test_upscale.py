@@ -260,8 +260,9 @@ def test_out_of_memory_falls_back_to_tiles(tmp_path: Path, photos: Path, monkeyp
     assert tiles == [None, 75, 64] and "retrying with tiles of 64" in capsys.readouterr().err
     assert read(tmp_path / "o" / "big.png").size == (280, 300)
     tiles.clear()  # the default overlap (32) keeps tiles above 64: the command gives up with a clear error
-    assert main([str(tmp_path / "big.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ck)]) == 1
+    assert main([str(tmp_path / "big.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ck), "--overwrite"]) == 1
     assert tiles == [None, 75, 65] and "out of memory" in capsys.readouterr().err
     monkeypatch.setattr(inference, "upscale_tensor", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError()))
-    assert main([str(tmp_path / "big.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ck), "--tile", "100"]) == 1
+    assert main([str(tmp_path / "big.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ck), "--tile", "100",
+                 "--overwrite"]) == 1
     assert "out of memory" in capsys.readouterr().err
