@@ -48,6 +48,10 @@ except ImportError as exc:  # pragma: no cover - triton ships with CUDA builds o
     TRITON_ERROR = f"triton is not installed ({exc})"
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+if INTERPRET and TRITON_ERROR is None:  # runtime loop bounds under triton <= 3.7 with numpy >= 2.4
+    from srops.ops.nonlocal_attention import triton_interpret_compat
+
+    triton_interpret_compat.install()
 MAX_HEAD_DIM = 128
 MAX_GRID_Y = 65535  # CUDA limit of the second grid dimension (the batch)
 LOG2E = 1.4426950408889634
