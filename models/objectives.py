@@ -173,10 +173,30 @@ class GanObjective:
         self.opt, self.sched = make_optim(self.disc.parameters(), optim, sched, iters_per_epoch, total)
 
     def wrap_ddp(self, device_ids) -> None:
-        self.d_model = nn.parallel.DistributedDataParallel(self.disc, device_ids=device_ids)
+        """Wrap the discriminator in DDP for a multi-process run.
+
+        Its buffers (BatchNorm running statistics) are not broadcast at every forward but once per step by
+        :meth:`sync_buffers`: the D step runs two forwards, D(HR) then D(SR), before one backward, and
+        with torch 2.11 the buffer broadcast that DDP does before the second forward makes that backward
+        fail ("modified by an inplace operation"). Rank 0's buffers evolve as before (a
+        broadcast never changes its source); the other ranks take rank 0's at the start of every D step.
+        """
+        self.d_model = nn.parallel.DistributedDataParallel(self.disc, device_ids=device_ids,
+                                                           broadcast_buffers=False)
+
+    def sync_buffers(self) -> None:
+        """Copy rank 0's discriminator buffers to every rank (a no-op without DDP)."""
+        if self.d_model is self.disc:
+            return
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for buf in self.disc.buffers():
+                dist.broadcast(buf, src=0)
 
     def discriminator_step(self, sr, hr: torch.Tensor, autocast, scaler) -> float:
         self.disc.train()
+        self.sync_buffers()
         sr = final_output(sr).detach()
         from srops.models.losses import SRGANDiscriminatorLoss
 
