@@ -8,10 +8,18 @@ for :func:`srops.models.build`), ``iteration`` and the training state (``optimiz
 Every failure raises :class:`CheckpointError` (a ``ValueError``; ``FileNotFoundError`` for a missing
 file) whose message names the file and what is missing or does not match, so command-line tools can
 print it as one ``error:`` line.
+
+Checkpoints are read with ``torch.load(..., weights_only=True)`` only: tensors and plain Python data
+(dicts, lists, tuples, strings, numbers), never code. A file that needs anything more (a checkpoint of an
+older srops, whose numpy RNG state was pickled as an ndarray, or a file crafted to run code when
+unpickled) is refused with :class:`UnsafeCheckpointError`, whose message gives the explicit conversion
+command (:data:`CONVERT_COMMAND`, :mod:`srops.models.convert_checkpoint`) for a file the user trusts.
 """
 from __future__ import annotations
 
 import os
+import pickle
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,10 +28,18 @@ import torch
 from torch import nn
 
 TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "rng", "sampler")
+#: the command that rewrites a trusted checkpoint of an older srops into one that loads safely
+CONVERT_COMMAND = "python -m srops.models.convert_checkpoint"
+#: what torch.load(weights_only=True) says when a file needs more than tensors and plain data
+_UNSAFE_MARK = "Weights only load failed"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable, lacks an entry, or does not fit the network."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that ``torch.load(weights_only=True)`` refuses: reading it would unpickle arbitrary objects."""
 
 
 @dataclass
@@ -37,15 +53,52 @@ class ModelSpec:
     iteration: int | None = None
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", who: str = "srops.models") -> dict:
-    """``torch.load`` of ``path`` as a dict; FileNotFoundError / CheckpointError naming the file otherwise."""
+def convert_hint(path: str | os.PathLike) -> str:
+    """The conversion command line for ``path`` (written next to it as ``<stem>.safe<suffix>``)."""
+    path = Path(path)
+    new = path.with_name(f"{path.stem}.safe{path.suffix}")
+    return f"{CONVERT_COMMAND} {shlex.quote(str(path))} {shlex.quote(str(new))} --trust-this-file"
+
+
+def _unsafe_reason(exc: BaseException) -> str:
+    """What torch's weights-only refusal says the file needed (e.g. a numpy global), in one short line."""
+    text = str(exc).replace("\x1b[1m", "").replace("\x1b[0m", "")
+    _, sep, rest = text.partition("WeightsUnpickler error:")
+    lines = [ln.strip() for ln in rest.splitlines() if ln.strip()] if sep else []
+    if not lines:
+        return "it holds objects other than tensors and plain data"
+    return lines[0].split(" was not an allowed global")[0].split(". Please use")[0].rstrip(".")
+
+
+def load_safely(path: str | os.PathLike, map_location: Any = "cpu", who: str = "srops.models") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data, never code.
+
+    Raises FileNotFoundError for a missing file, :class:`UnsafeCheckpointError` (with the conversion
+    command) for a file that only an unsafe load could read, and :class:`CheckpointError` ("truncated or
+    corrupt") for a file torch cannot parse at all. Every message names ``path``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{who}: checkpoint file '{path}' does not exist")
     try:
-        blob = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # truncated, foreign or not a torch file at all
-        raise CheckpointError(f"{who}: cannot read checkpoint '{path}': {type(exc).__name__}: {exc}") from exc
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if _UNSAFE_MARK not in str(exc):
+            raise CheckpointError(f"{who}: checkpoint '{path}' is truncated or corrupt: {exc}") from exc
+        raise UnsafeCheckpointError(
+            f"{who}: checkpoint '{path}' cannot be loaded safely ({_unsafe_reason(exc)}); srops only reads "
+            "tensors and plain data from a checkpoint, never code. If it is a checkpoint of an older srops "
+            f"from a source you trust, convert it once with: {convert_hint(path)}") from exc
+    except Exception as exc:  # noqa: BLE001  (a truncated zip gives OSError, a cut pickle EOFError, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "(no message)"
+        raise CheckpointError(f"{who}: checkpoint '{path}' is truncated or corrupt: "
+                              f"{type(exc).__name__}: {first}") from exc
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", who: str = "srops.models") -> dict:
+    """:func:`load_safely` of ``path``, which must hold a dict; FileNotFoundError / CheckpointError naming
+    the file otherwise."""
+    blob = load_safely(path, map_location, who)
     if not isinstance(blob, dict):
         raise CheckpointError(f"{who}: checkpoint '{path}' holds a {type(blob).__name__}, not a dict of "
                               "saved state (was it written by torch.save(model) rather than by srops.models.train?)")
@@ -129,26 +182,35 @@ def load_state(obj: Any, state: Any, path: str | os.PathLike, entry: str, who: s
                               f"{type(obj).__name__}: {type(exc).__name__}: {exc}") from exc
 
 
-def build_from_checkpoint(path: str | os.PathLike, who: str = "srops.models") -> tuple[nn.Module, ModelSpec]:
-    """Build the network a checkpoint describes and load its weights (on CPU, eval mode).
+def build_network(spec: ModelSpec, path: str | os.PathLike, who: str = "srops.models") -> nn.Module:
+    """``build(spec.name, scale=spec.scale, **spec.kwargs)`` after importing ``spec.imports``.
 
-    Returns the bare network and its :class:`ModelSpec`. Raises FileNotFoundError / CheckpointError.
+    Any exception of the constructor (the stored arguments come from a file) becomes one CheckpointError
+    naming the file, the network and its arguments.
     """
     from srops.models import build
-    from srops.models.train import import_modules
+    from srops.models.trainer import import_modules
 
-    blob = load_checkpoint(path, who=who)
-    spec = model_spec(blob, path, who)
-    state = state_dict_of(blob, path, who)
     try:
         import_modules(spec.imports)
     except ImportError as exc:
         raise CheckpointError(f"{who}: checkpoint '{path}' needs module {exc.name!r} (config.model.imports), "
                               f"which cannot be imported: {exc}") from exc
     try:
-        net = build(spec.name, scale=spec.scale, **spec.kwargs)
-    except (TypeError, ValueError) as exc:
+        return build(spec.name, scale=spec.scale, **spec.kwargs)
+    except Exception as exc:  # noqa: BLE001  (arguments read from a file: any failure is the file's)
         raise CheckpointError(f"{who}: checkpoint '{path}': cannot build its network {spec.name!r} ×{spec.scale} "
-                              f"with {spec.kwargs}: {exc}") from exc
+                              f"with arguments {spec.kwargs}: {type(exc).__name__}: {exc}") from exc
+
+
+def build_from_checkpoint(path: str | os.PathLike, who: str = "srops.models") -> tuple[nn.Module, ModelSpec]:
+    """Build the network a checkpoint describes and load its weights (on CPU, eval mode).
+
+    Returns the bare network and its :class:`ModelSpec`. Raises FileNotFoundError / CheckpointError.
+    """
+    blob = load_checkpoint(path, who=who)
+    spec = model_spec(blob, path, who)
+    state = state_dict_of(blob, path, who)
+    net = build_network(spec, path, who)
     load_weights(net, state, path, f"network {spec.name!r} ×{spec.scale}", who)
     return net.eval(), spec

@@ -18,19 +18,46 @@ import torch
 _TMP = re.compile(r"^\..+\.tmp(\d+)$")
 
 
+def numpy_rng_state(state: Any = None) -> dict:
+    """The legacy numpy global RNG state as tensors and plain data, so that it loads with
+    ``torch.load(weights_only=True)``.
+
+    ``state`` is what ``np.random.get_state()`` returns (``('MT19937', uint32[624] key, pos, has_gauss,
+    cached_gaussian)``; the current state when None). Returns ``{"bit_generator": str, "key": int64 tensor
+    [624], "pos": int, "has_gauss": int, "gauss": float}``; an already converted dict is returned as is.
+    """
+    if isinstance(state, dict):
+        return state
+    name, key, pos, has_gauss, gauss = np.random.get_state() if state is None else state
+    return {"bit_generator": str(name), "key": torch.from_numpy(np.asarray(key, dtype=np.int64).copy()),
+            "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _set_numpy_rng_state(state: Any) -> None:
+    """Restore :func:`numpy_rng_state`'s dict (or ``np.random.get_state()``'s tuple) exactly."""
+    if isinstance(state, dict):
+        key = state["key"].cpu().numpy().astype(np.uint32)
+        state = (state["bit_generator"], key, int(state["pos"]), int(state["has_gauss"]), float(state["gauss"]))
+    np.random.set_state(state)
+
+
 def rng_state() -> dict:
-    """torch / numpy / python (and CUDA, when present) global RNG states."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """torch / numpy / python (and CUDA, when present) global RNG states, as tensors and plain data only
+    (``torch.load(weights_only=True)`` reads them back): torch and CUDA states are uint8 tensors, numpy's is
+    :func:`numpy_rng_state`'s dict, python's is ``random.getstate()`` (tuples of ints)."""
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` returned (tensors may live on any device)."""
+    """Restore what :func:`rng_state` returned (tensors may live on any device). The python state may
+    come back with lists where tuples were saved; ``random.setstate`` needs tuples."""
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    _set_numpy_rng_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 

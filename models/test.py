@@ -113,12 +113,14 @@ def load_model(name: str, scale: int, checkpoint: str | None, device: torch.devi
     FileNotFoundError / ValueError (``srops.models.checkpoint.CheckpointError``) naming the file when the
     checkpoint is missing, unreadable, of another network or scale, or of another width than its config.
     """
-    from srops.models.checkpoint import CheckpointError, load_checkpoint, load_weights, model_spec, state_dict_of
+    from srops.models.checkpoint import (CheckpointError, build_network, load_checkpoint, load_weights, model_spec,
+                                         state_dict_of)
     from srops.models.objectives import NetIO, model_rgb_range
 
     who = "srops.models.test"
     kwargs: dict = {}
     state = None
+    model = None
     if checkpoint is not None:
         blob = load_checkpoint(checkpoint, who=who)
         state = state_dict_of(blob, checkpoint, who)
@@ -128,11 +130,10 @@ def load_model(name: str, scale: int, checkpoint: str | None, device: torch.devi
                 raise CheckpointError(f"{who}: checkpoint '{checkpoint}' holds a {spec.name!r} network, not {name!r}")
             if spec.scale != scale:
                 raise CheckpointError(f"{who}: checkpoint '{checkpoint}' is for ×{spec.scale}, not ×{scale}")
-            from srops.models.train import import_modules
-
-            import_modules(spec.imports)
             kwargs = spec.kwargs
-    model = build(name, scale=scale, **kwargs)
+            model = build_network(spec, checkpoint, who)  # the stored arguments: errors name the file
+    if model is None:
+        model = build(name, scale=scale)
     if state is not None:
         load_weights(model, state, checkpoint, f"network {name!r} ×{scale}", who)
     return NetIO(model, model_rgb_range(name, kwargs)).to(device).eval()

@@ -141,6 +141,14 @@ class Trainer:
         return st
 
     def _load(self, path: Path) -> None:
+        """Resume from ``path`` (``last.pt``), read with ``torch.load(weights_only=True)`` only.
+
+        A ``best.pt`` in ``out_dir`` supplies the best PSNR so far (a validation after the checkpoint may
+        have written a better one). A ``best.pt`` that cannot be read safely, is truncated or holds no
+        ``psnr`` stops the resume with a CheckpointError naming it, rather than being ignored: ignored, it
+        would be overwritten by the next validation whatever its score, and it may be the user's best
+        network. The message says how to convert it (if trusted) or to move it away.
+        """
         from srops.models import checkpoint as ck
 
         who = "srops.models.train"
@@ -162,11 +170,24 @@ class Trainer:
         self.elapsed = float(st.get("elapsed", 0.0))
         best = self.out / "best.pt"
         if best.is_file():  # a validation after the checkpoint may have written a better best.pt
-            try:
-                self.best_psnr = max(self.best_psnr, float(torch.load(best, map_location="cpu",
-                                                                      weights_only=False).get("psnr", -math.inf)))
-            except Exception:
-                pass
+            self.best_psnr = max(self.best_psnr, self._best_psnr(best, who))
+
+    @staticmethod
+    def _best_psnr(best: Path, who: str) -> float:
+        """The ``psnr`` entry of ``best``; CheckpointError naming the file (and the way out) otherwise."""
+        from srops.models import checkpoint as ck
+
+        keep = (f"; it would be overwritten by this run's next validation, so resume stops here: move "
+                f"'{best}' out of the run folder to keep it aside")
+        try:
+            blob = ck.load_checkpoint(best, who=who)
+        except ck.CheckpointError as exc:
+            raise type(exc)(f"{exc}{keep}") from exc
+        psnr = blob.get("psnr")
+        if isinstance(psnr, bool) or not isinstance(psnr, (int, float)) or math.isnan(psnr):
+            raise ck.CheckpointError(f"{who}: checkpoint '{best}' holds no PSNR (its 'psnr' entry is "
+                                     f"{psnr!r}){keep}")
+        return float(psnr)
 
     def save(self) -> None:
         if self.main:

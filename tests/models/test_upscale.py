@@ -74,7 +74,7 @@ def test_folder_names_modes_sizes(tmp_path: Path, photos: Path, capsys) -> None:
         assert img.mode == mode, name
         assert img.size == (2 * w, 2 * h), name
     # the network's own output on the RGB image, computed here without the command
-    blob = torch.load(ck, weights_only=False)
+    blob = torch.load(ck, weights_only=True)
     net = srops.models.build("espcn", scale=2, channels=(8, 4))
     net.load_state_dict(blob["model"])
     net.eval()
@@ -190,7 +190,7 @@ def test_clear_errors(tmp_path: Path, photos: Path, capsys) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert "cannot read checkpoint" in err_of(img, "-o", out, "--checkpoint", str(tmp_path / "junk.pt"))
     wide = dict(TINY, channels=[16, 4])
-    blob = torch.load(write_checkpoint(tmp_path / "w.pt", wide), weights_only=False)
+    blob = torch.load(write_checkpoint(tmp_path / "w.pt", wide), weights_only=True)
     blob["config"]["model"] = dict(TINY)  # weights of another width than the config says
     torch.save(blob, tmp_path / "w.pt")
     e = err_of(img, "-o", out, "--checkpoint", str(tmp_path / "w.pt"))

@@ -80,7 +80,7 @@ def test_eval_refuses_random_weights(tiny_val: Path, tmp_path: Path, capsys) -> 
 
 
 def test_eval_checkpoint_that_does_not_fit(trained: Path, tiny_val: Path, tmp_path: Path, capsys) -> None:
-    blob = torch.load(trained / "last.pt", weights_only=False)
+    blob = torch.load(trained / "last.pt", weights_only=True)
     blob["config"]["model"]["feats"] = 4  # the config no longer matches the weights
     torch.save(blob, tmp_path / "odd.pt")
     blob["iteration"] = 0

@@ -46,7 +46,7 @@ def test_demo_holds_the_whole_job_to_its_total(tmp_path: Path, tiny_train: Path,
                  "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "set-up took 500 s; 70 s of training left in the 600 s job" in text and "(set-up included)" in text
-    cfg = __import__("torch").load(tmp_path / "o" / "run" / "last.pt", weights_only=False)["config"]
+    cfg = __import__("torch").load(tmp_path / "o" / "run" / "last.pt", weights_only=True)["config"]
     assert abs(cfg["train"]["time_budget"] - 70) < 1 and cfg["schedule"]["name"] == "cosine"
     assert cfg["train"]["threads"] == "auto" and cfg["train"]["channels_last"]
     monkeypatch.setenv("SROPS_DEMO_T0", "yesterday")

@@ -69,7 +69,7 @@ def test_preset_trains(preset: Path, tmp_path: Path, bundled_subset: Path, tiny_
     if 78 // s < p:  # t20 is too small for this preset's patch: one summary line says so
         skip = [ln for ln in err.splitlines() if ln.startswith("data: skipped")]
         assert len(skip) == 1 and "t20.png" in skip[0] and f"data.lr_patch <= {78 // s}" in skip[0]
-    st = torch.load(tmp_path / "last.pt", weights_only=False)
+    st = torch.load(tmp_path / "last.pt", weights_only=True)
     assert st["iteration"] == 1
     if cfg.get("gan"):
         assert "gan" in st and st["gan"]["optimizer"]["state"]  # the discriminator was stepped

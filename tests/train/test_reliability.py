@@ -43,7 +43,7 @@ def test_checkpoint_written_before_validation(tmp_path: Path, tiny_train: Path, 
     monkeypatch.setattr(train_mod.Trainer, "validate", broken)
     with pytest.raises(RuntimeError, match="validation failed"):
         run(tiny_cfg(tmp_path, tiny_train, tiny_val, iters=6, ckpt_every=3))
-    assert torch.load(tmp_path / "last.pt", weights_only=False)["iteration"] == 3
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 3
 
 
 def _wait_for_rows(log: Path, rows: int, proc: subprocess.Popen, timeout: float = 90.0) -> None:
@@ -65,7 +65,7 @@ def test_sigint_in_process_saves_and_returns(tmp_path: Path, tiny_train: Path) -
     before = signal.getsignal(signal.SIGINT)
     res = trainer.fit()
     assert res["stopped_by"] == "SIGINT" and res["iteration"] == 2
-    assert torch.load(tmp_path / "last.pt", weights_only=False)["iteration"] == 2
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 2
     assert signal.getsignal(signal.SIGINT) is before  # handlers restored
 
 
@@ -86,7 +86,7 @@ def test_signal_saves_then_exits(tmp_path: Path, tiny_train: Path, signum) -> No
         proc.kill()
     assert proc.returncode == 128 + signum, err[-2000:]
     assert f"stopped by {signal.Signals(signum).name}" in err
-    st = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    st = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert st["iteration"] >= 3
     assert max(i for i, _, _ in logged(tmp_path / "run" / "log.csv", "loss")) <= st["iteration"] + 1
 
@@ -129,7 +129,7 @@ def test_sigterm_one_torchrun_rank_stops_all(tmp_path: Path, tiny_train: Path) -
     finally:
         proc.kill()
     assert "stopped by SIGTERM" in err, err[-3000:]
-    st = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    st = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert st["iteration"] >= 3
 
 
@@ -141,7 +141,7 @@ def test_time_budget_continues_after_resume(tmp_path: Path, tiny_train: Path) ->
     # the first session is preempted after 4 s of its 10 s budget
     first = signal_at(timed(Trainer(cfg, clock=clock), clock), 4, signal.SIGTERM)
     res = first.fit()
-    assert res["iteration"] == 4 and res["stopped_by"] == "SIGTERM" and torch.load(tmp_path / "last.pt", weights_only=False)["elapsed"] == 4.0
+    assert res["iteration"] == 4 and res["stopped_by"] == "SIGTERM" and torch.load(tmp_path / "last.pt", weights_only=True)["elapsed"] == 4.0
     second = timed(Trainer(cfg, resume=True, clock=clock), clock)
     assert second.opt.param_groups[0]["lr"] == pytest.approx(1e-3)
     res = second.fit()

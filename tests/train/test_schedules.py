@@ -45,7 +45,7 @@ def test_cosine_and_ema_resume_identical(tmp_path: Path, tiny_train: Path, tiny_
         assert torch.equal(v, resumed.ema.state_dict()[k]), k
     # the EMA really differs from the raw weights and is what best.pt holds
     assert any(not torch.equal(v, straight.net.state_dict()[k]) for k, v in straight.ema.state_dict().items())
-    best = torch.load(tmp_path / "a" / "best.pt", weights_only=False)["model"]
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)["model"]
     assert any(not torch.equal(best[k], straight.net.state_dict()[k]) for k in best)
     with pytest.raises(ValueError, match="ema_decay"):
         run(tiny_cfg(tmp_path / "c", tiny_train, None, ema_decay=1.5))
@@ -112,4 +112,4 @@ def test_channels_last_training_matches_default_layout(tmp_path: Path, tiny_trai
     for (ka, va), (kb, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
         assert ka == kb and torch.allclose(va, vb, rtol=1e-4, atol=1e-6), ka
     plain = build("tiny_sr", scale=2)
-    plain.load_state_dict(torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"])
+    plain.load_state_dict(torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"])
