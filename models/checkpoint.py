@@ -74,12 +74,20 @@ def load_safely(path: str | os.PathLike, map_location: Any = "cpu", who: str = "
     """``torch.load(path, weights_only=True)``: tensors and plain data, never code.
 
     Raises FileNotFoundError for a missing file, :class:`UnsafeCheckpointError` (with the conversion
-    command) for a file that only an unsafe load could read, and :class:`CheckpointError` ("truncated or
-    corrupt") for a file torch cannot parse at all. Every message names ``path``.
+    command) for a file that only an unsafe load could read, and :class:`CheckpointError` for a file that
+    is neither a zip archive (``torch.save``'s format) nor a pickle (its legacy format), or that torch
+    cannot parse ("truncated or corrupt"). Every message names ``path``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{who}: checkpoint file '{path}' does not exist")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        raise CheckpointError(f"{who}: checkpoint '{path}' is truncated or corrupt: the file is empty")
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise CheckpointError(f"{who}: cannot read checkpoint '{path}': it is not a file written by torch.save "
+                              "(neither a zip archive nor a pickle)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

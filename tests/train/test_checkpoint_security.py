@@ -145,6 +145,22 @@ def test_truncated_checkpoint(tmp_path: Path, trained: Path, tiny_val: Path, cap
     assert err.startswith("error:") and f"'{path}' is truncated or corrupt" in err and "Traceback" not in err
 
 
+def test_foreign_files(tmp_path: Path) -> None:
+    """Neither a zip archive nor a pickle (text, an old protocol-0 pickle) and an empty file: refused
+    before torch parses them, naming the file, without offering a conversion."""
+    marker = tmp_path / "marker"
+    cases = {"text.pt": (b"not a checkpoint", "cannot read checkpoint"),
+             "proto0.pt": (pickle.dumps(Payload(marker), protocol=0), "cannot read checkpoint"),
+             "empty.pt": (b"", "is truncated or corrupt")}
+    for name, (data, says) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(tmp_path / name)
+        msg = str(info.value)
+        assert f"'{tmp_path / name}'" in msg and says in msg and CONVERT not in msg, msg
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("bad", [{"name": "espcn_cbam", "channels": "abc"}, {"name": "tiny_sr", "feats": -1}],
                          ids=["channels-abc", "feats-negative"])
 def test_bad_model_arguments(bad: dict, tmp_path: Path, tiny_val: Path, capsys) -> None:
