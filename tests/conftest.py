@@ -5,16 +5,26 @@
 * Triton kernels run on CPU tensors under ``TRITON_INTERPRET=1``, which must be
   set before the kernel modules are imported: this file sets it when no CUDA
   device is visible.
+* Compiled code (torch.compile / Inductor) is cached in a fresh folder per test
+  session, ``TORCHINDUCTOR_CACHE_DIR`` (fixture ``inductor_cache_dir``),
+  inherited by subprocesses and removed at the end: a run never reuses code an
+  earlier run compiled, perhaps under another ``ATEN_CPU_CAPABILITY`` or torch.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# before anything compiles: Inductor reads the variable whenever it looks for its cache
+INDUCTOR_CACHE_DIR = tempfile.mkdtemp(prefix="srops-tests-inductor-")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = INDUCTOR_CACHE_DIR
 
 import srops  # noqa: E402  (after TRITON_INTERPRET)
 from srops import _ext  # noqa: E402
@@ -48,6 +58,12 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session")
+def inductor_cache_dir() -> str:
+    """This session's own Inductor cache folder (``TORCHINDUCTOR_CACHE_DIR``)."""
+    return INDUCTOR_CACHE_DIR
+
+
 requires_ext = pytest.mark.skipif(not _ext.HAS_EXT, reason=f"srops._C not available: {_ext.EXT_ERROR}")
 
 
@@ -62,7 +78,9 @@ _BUILD_AT_START = _build_outputs()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if a test rebuilt or removed the package it imports (tests build copies, never it)."""
+    """Fail the run if a test rebuilt or removed the package it imports (tests build copies, never it);
+    remove this session's Inductor cache."""
+    shutil.rmtree(INDUCTOR_CACHE_DIR, ignore_errors=True)
     if _build_outputs() != _BUILD_AT_START:
         session.config.get_terminal_writer().line(
             "error: a test changed srops's own build outputs (_build_info.py or _C*.so) in "
