@@ -110,7 +110,7 @@ def _tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: in
     norm = (norm_y[:, None] * norm_x[None, :]).to(torch.float32)
     if not bool((norm > 0).all()):  # cannot happen for overlap < tile / 2; guards the blend maths
         raise RuntimeError("srops.models.upscale: tile blend weights leave pixels uncovered")
-    return out / norm
+    return out.div_(norm)
 
 
 def count_passes(h: int, w: int, tile: int | None, overlap: int, self_ensemble: bool) -> int:
@@ -168,7 +168,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     or Python's/numpy's MemoryError. Any other RuntimeError is not one."""
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return type(exc) is RuntimeError and str(exc).startswith(_CPU_ALLOCATOR_MESSAGES)
+    return type(exc) is RuntimeError and any(m in str(exc) for m in _CPU_ALLOCATOR_MESSAGES)
 
 
 def run_network(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None, overlap: int,

@@ -110,7 +110,7 @@ def from_network_output(sr: torch.Tensor, alpha: torch.Tensor | None, channels: 
     Greyscale outputs are the ITU-R BT.601 luma of the RGB result (as Pillow's ``convert("L")``);
     alpha is upscaled by bicubic interpolation.
     """
-    sr = sr.clamp(0, 1)
+    sr = sr.clamp(0, 1)  # a copy: the caller's tensor is left alone
     if channels in (1, 2):
         weights = torch.tensor([0.299, 0.587, 0.114], dtype=sr.dtype).view(1, 3, 1, 1)
         sr = (sr * weights).sum(1, keepdim=True)
@@ -118,8 +118,9 @@ def from_network_output(sr: torch.Tensor, alpha: torch.Tensor | None, channels: 
         a = F.interpolate(alpha, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
         sr = torch.cat([sr, a], dim=1)
     dtype = np.uint16 if peak > 255 else np.uint8
-    q = torch.floor(sr[0].double() * peak + 0.5).permute(1, 2, 0).numpy()
-    return q.astype(dtype)
+    q = sr[0].double().mul_(peak).add_(0.5).floor_()  # in place: one float64 copy at a time
+    del sr
+    return q.permute(1, 2, 0).numpy().astype(dtype)
 
 
 def resolve_device(name: str) -> torch.device:
