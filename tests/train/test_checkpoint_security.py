@@ -272,6 +272,10 @@ def test_convert_old_checkpoint_then_resume(tmp_path: Path, tiny_train: Path, ti
     assert err.startswith("error:") and str(new) in err and "--overwrite" in err and new.read_bytes() == b"keep me"
     assert convert_main([str(old), str(new), "--trust-this-file", "--overwrite"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["c.yml", "new.pt", "old.pt"]
+    # a file that already loads safely needs no trust to be copied
+    assert convert_main([str(new), str(tmp_path / "copy.pt")]) == 0
+    assert torch.equal(torch.load(tmp_path / "copy.pt", weights_only=True)["rng"]["numpy"]["key"],
+                       torch.load(new, weights_only=True)["rng"]["numpy"]["key"])
     # resume from the converted file: the same run as the one never interrupted
     (tmp_path / "b" / "last.pt").write_bytes(new.read_bytes())
     np.random.seed(1234)
