@@ -84,7 +84,10 @@ def evaluate(model: nn.Module, images: Iterable, scale: int, device: torch.devic
     per: list[tuple[str, float, float]] = []
     try:
         for name, lr, hr in tqdm(images, desc=desc, disable=not progress, file=sys.stderr, leave=False):
-            sr = super_resolve(model, lr.to(device), self_ensemble).cpu()
+            try:
+                sr = super_resolve(model, lr.to(device), self_ensemble).cpu()
+            except ValueError as exc:  # e.g. an image smaller than the network accepts
+                raise ValueError(_refusal(model, name, lr.to(device), exc)) from exc
             if sr.shape != hr.shape:
                 raise ValueError(f"srops.models.test: model output {tuple(sr.shape)} does not match HR "
                                  f"{tuple(hr.shape)} for image {name!r}")
@@ -98,13 +101,25 @@ def evaluate(model: nn.Module, images: Iterable, scale: int, device: torch.devic
             "per_image": per}
 
 
+def _refusal(model: nn.Module, name: str, lr: torch.Tensor, exc: ValueError) -> str:
+    """Why the network refused image ``name``: below its smallest accepted size (probed), or its own error."""
+    from srops.models.inference import smallest_input
+
+    h, w = lr.shape[-2:]
+    n = smallest_input(model, lr.device, lr.dtype)
+    if n is not None and min(h, w) < n:
+        return (f"srops.models.test: image {name!r} is {w}x{h} pixels at LR; the network accepts at least "
+                f"{n}x{n} ({exc})")
+    return f"srops.models.test: the network cannot super-resolve image {name!r} ({w}x{h} LR pixels): {exc}"
+
+
 def save_png(img: torch.Tensor, path: Path) -> None:
-    """Save ``[3, H, W]`` float in [0, 1] as an 8-bit PNG."""
-    from PIL import Image
+    """Save ``[3, H, W]`` float in [0, 1] as an 8-bit PNG, atomically (``srops.image.write_image``)."""
+    from srops.image import write_image
 
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = torch.floor(img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(arr).save(path)
+    write_image(arr, path)
 
 
 def load_model(name: str, scale: int, checkpoint: str | None, device: torch.device) -> nn.Module:
@@ -202,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations")
     ap.add_argument("--out", default="results", help="output folder for the CSV and SR images")
     ap.add_argument("--no-save", action="store_true", help="do not save SR images")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace the CSV and SR images of an earlier run in --out (refused otherwise)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = ap.parse_args(argv)
     from srops.models.data import ValImages
@@ -213,32 +230,97 @@ def main(argv: list[str] | None = None) -> int:
                                                              args.random_weights)
         for w in warnings:
             print(f"WARNING: {w}; its scores mean nothing", file=sys.stderr)
-        sets = [(Path(d).name, ValImages(d, args.scale)) for d in args.datasets]
-        rows = []
-        for name in models:
-            model = load_model(name, args.scale, ckpts.get(name), device)
-            label = name + ("+" if args.self_ensemble and name != "bicubic" else "")
-            cells = []
-            for dname, images in sets:
-                res = evaluate(model, images, args.scale, device, self_ensemble=args.self_ensemble and name != "bicubic",
-                               save_dir=None if args.no_save else out / label / dname, progress=True,
-                               desc=f"{label} {dname}")
-                cells.append((res["psnr"], res["ssim"]))
-            rows.append((label, cells))
+        sets = [(Path(d), ValImages(d, args.scale)) for d in args.datasets]
+        labels = [name + ("+" if args.self_ensemble and name != "bicubic" else "") for name in models]
+        csv_path = out / f"results_x{args.scale}.csv"
+        check_out(out, planned_files(out, csv_path, labels, sets, not args.no_save), args.overwrite)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    names = [d for d, _ in sets]
+    rows, failed = [], 0
+    for name, label in zip(models, labels):
+        try:
+            model = load_model(name, args.scale, ckpts.get(name), device)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        cells: list[tuple[float, float] | None] = []
+        for folder, images in sets:
+            save_dir = None if args.no_save else out / label / folder.name
+            try:
+                res = evaluate(model, images, args.scale, device, self_ensemble=args.self_ensemble and name != "bicubic",
+                               save_dir=save_dir, progress=True, desc=f"{label} {folder.name}")
+                cells.append((res["psnr"], res["ssim"]))
+            except ValueError as exc:
+                print(f"error: {label} on '{folder}': {exc}", file=sys.stderr)
+                cells.append(None)
+                failed += 1
+            except OSError as exc:
+                print(f"error: srops.models.test: cannot write the SR images of {label} on '{folder}' into "
+                      f"'{save_dir}': {exc.strerror or exc}", file=sys.stderr)
+                cells.append(None)
+                failed += 1
+        rows.append((label, cells))
+    names = [folder.name for folder, _ in sets]
     print(format_table(rows, names, args.scale))
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / f"results_x{args.scale}.csv"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["model", "scale"] + [f"{d}_{k}" for d in names for k in ("psnr", "ssim")])
-        for label, cells in rows:
-            w.writerow([label, args.scale] + [f"{v:.4f}" for c in cells for v in c])
+    try:
+        write_csv(csv_path, rows, names, args.scale)
+    except OSError as exc:
+        print(f"error: srops.models.test: cannot write '{csv_path}': {exc.strerror or exc}; an earlier file "
+              "there is left as it was", file=sys.stderr)
+        return 1
     print(f"wrote {csv_path}")
+    if failed:
+        print(f"error: {failed} model/dataset cell(s) could not be scored (n/a above)", file=sys.stderr)
+        return 1
     return 0
+
+
+def planned_files(out: Path, csv_path: Path, labels: list[str], sets: list, save: bool) -> list[Path]:
+    """Every file a run writes: the CSV and, unless --no-save, ``<out>/<label>/<dataset>/<image>.png``."""
+    files = [csv_path]
+    if save:
+        files += [out / label / folder.name / f"{n}.png" for label in labels for folder, images in sets
+                  for n in images.pairs.names[:len(images)]]
+    return files
+
+
+def check_out(out: Path, files: list[Path], overwrite: bool) -> None:
+    """Before any work: ``out`` must be a folder that can be created and written, and, without
+    ``overwrite``, hold none of ``files`` (a re-run into the same --out is refused, not merged)."""
+    from srops.image.files import check_writable_folder
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"srops.models.test: --out '{out}' is a file; expected a folder (created if missing)")
+    existing = [f for f in files if f.exists()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more file(s)" if len(existing) > 1 else ""
+        raise ValueError(f"srops.models.test: --out '{out}' already holds results of an earlier run: "
+                         f"'{existing[0]}'{more}; pass --overwrite to replace them, or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        check_writable_folder(out)
+    except OSError as exc:
+        raise ValueError(f"srops.models.test: cannot write to --out '{out}': {exc.strerror or exc}") from exc
+
+
+def write_csv(path: Path, rows: list, datasets: list[str], scale: int) -> None:
+    """The results table as CSV (``n/a`` for unscored cells), written atomically."""
+    import io
+
+    from srops.image.files import write_atomic
+
+    def write(fh) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        w = csv.writer(text)
+        w.writerow(["model", "scale"] + [f"{d}_{k}" for d in datasets for k in ("psnr", "ssim")])
+        for label, cells in rows:
+            w.writerow([label, scale] + [v for c in cells for v in
+                                         (("n/a", "n/a") if c is None else (f"{c[0]:.4f}", f"{c[1]:.4f}"))])
+        text.flush()
+        text.detach()
+
+    write_atomic(path, write)
 
 
 if __name__ == "__main__":

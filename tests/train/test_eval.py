@@ -59,7 +59,7 @@ def test_checkpoint_rows_and_self_ensemble(tmp_path: Path, tiny_train: Path, tin
     assert table[0] == f"| model (×2) | {tiny_val.name} | {tiny_train.name} |"
     assert table[2].startswith("| bicubic |") and table[3].startswith("| tiny_sr |")
     assert len(list((out / "tiny_sr" / tiny_train.name).glob("*.png"))) == 4
-    assert main([*args, "--self-ensemble", "--no-save"]) == 0
+    assert main([*args, "--self-ensemble", "--no-save", "--overwrite"]) == 0  # the same CSV again
     assert "| tiny_sr+ |" in capsys.readouterr().out
     assert main(["--model", "tiny_sr", "--checkpoint", str(tmp_path / "nope.pt"), "--scale", "2", str(tiny_val)]) == 1
     assert "nope.pt" in capsys.readouterr().err
@@ -99,3 +99,73 @@ def test_pyramid_loss_and_rgb_range() -> None:
     y = NetIO(probe, 255.0)(torch.full((1, 3, 2, 2), 0.5))
     assert probe.seen == pytest.approx(127.5) and torch.allclose(y, torch.ones_like(y))
     assert load_config(None)["loss"]["name"] == "l1"
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def test_out_naming_a_file_is_refused(tmp_path: Path, tiny_val: Path, capsys) -> None:
+    target = tmp_path / "results.csv"
+    target.write_text("keep me")
+    assert main(["--model", "bicubic", "--scale", "2", str(tiny_val), "--out", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert len(_error_lines(err)) == 1 and str(target) in err and "folder" in err and "Traceback" not in err
+    assert target.read_text() == "keep me"
+
+
+def test_rerun_needs_overwrite_and_writes_atomically(tmp_path: Path, tiny_val: Path, monkeypatch, capsys) -> None:
+    out = tmp_path / "res"
+    args = ["--model", "bicubic", "--scale", "2", str(tiny_val), "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert len(files) == 3  # the CSV and two SR images
+    (out / "results_x2.csv").write_text("an earlier table the user edited")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert len(_error_lines(err)) == 1 and "--overwrite" in err and str(out / "results_x2.csv") in err
+    assert (out / "results_x2.csv").read_text() == "an earlier table the user edited"
+    # --overwrite replaces them, through temporary files: a failing write leaves the old CSV whole
+    import errno
+    import os
+
+    real_writer = csv.writer
+
+    def full_disk(fh, *a, **k):
+        fh.write("model,sc")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(csv, "writer", full_disk)
+    assert main([*args, "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left" in err and "results_x2.csv" in err and "Traceback" not in err
+    assert (out / "results_x2.csv").read_text() == "an earlier table the user edited"
+    assert sorted(p.name for p in out.iterdir()) == ["bicubic", "results_x2.csv"]  # no temporary file left
+    monkeypatch.setattr(csv, "writer", real_writer)
+    assert main([*args, "--overwrite"]) == 0
+    assert list(csv.reader(open(out / "results_x2.csv")))[1][0] == "bicubic"
+
+
+def test_image_too_small_for_the_network(tmp_path: Path, capsys) -> None:
+    import srops.models
+
+    spec = {"name": "amms", "scale": 2, "n_modules": 1, "n_am": 1, "n_feats": 8, "nl_regions": 5}  # LR >= 10x10
+    kw = dict(spec)
+    net = srops.models.build(kw.pop("name"), scale=kw.pop("scale"), **kw)
+    ck = tmp_path / "amms.pt"
+    torch.save({"model": net.state_dict(), "config": {"model": spec}, "iteration": 1}, ck)
+    data = tmp_path / "set"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / "big.png")
+    Image.fromarray(rng.integers(0, 256, (16, 18, 3), dtype=np.uint8)).save(data / "small.png")  # LR 9x8
+    out = tmp_path / "res"
+    assert main(["--checkpoint", str(ck), str(data), "--out", str(out)]) == 1
+    cap = capsys.readouterr()
+    errs = _error_lines(cap.err)
+    assert len(errs) == 2 and "Traceback" not in cap.err, cap.err
+    assert "small" in errs[0] and "9x8" in errs[0] and "10x10" in errs[0] and "amms" in errs[0]
+    assert str(data) in errs[0] and "1 model/dataset" in errs[1]
+    assert "| amms | n/a |" in cap.out
+    assert list(csv.reader(open(out / "results_x2.csv")))[1] == ["amms", "2", "n/a", "n/a"]
