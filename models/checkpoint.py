@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import pickle
 import shlex
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -89,12 +90,15 @@ def load_safely(path: str | os.PathLike, map_location: Any = "cpu", who: str = "
         raise CheckpointError(f"{who}: cannot read checkpoint '{path}': it is not a file written by torch.save "
                               "(neither a zip archive nor a pickle)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a pickle of a newer protocol warns before it is refused
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if _UNSAFE_MARK not in str(exc):
             raise CheckpointError(f"{who}: checkpoint '{path}' is truncated or corrupt: {exc}") from exc
         raise UnsafeCheckpointError(
-            f"{who}: checkpoint '{path}' cannot be loaded safely ({_unsafe_reason(exc)}); srops only reads "
+            f"{who}: checkpoint '{path}' cannot be loaded safely (torch.load(weights_only=True) refused it: "
+            f"{_unsafe_reason(exc)}); srops only reads "
             "tensors and plain data from a checkpoint, never code. If it is a checkpoint of an older srops "
             f"from a source you trust, convert it once with: {convert_hint(path)}") from exc
     except Exception as exc:  # noqa: BLE001  (a truncated zip gives OSError, a cut pickle EOFError, ...)
