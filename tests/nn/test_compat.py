@@ -14,6 +14,7 @@ from torch import nn
 import srops.nn.compat as compat
 from srops import NonLocal2d, SecondOrderAttention
 from srops.nn.second_order import centre_crop
+from srops.testing import assert_close
 
 
 class PeerNonLocal(nn.Module):
@@ -68,11 +69,11 @@ def test_san_state_dict_matches_san_quadrants(backend):
     x = torch.randn(2, 16, 13, 11, dtype=torch.float64, requires_grad=True)  # odd sides: unequal quadrants
     x2 = x.detach().clone().requires_grad_()
     out, expected = blk(x), san_quadrants(ref, x2)
-    torch.testing.assert_close(out, expected)
+    assert_close(out, expected)
     grad = torch.randn_like(out)
     out.backward(grad)
     expected.backward(grad)
-    torch.testing.assert_close(x.grad, x2.grad)
+    assert_close(x.grad, x2.grad)
 
 
 @pytest.mark.parametrize("pooled, bn", [(True, True), (False, True), (True, False), (False, False)])
@@ -82,12 +83,12 @@ def test_alexhex7_state_dict_matches_reference(pooled, bn):
     assert blk.regions == (1, 1) and blk.sub_sample == ("after" if pooled else False) and (blk.bn is not None) == bn
     x = torch.randn(3, 12, 8, 10, dtype=torch.float64)
     ref.eval(), blk.eval()
-    torch.testing.assert_close(blk(x), ref(x))
+    assert_close(blk(x), ref(x))
     if bn:  # training mode: batch statistics and the running-stat update agree too
         ref.train(), blk.train()
-        torch.testing.assert_close(blk(x), ref(x))
-        torch.testing.assert_close(blk.bn.running_mean, ref.W[1].running_mean)
-        torch.testing.assert_close(blk.bn.running_var, ref.W[1].running_var)
+        assert_close(blk(x), ref(x))
+        assert_close(blk.bn.running_mean, ref.W[1].running_mean)
+        assert_close(blk.bn.running_var, ref.W[1].running_var)
 
 
 def test_load_state_dict_accepts_peer_keys_inside_a_parent():
@@ -97,11 +98,11 @@ def test_load_state_dict_accepts_peer_keys_inside_a_parent():
     parent = nn.Sequential(NonLocal2d(16, 2, sub_sample=True, regions=2, backend="reference")).double()
     parent.load_state_dict({"0." + k: v for k, v in compat.sub_state_dict(san_checkpoint, "non_local.non_local").items()})
     x = torch.randn(1, 16, 10, 12, dtype=torch.float64)
-    torch.testing.assert_close(parent(x), san_quadrants(ref, x))
+    assert_close(parent(x), san_quadrants(ref, x))
     # srops's own keys still load unchanged
     again = NonLocal2d(16, 2, regions=2, backend="reference").double()
     again.load_state_dict(parent[0].state_dict())
-    torch.testing.assert_close(again(x), parent(x))
+    assert_close(again(x), parent(x))
 
 
 def test_mismatched_configuration_is_refused_with_the_option_to_set():
@@ -169,17 +170,17 @@ def test_san_soca_state_dict_matches_reference():
     m = SecondOrderAttention.from_state_dict(ref.state_dict(), eps=1e-300).double()
     assert (m.channels, m.conv_down.out_channels, m.iterations, m.max_size) == (32, 2, 5, 1000)
     x = torch.randn(2, 32, 9, 7, dtype=torch.float64)
-    torch.testing.assert_close(m(x), ref(x))
+    assert_close(m(x), ref(x))
     plain = SecondOrderAttention(32, eps=1e-300).double()
     plain.load_state_dict(ref.state_dict())  # the hook renames conv_du.0/2
-    torch.testing.assert_close(plain(x), ref(x))
+    assert_close(plain(x), ref(x))
 
 
 @pytest.mark.parametrize("h, w", [(999, 998), (1200, 800), (800, 1500), (1500, 1200), (1000, 1000), (1000, 1200),
                                   (1000, 300)])
 def test_max_size_1000_reproduces_san_crop(h, w):
     x = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w)
-    torch.testing.assert_close(centre_crop(x, 1000), san_crop(x))
+    assert torch.equal(centre_crop(x, 1000), san_crop(x))  # crops: exact
 
 
 @pytest.mark.parametrize("h, w, kept", [(1000, 500, 250), (1000, 999, 1), (1000, 334, 333), (1000, 333, 333)])
@@ -187,7 +188,7 @@ def test_san_miscrops_the_other_side_when_one_side_is_1000(h, w, kept):
     x = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w)
     san = san_crop(x)
     assert san.shape[-2:] == (1000, kept)  # the 1000 side whole, the shorter one cut to its tail
-    torch.testing.assert_close(san, x[..., w - kept :])
+    assert torch.equal(san, x[..., w - kept :])
     assert centre_crop(x, 1000).shape[-2:] == (1000, w)  # srops keeps the shorter side whole
     xt = x.transpose(2, 3)  # the same with the sides swapped
     assert san_crop(xt).shape[-2:] == (kept, 1000)
@@ -199,7 +200,7 @@ def test_convert_state_dict_and_sub_state_dict():
     sd = ref.state_dict()
     converted = compat.convert_state_dict(blk, sd, "alexhex7")
     assert set(converted) == set(blk.state_dict())
-    torch.testing.assert_close(converted["qkv.weight"][2:4], sd["phi.0.weight"])  # θ, φ, g order
+    assert torch.equal(converted["qkv.weight"][2:4], sd["phi.0.weight"])  # θ, φ, g order
     assert "theta.weight" in sd and "qkv.weight" not in sd  # the caller's dict is left alone
     blk.load_state_dict(sd)
     assert "theta.weight" in sd  # load_state_dict's hook converts a copy too

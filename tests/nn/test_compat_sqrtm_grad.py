@@ -12,6 +12,7 @@ import torch
 
 import srops
 import srops.functional as F
+from srops.testing import assert_close
 
 EPS = 1e-300  # the reference implementations add no eps; eps must be > 0 and this one is a no-op in float64
 
@@ -68,12 +69,12 @@ def test_non_symmetric_upstream_gradient_srops_exact_fast_mpn_cov_transposed(n):
     (ours,) = torch.autograd.grad(F.sqrtm_ns(sigma, n, eps=EPS), sigma, grad)
     exact = hand_backward(sigma.detach(), grad, n, transpose=False)
     mpncov = hand_backward(sigma.detach(), grad, n, transpose=True)
-    torch.testing.assert_close(ours, exact)
+    assert_close(ours, exact)
     assert (ours - mpncov).abs().max() > 1e-3  # fast-MPN-COV's backward differs here ...
-    torch.testing.assert_close(ours + ours.transpose(1, 2), mpncov + mpncov.transpose(1, 2))  # ... but not in dΣ + dΣᵀ
+    assert_close(ours + ours.transpose(1, 2), mpncov + mpncov.transpose(1, 2))  # ... but not in dΣ + dΣᵀ
     sym = grad + grad.transpose(1, 2)  # and a symmetric upstream gradient makes them equal
     (ours_sym,) = torch.autograd.grad(F.sqrtm_ns(sigma, n, eps=EPS), sigma, sym)
-    torch.testing.assert_close(ours_sym, hand_backward(sigma.detach(), sym, n, transpose=True))
+    assert_close(ours_sym, hand_backward(sigma.detach(), sym, n, transpose=True))
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
@@ -89,4 +90,4 @@ def test_after_covariance_pooling_both_backwards_agree(backend):
     sigma = xc @ xc.transpose(1, 2) / X.shape[2]
     d_sigma = hand_backward(sigma, grad, 5, transpose=True)  # fast-MPN-COV's chain
     mpncov = ((d_sigma + d_sigma.transpose(1, 2)) @ xc / X.shape[2]).reshape_as(x)
-    torch.testing.assert_close(ours, mpncov)
+    assert_close(ours, mpncov)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as TF
 
 from srops import NonLocal2d
+from srops.testing import assert_close
 
 
 def explicit_block(m: NonLocal2d, x: torch.Tensor) -> torch.Tensor:
@@ -66,11 +67,11 @@ def test_matches_explicit_per_region_block(kwargs, hw, backend):
     x = torch.randn(2, 6, *hw, dtype=torch.float64, requires_grad=True)
     out = m(x)
     expected = explicit_block(m, x)
-    torch.testing.assert_close(out, expected)
+    assert_close(out, expected)
     grads = torch.autograd.grad(out.square().sum(), [x, *m.parameters()])
     expected_grads = torch.autograd.grad(expected.square().sum(), [x, *m.parameters()])
     for a, e in zip(grads, expected_grads):
-        torch.testing.assert_close(a, e)
+        assert_close(a, e)
 
 
 @pytest.mark.parametrize(
@@ -94,11 +95,11 @@ def test_compile_forms_match_explicit_block(kwargs, hw, monkeypatch):
     expected = explicit_block(m, x)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     out = m(x)
-    torch.testing.assert_close(out, expected)
+    assert_close(out, expected)
     grads = torch.autograd.grad(out.square().sum(), [x, *m.parameters()])
     expected_grads = torch.autograd.grad(expected.square().sum(), [x, *m.parameters()])
     for a, e in zip(grads, expected_grads):
-        torch.testing.assert_close(a, e)
+        assert_close(a, e)
 
 
 @pytest.mark.parametrize("rows, cols", [((2, 3), (3, 4)), ((1, 5), (3, 4)), ((2, 3), (1, 4)), ((1, 5), (1, 4))])

@@ -6,6 +6,7 @@ import torch
 
 import srops.functional as F
 from srops import SecondOrderAttention
+from srops.testing import assert_close
 
 
 def soca_formula(m: SecondOrderAttention, x: torch.Tensor) -> torch.Tensor:
@@ -22,7 +23,7 @@ def soca_formula(m: SecondOrderAttention, x: torch.Tensor) -> torch.Tensor:
 def test_matches_formula_with_centring_matrix():
     m = SecondOrderAttention(16, reduction=4).double()
     x = torch.randn(2, 16, 5, 7, dtype=torch.float64)
-    torch.testing.assert_close(m(x), soca_formula(m, x))
+    assert_close(m(x), soca_formula(m, x))
 
 
 def test_parameter_count_and_hidden_width():
@@ -40,7 +41,7 @@ def test_max_size_crops_statistic_but_gates_whole_map(hw, crop):
     full = SecondOrderAttention(8, reduction=2).double()
     full.load_state_dict(m.state_dict())
     expected = x * (full(sub) / sub)[:, :, :1, :1]
-    torch.testing.assert_close(m(x), expected)
+    assert_close(m(x), expected)
 
 
 def test_gradcheck_module():

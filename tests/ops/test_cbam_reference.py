@@ -8,6 +8,7 @@ from torch import nn
 
 import srops.functional as F
 from srops import CBAM, ChannelAttention, SpatialAttention
+from srops.testing import assert_close
 
 
 class OfficialCBAM(nn.Module):
@@ -55,24 +56,24 @@ def test_cbam_matches_official_definition(shape, train):
     g_off = torch.autograd.grad(y_off.sum(), [x, official.fc1.weight, official.fc1.bias, official.fc2.weight,
                                               official.fc2.bias, official.conv.weight, official.bn.weight,
                                               official.bn.bias])
-    torch.testing.assert_close(y_ours, y_off)
+    assert_close(y_ours, y_off)
     for a, e in zip(g_ours, g_off):
-        torch.testing.assert_close(a, e)
-    torch.testing.assert_close(ours.spatial.bn.running_mean, official.bn.running_mean)
+        assert_close(a, e)
+    assert_close(ours.spatial.bn.running_mean, official.bn.running_mean)
 
 
 def test_rcan_channel_attention_is_avg_only():
     ca = ChannelAttention(16, reduction=4, pool=("avg",)).double()
     x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
     w = torch.sigmoid(ca.mlp(x.mean((2, 3))))
-    torch.testing.assert_close(ca(x), x * w[:, :, None, None])
+    assert_close(ca(x), x * w[:, :, None, None])
 
 
 def test_spatial_attention_without_bn_with_bias():
     sa = SpatialAttention(7, bn=False, bias=True).double()
     x = torch.randn(2, 5, 8, 9, dtype=torch.float64)
     pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)
-    torch.testing.assert_close(sa(x), x * torch.sigmoid(sa.conv(pooled)))
+    assert_close(sa(x), x * torch.sigmoid(sa.conv(pooled)))
     assert sum(p.numel() for p in sa.parameters()) == 99
 
 
