@@ -92,6 +92,7 @@ def load_safely(path: str | os.PathLike, map_location: Any = "cpu", who: str = "
     try:
         with warnings.catch_warnings():  # a pickle of a newer protocol warns before it is refused
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if _UNSAFE_MARK not in str(exc):
@@ -101,6 +102,12 @@ def load_safely(path: str | os.PathLike, map_location: Any = "cpu", who: str = "
             f"{_unsafe_reason(exc)}); srops only reads "
             "tensors and plain data from a checkpoint, never code. If it is a checkpoint of an older srops "
             f"from a source you trust, convert it once with: {convert_hint(path)}") from exc
+    except RuntimeError as exc:
+        if "TorchScript" in str(exc):
+            raise CheckpointError(f"{who}: cannot read checkpoint '{path}': it is a TorchScript archive "
+                                  "(torch.jit.save), not a dict of saved state written by srops.models.train") from exc
+        raise CheckpointError(f"{who}: checkpoint '{path}' is truncated or corrupt: "
+                              f"RuntimeError: {str(exc).strip().splitlines()[0]}") from exc
     except Exception as exc:  # noqa: BLE001  (a truncated zip gives OSError, a cut pickle EOFError, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "(no message)"
         raise CheckpointError(f"{who}: checkpoint '{path}' is truncated or corrupt: "

@@ -145,15 +145,19 @@ def test_truncated_checkpoint(tmp_path: Path, trained: Path, tiny_val: Path, cap
     assert err.startswith("error:") and f"'{path}' is truncated or corrupt" in err and "Traceback" not in err
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_foreign_files(tmp_path: Path) -> None:
-    """Neither a zip archive nor a pickle (text, an old protocol-0 pickle) and an empty file: refused
-    before torch parses them, naming the file, without offering a conversion."""
+    """Neither a zip archive nor a pickle (text, an old protocol-0 pickle), an empty file and a TorchScript
+    archive: refused, naming the file, without offering a conversion."""
     marker = tmp_path / "marker"
     cases = {"text.pt": (b"not a checkpoint", "cannot read checkpoint"),
              "proto0.pt": (pickle.dumps(Payload(marker), protocol=0), "cannot read checkpoint"),
              "empty.pt": (b"", "is truncated or corrupt")}
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "script.pt")
+    cases["script.pt"] = (None, "TorchScript archive")
     for name, (data, says) in cases.items():
-        (tmp_path / name).write_bytes(data)
+        if data is not None:
+            (tmp_path / name).write_bytes(data)
         with pytest.raises(CheckpointError) as info:
             load_checkpoint(tmp_path / name)
         msg = str(info.value)
