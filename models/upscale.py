@@ -9,9 +9,14 @@ writes them into ``last.pt`` and ``best.pt``). Every output is a PNG named after
 (``photo.jpg`` → ``out/photo.png``); inputs that would share a name keep their extension in it
 (``photo.jpg`` → ``photo_jpg.png``, ``photo.png`` → ``photo_png.png``), and a clash that remains is an
 error before anything runs. Greyscale stays greyscale (the network sees it as RGB; the output is its
-luma), an alpha channel is upscaled by bicubic interpolation and kept, 16-bit greyscale is written as
-16-bit greyscale. By default each image goes through the network whole, so image-wide attention sees
-the whole image; ``--tile`` bounds memory (see :mod:`srops.models.inference`).
+luma), an alpha channel is upscaled by bicubic interpolation and kept, 16-bit images are written at 16
+bits; EXIF orientation is applied and the ICC profile carried over. By default each image goes through
+the network whole, so image-wide attention sees the whole image; ``--tile`` bounds memory (see
+:mod:`srops.models.inference`), and an allocation failure retries with tiles.
+
+Files are safe: an output that is an input is refused, an existing output needs ``--overwrite`` (or is
+kept with ``--skip-existing``), every file is written to a temporary name and moved into place. One bad
+image is one ``error:`` line and the batch goes on; a summary ends the run, status 1 if anything failed.
 """
 from __future__ import annotations
 
@@ -263,9 +268,10 @@ def check_outputs(jobs: list[Job], out: Path, overwrite: bool, skip_existing: bo
                       "inputs are never overwritten: choose another output folder (-o)")
     existing = [j for j in jobs if j.dst.exists() or j.dst.is_symlink()]
     if existing and not (overwrite or skip_existing):
-        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise Refused(f"{WHO}: output '{existing[0].dst}'{more} already exist(s); pass --overwrite to replace "
-                      "them, or --skip-existing to keep them and upscale the rest")
+        which = (f"output '{existing[0].dst}' already exists" if len(existing) == 1 else
+                 f"{len(existing)} outputs already exist ('{existing[0].dst}', ...)")
+        raise Refused(f"{WHO}: {which}; pass --overwrite to replace them, or --skip-existing to keep them and "
+                      "upscale the other images")
     if skip_existing:
         return [j for j in jobs if j not in existing], existing
     return jobs, []

@@ -28,7 +28,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """Call ``write(fh)`` on a new temporary file next to ``path``, sync it, then move it onto ``path``.
 
     The temporary file is created with the usual permissions (0o666 less the umask) and removed again
-    if anything fails; OSError (e.g. ENOSPC, EROFS) propagates with the target's name in it.
+    if anything fails; the error (OSError for ENOSPC, EROFS, ...) propagates. The fsync makes the new
+    content durable before it replaces the old.
     """
     path = Path(path)
     tmp = temporary_name(path)
@@ -50,10 +51,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 
 def check_writable_folder(folder: Path) -> None:
     """OSError unless a file can be created in ``folder`` (probes with a temporary file, then removes it)."""
-    write_atomic_probe = temporary_name(folder / "probe")
-    fd = os.open(write_atomic_probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    probe = temporary_name(folder / "probe")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     os.close(fd)
-    os.unlink(write_atomic_probe)
+    os.unlink(probe)
 
 
 def is_png16_colour(img) -> bool:
@@ -68,8 +69,9 @@ def read_png16(path: str) -> np.ndarray:
     """A 16-bit colour PNG → ``H x W x C`` uint16 (C = 3 or 4; a tRNS colour key becomes alpha)."""
     import png
 
-    width, height, rows, info = png.Reader(filename=path).asDirect()
-    arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])
+    with open(path, "rb") as fh:
+        width, height, rows, info = png.Reader(file=fh).asDirect()
+        arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])
     return arr.reshape(height, width, info["planes"])
 
 

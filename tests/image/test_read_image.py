@@ -96,7 +96,7 @@ def test_exif_orientation_is_applied(tmp_path: Path, orientation: int) -> None:
     assert np.array_equal(read_rgb(tmp_path / "phone.png").permute(1, 2, 0).numpy(), want)
 
 
-def _png16(path: Path, arr: np.ndarray, icc: bytes | None = None) -> None:
+def _png16(path: Path, arr: np.ndarray) -> None:
     import png
 
     h, w, c = arr.shape
@@ -166,3 +166,21 @@ def test_write_image_is_atomic(tmp_path: Path, monkeypatch) -> None:
         write_image(_numbered(6, 6), tmp_path / "keep.png")
     assert (tmp_path / "keep.png").read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
+
+
+def test_16bit_colour_png_with_exif_orientation(tmp_path: Path) -> None:
+    import png
+
+    arr = np.random.default_rng(2).integers(0, 65536, (5, 8, 3), dtype=np.uint16)
+    _png16(tmp_path / "plain.png", arr)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    payload = exif.tobytes()
+    payload = payload[6:] if payload.startswith(b"Exif\x00\x00") else payload  # a PNG eXIf chunk: TIFF data only
+    chunks = list(png.Reader(filename=str(tmp_path / "plain.png")).chunks())
+    with open(tmp_path / "phone16.png", "wb") as fh:
+        png.write_chunks(fh, [chunks[0], (b"eXIf", payload), *chunks[1:]])
+    with Image.open(tmp_path / "phone16.png") as im:
+        assert im.getexif().get(0x0112) == 6
+    got = read_image(tmp_path / "phone16.png")
+    assert got.dtype == np.uint16 and np.array_equal(got, ORIENTED[6](arr))
