@@ -57,12 +57,13 @@ def check_writable_folder(folder: Path) -> None:
     os.unlink(probe)
 
 
-def is_png16_colour(img) -> bool:
-    """True for a Pillow-opened PNG holding 16-bit RGB or RGBA samples (which Pillow would cut to 8 bits)."""
-    if img.format != "PNG" or not img.tile:
+def is_colour16(img) -> bool:
+    """True for a Pillow-opened (not yet loaded) file of 16-bit RGB/RGBA samples, which Pillow decodes to 8 bits."""
+    if not img.tile:
         return False
-    rawmode = img.tile[0].args if hasattr(img.tile[0], "args") else img.tile[0][3]
-    return isinstance(rawmode, str) and rawmode.startswith(("RGB;16", "RGBA;16"))
+    args = img.tile[0][3]
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return isinstance(rawmode, str) and rawmode.startswith(("RGB;16", "RGBA;16", "RGBX;16"))
 
 
 def read_png16(path: str) -> np.ndarray:

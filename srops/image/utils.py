@@ -51,7 +51,8 @@ def read_image(path: PathLike, allow_large: bool = False, who: str = "srops.imag
 
     C is 1 (grey: modes L, 1, 16-bit I;16 and 32-bit I with values in 0..65535), 2 (LA), 3 (RGB; also
     CMYK, YCbCr, palettes without transparency) or 4 (RGBA; palettes with transparency). 16-bit files
-    (greyscale, and 16-bit RGB/RGBA PNG) give uint16, everything else uint8.
+    (greyscale, and 16-bit RGB/RGBA PNG) give uint16, everything else uint8; 16-bit colour in another
+    format (TIFF) is decoded by Pillow at 8 bits, with a ``UserWarning`` saying so.
 
     ``allow_large``: lift Pillow's decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``, about
     89 megapixels by default) for this call; otherwise a larger image raises the ValueError below.
@@ -77,7 +78,7 @@ def read_image_and_profile(path: PathLike, allow_large: bool = False, who: str =
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from srops.image.files import EXIF_ORIENTATION, icc_colour_space, is_png16_colour, orient, read_png16
+    from srops.image.files import EXIF_ORIENTATION, icc_colour_space, is_colour16, orient, read_png16
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -94,7 +95,12 @@ def read_image_and_profile(path: PathLike, allow_large: bool = False, who: str =
                 if frames > 1 and img.format != "MPO":  # MPO: a camera JPEG whose first image is the photo
                     raise _SeveralFrames(f"it holds {frames} frames (an animation or a multi-page file), and "
                                          "only single images are supported: extract the frame you want first")
-                deep = is_png16_colour(img)
+                deep = is_colour16(img)
+                if deep and img.format != "PNG":
+                    warnings.warn(f"{who}: '{path}' holds 16-bit colour, read at 8 bits (16-bit colour is read "
+                                  "at 16 bits from PNG only: convert the file to PNG to keep its precision)",
+                                  UserWarning, stacklevel=2)
+                    deep = False
                 img.load()
                 profile = img.info.get("icc_profile") or None
                 if deep:

@@ -184,3 +184,33 @@ def test_16bit_colour_png_with_exif_orientation(tmp_path: Path) -> None:
         assert im.getexif().get(0x0112) == 6
     got = read_image(tmp_path / "phone16.png")
     assert got.dtype == np.uint16 and np.array_equal(got, ORIENTED[6](arr))
+
+
+def _tiff16(path: Path, arr: np.ndarray) -> None:
+    """A minimal little-endian, uncompressed, one-strip RGB TIFF of ``H x W x 3`` uint16 (Pillow cannot write one)."""
+    import struct
+
+    h, w, c = arr.shape
+    data = arr.astype("<u2").tobytes()
+    n = 10
+    bits_at = 8 + 2 + 12 * n + 4
+    data_at = bits_at + 2 * c
+    entries = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, c, bits_at), (259, 3, 1, 1), (262, 3, 1, 2),
+               (273, 4, 1, data_at), (277, 3, 1, c), (278, 4, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1)]
+    out = bytearray(b"II*\x00" + struct.pack("<IH", 8, n))
+    for tag, typ, count, value in entries:
+        inline = struct.pack("<HH", value, 0) if typ == 3 and count == 1 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, typ, count) + inline
+    out += struct.pack("<I", 0) + struct.pack(f"<{c}H", *[16] * c) + data
+    path.write_bytes(bytes(out))
+
+
+def test_16bit_colour_tiff_is_read_at_8_bits_with_a_warning(tmp_path: Path) -> None:
+    arr = np.random.default_rng(3).integers(0, 65536, (4, 5, 3), dtype=np.uint16)
+    _tiff16(tmp_path / "deep.tif", arr)
+    with Image.open(tmp_path / "deep.tif") as im:
+        assert im.tag_v2[258] == (16, 16, 16)
+    with pytest.warns(UserWarning, match=r"deep\.tif.*16-bit colour, read at 8 bits"):
+        got = read_image(tmp_path / "deep.tif")
+    assert got.dtype == np.uint8 and got.shape == (4, 5, 3)
+    assert np.abs(got.astype(int) - (arr >> 8)).max() <= 1  # Pillow's 8-bit reading of the same picture
