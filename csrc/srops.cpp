@@ -4,6 +4,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "common/cpu_isa.h"
 #include "info.h"
 
 TORCH_LIBRARY(srops, m) {
@@ -35,6 +36,8 @@ TORCH_LIBRARY(srops, m) {
   // Build facts (no tensors: catch-all kernels).
   m.def("_compiled_with_cuda() -> bool", &srops::compiled_with_cuda);
   m.def("_cuda_compile_version() -> int", &srops::cuda_compile_version);
+  // The x86 paths the CPU kernels take, after SROPS_CPU_NO_AVX512 / SROPS_CPU_NO_AVX2 / ATEN_CPU_CAPABILITY.
+  m.def("_cpu_kernel_paths() -> str", &srops::cpu_kernel_paths);
 }
 
 // `import srops._C` loads this library (and with it the registrations above).

@@ -66,11 +66,23 @@ def environment() -> dict[str, str]:
         "CPU threads": str(torch.get_num_threads()),
         "extension": "loaded" if _ext.HAS_EXT else f"missing ({_ext.EXT_ERROR})",
         "compiled with": "CPU + CUDA" if _ext.HAS_CUDA_EXT else ("CPU" if _ext.HAS_EXT else "-"),
+        "CPU kernel paths": _cpu_kernel_paths(),
         "CUDA compiled against": f"{cuda_rt // 1000}.{cuda_rt % 1000 // 10}" if cuda_rt else "-",
         "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", ""),
     }
     info.update(build)
     return info
+
+
+def _cpu_kernel_paths() -> str:
+    """The x86 paths of the C++ CPU kernels, e.g. ``cbam=avx2 covpool_sqrtm_gemm=avx512`` (after
+    ``SROPS_CPU_NO_AVX512`` / ``SROPS_CPU_NO_AVX2`` / ``ATEN_CPU_CAPABILITY``), or ``-``."""
+    if not _ext.HAS_EXT:
+        return "-"
+    try:
+        return torch.ops.srops._cpu_kernel_paths()
+    except (AttributeError, RuntimeError):  # a binary built before the op existed
+        return "unknown (rebuild srops)"
 
 
 def results_dir() -> Path:

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cbam/cbam.h"
+#include "common/cpu_isa.h"
 
 namespace srops {
 namespace {
@@ -36,10 +37,10 @@ constexpr int64_t kTile = 4096;   // H*W tile of a reduction over channels (long
 #include "cbam/cbam_cpu_kernels.h"
 #undef SROPS_CBAM_ISA
 
+// AVX2 where the CPU has it, unless the environment caps the level (common/cpu_isa.h)
 bool use_avx2() {
 #ifdef SROPS_CBAM_AVX2
-  static const bool yes = __builtin_cpu_supports("avx2");
-  return yes;
+  return cpu_isa() >= CpuIsa::avx2;
 #else
   return false;
 #endif
@@ -52,6 +53,8 @@ bool use_avx2() {
 #endif
 
 }  // namespace
+
+const char* cbam_cpu_path() { return use_avx2() ? "avx2" : "base"; }
 
 std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cpu(const at::Tensor& x_in, bool avg, bool max) {
   cbam_check_channel_pool("cbam_channel_pool", x_in, avg, max, at::kCPU);

@@ -3,6 +3,8 @@
 // element of B is loaded once per tile and every element of A is broadcast.
 #include "covpool_sqrtm/gemm_cpu.h"
 
+#include "common/cpu_isa.h"
+
 #include <cstdlib>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -104,15 +106,19 @@ __attribute__((target("avx512f,fma"))) void gemm_avx512_f64(double* c, const dou
   }
 }
 
-// SROPS_CPU_NO_AVX512=1 forces the portable path (read once; lets the tests cover it).
-bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") &&
-                          std::getenv("SROPS_CPU_NO_AVX512") == nullptr;
-  return yes;
-}
+// AVX-512 F + FMA where the CPU has them, unless the environment caps the level (common/cpu_isa.h:
+// SROPS_CPU_NO_AVX512=1, SROPS_CPU_NO_AVX2=1 or ATEN_CPU_CAPABILITY=avx2/default force the portable path)
+bool has_avx512() { return cpu_isa() >= CpuIsa::avx512; }
 #endif
 
 }  // namespace
+
+const char* gemm_path() {
+#ifdef SROPS_X86_AVX512
+  if (has_avx512()) return "avx512";
+#endif
+  return "generic";
+}
 
 template <>
 void gemm<float>(float* c, const float* a, const float* b, int64_t rows, int64_t cols, int64_t k, int64_t lda,
@@ -133,4 +139,7 @@ void gemm<double>(double* c, const double* a, const double* b, int64_t rows, int
 }
 
 }  // namespace cpu
+
+const char* gemm_cpu_path() { return cpu::gemm_path(); }
+
 }  // namespace srops
