@@ -60,7 +60,29 @@ def _fail(kind: str, layout: str, message: str) -> None:
 # --------------------------------------------------------------------------- per-module converters
 
 
+def san_wrapper_keys(sd: Mapping[str, Any], p: str) -> bool:
+    """Whether ``sd`` holds, under ``p``, SAN's ``Nonlocal_CA`` (``non_local.theta.*``) rather than its inner block."""
+    return p + "non_local.theta.weight" in sd and p + "theta.weight" not in sd
+
+
+def _unwrap_san(m: nn.Module, sd: dict, p: str, layout: str) -> None:
+    """SAN's ``Nonlocal_CA`` keys under ``p``: ``non_local.*`` moved up, the unused ``soca.*`` dropped.
+
+    ``Nonlocal_CA`` runs its inner block on each quadrant of a 2×2 split, so only a module that
+    splits the same way (``regions=2``) may take them.
+    """
+    if tuple(getattr(m, "regions", (2, 2))) != (2, 2):
+        _fail("NonLocal2d", layout, "these are SAN's Nonlocal_CA keys ('non_local.*', 'soca.*'), which run the block "
+              f"on each quadrant of a 2×2 split: build NonLocal2d with regions=2 (got regions={m.regions})")
+    for key in [k for k in sd if k.startswith(p + "non_local.")]:
+        sd[p + key[len(p) + len("non_local."):]] = sd.pop(key)
+    for key in [k for k in sd if k.startswith(p + "soca.")]:
+        del sd[key]  # Nonlocal_CA builds a SOCA its forward never calls
+
+
 def _nonlocal(m: nn.Module, sd: dict, p: str, layout: str) -> None:
+    if san_wrapper_keys(sd, p):
+        _unwrap_san(m, sd, p, layout)
     pooled = p + "phi.0.weight" in sd
     if pooled != (p + "g.0.weight" in sd):
         _fail("NonLocal2d", layout, "φ and g must be both max-pooled (phi.0, g.0) or neither (phi, g)")
@@ -136,7 +158,7 @@ def _cbam(m: nn.Module, sd: dict, p: str, layout: str) -> None:
 
 # layouts per srops class: converter, and the key (relative to the module) that marks the layout
 LAYOUTS: dict[str, dict[str, str]] = {
-    "NonLocal2d": {"san": "theta.weight", "alexhex7": "theta.weight"},
+    "NonLocal2d": {"san": "theta.weight", "alexhex7": "theta.weight", "san_ca": "non_local.theta.weight"},
     "SecondOrderAttention": {"san": "conv_du.0.weight"},
     "ChannelAttention": {"rcan": "conv_du.0.weight", "timm": "fc1.weight", "official": "mlp.1.weight"},
     "SpatialAttention": {"official": "spatial.conv.weight", "timm": "conv.conv.weight"},
@@ -159,8 +181,9 @@ def _detect(kind: str, sd: Mapping[str, Any], prefix: str) -> str | None:
 
 
 def _check_layout(kind: str, layout: str) -> None:
-    if layout not in LAYOUTS[kind]:
-        raise ValueError(f"srops.{kind}: 'layout' must be one of {tuple(LAYOUTS[kind])}, got {layout!r}")
+    public = tuple(name for name in LAYOUTS[kind] if name != "san_ca")  # "san_ca": detected, not asked for
+    if layout not in public:
+        raise ValueError(f"srops.{kind}: 'layout' must be one of {public}, got {layout!r}")
 
 
 def peer_load_hook(module: nn.Module, state_dict: dict, prefix: str, *_args: Any) -> None:
@@ -204,9 +227,11 @@ def _weight(kind: str, sd: Mapping[str, torch.Tensor], key: str, layout: str) ->
 def _config(kind: str, sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, Any]:
     """Constructor arguments of the peer's module, read from its keys and weight shapes."""
     if kind == "NonLocal2d":
+        if san_wrapper_keys(sd, ""):
+            return {**_config(kind, _strip(sd, "non_local."), "alexhex7"), "regions": 2}
         w = _weight(kind, sd, "theta.weight", layout)
         return {"in_channels": w.shape[1], "inter_channels": w.shape[0], "sub_sample": "phi.0.weight" in sd,
-                "bn": "W.0.weight" in sd, "regions": 2 if layout == "san" else 1, "scale": 1.0}
+                "bn": "W.0.weight" in sd, "regions": 1, "scale": 1.0}
     if kind == "SecondOrderAttention":
         w = _weight(kind, sd, "conv_du.0.weight", layout)
         return {"channels": w.shape[1], "reduction": _reduction(kind, w.shape[1], w.shape[0]),
@@ -244,10 +269,43 @@ def sub_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[
     return out
 
 
+def _dtype_device(state_dict: Mapping[str, Any]) -> tuple[torch.dtype | None, torch.device | None]:
+    """The dtype and device of the first floating-point tensor of a state_dict (None, None without one)."""
+    for value in state_dict.values():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.dtype, value.device
+    return None, None
+
+
+def _check_san_regions(kind: str, state_dict: Mapping[str, Any], layout: str, overrides: Mapping[str, Any]) -> None:
+    """SAN's inner non-local keys say nothing of the 2×2 split: the caller must say where the block goes."""
+    if (kind == "NonLocal2d" and layout == "san" and "theta.weight" in state_dict
+            and not san_wrapper_keys(state_dict, "") and "regions" not in overrides):
+        raise ValueError(
+            "srops.NonLocal2d.from_state_dict: these are the keys of SAN's inner NONLocalBlock2D ('theta.*', ...), "
+            "which SAN's Nonlocal_CA runs on each quadrant of a 2×2 split. Pass regions=1 to put the block back "
+            "inside the Nonlocal_CA (at 'non_local.non_local'), or regions=2 to replace the Nonlocal_CA itself "
+            "(at 'non_local'); or slice the Nonlocal_CA's keys (sub_state_dict(ckpt, 'non_local')), which give "
+            "regions=2. srops.nn.swap(model) does this for a whole network."
+        )
+
+
 def from_state_dict(cls: type, state_dict: Mapping[str, torch.Tensor], layout: str, **overrides: Any) -> nn.Module:
-    """``cls`` built with the peer's configuration (``overrides`` win), loaded strictly from ``state_dict``."""
+    """``cls`` built with the peer's configuration (``overrides`` win), loaded strictly from ``state_dict``.
+
+    The module takes the dtype and device of the checkpoint's floating-point tensors unless
+    ``dtype=``/``device=`` are given (as for ``nn.Module`` constructors). For ``NonLocal2d`` with
+    ``layout="san"``: the keys of SAN's ``Nonlocal_CA`` (``non_local.*``, ``soca.*``; its unused
+    SOCA is dropped) give ``regions=2``; the keys of its inner block need an explicit ``regions``.
+    """
     kind = _kind(cls)
     _check_layout(kind, layout)
+    _check_san_regions(kind, state_dict, layout, overrides)
+    sd_dtype, sd_device = _dtype_device(state_dict)
+    dtype, device = overrides.pop("dtype", None) or sd_dtype, overrides.pop("device", None) or sd_device
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"srops.{kind}.from_state_dict: 'dtype' must be a floating-point dtype, got {dtype}")
     module = cls(**{**_config(kind, state_dict, layout), **overrides})
+    module.to(device=device, dtype=dtype)
     module.load_state_dict(convert_state_dict(module, state_dict, layout), strict=True)
     return module

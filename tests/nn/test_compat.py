@@ -64,7 +64,8 @@ def peer(c: int = 16, d: int = 2, pooled: bool = True, bn: bool = False) -> Peer
 @pytest.mark.parametrize("backend", [None, "reference"])
 def test_san_state_dict_matches_san_quadrants(backend):
     ref = peer(16, 16 // 8, pooled=True, bn=False)  # SAN: inter = C // 8, φ/g pooled, no BN
-    blk = NonLocal2d.from_state_dict(ref.state_dict(), "san", backend=backend).double()
+    nonlocal_ca = {f"non_local.{k}": v for k, v in ref.state_dict().items()}  # SAN's Nonlocal_CA keys: 2×2
+    blk = NonLocal2d.from_state_dict(nonlocal_ca, "san", backend=backend).double()
     assert (blk.in_channels, blk.inter_channels, blk.sub_sample, blk.regions, blk.bn) == (16, 2, "after", (2, 2), None)
     x = torch.randn(2, 16, 13, 11, dtype=torch.float64, requires_grad=True)  # odd sides: unequal quadrants
     x2 = x.detach().clone().requires_grad_()
