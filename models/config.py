@@ -24,8 +24,10 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,183 @@ DEFAULTS: dict[str, Any] = {
     "val": {"every": 1000, "max_images": None, "crop_border": None, "folders": None, "tb_crop": 64},
     "gan": None,
 }
+
+@dataclass(frozen=True)
+class Rule:
+    """What one config key accepts.
+
+    ``kind``: ``int`` (an integer; a float with an integral value, e.g. ``1e6``, is taken as that integer),
+    ``number`` (int or float, finite), ``bool`` (true/false), ``str``, ``folders`` (a folder or a non-empty
+    list of folders), ``numbers`` (a list of ``length`` numbers, each in range), ``ints`` (a list of
+    integers, each in range), ``mapping``. ``lo``/``hi``: inclusive bounds, ``gt``/``lt``: exclusive ones;
+    ``choices``: the allowed values of a ``str``; ``null``: None is allowed; ``also``: further values allowed
+    besides the kind (``train.threads: auto``).
+    """
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+    choices: tuple = ()
+    null: bool = False
+    also: tuple = ()
+    length: int | None = None
+
+    def describe(self) -> str:
+        kinds = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
+                 "folders": "a folder or a list of folders", "mapping": "a mapping",
+                 "numbers": f"a list of {self.length} numbers", "ints": "a list of integers"}
+        text = kinds[self.kind]
+        if self.choices:
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        bounds = [f">= {_num(self.lo)}" if self.lo is not None else "", f"> {_num(self.gt)}" if self.gt is not None
+                  else "", f"<= {_num(self.hi)}" if self.hi is not None else "",
+                  f"< {_num(self.lt)}" if self.lt is not None else ""]
+        bounds = [b for b in bounds if b]
+        if bounds:
+            text += (", each " if self.kind in ("numbers", "ints") else " ") + " and ".join(bounds)
+        extra = [repr(a) for a in self.also] + (["null"] if self.null else [])
+        return text + "".join(f" or {e}" for e in extra)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
+
+
+_POS_INT, _NONNEG_INT = Rule("int", lo=1), Rule("int", lo=0)
+_BOOL, _POS_NUM, _NONNEG_NUM = Rule("bool"), Rule("number", gt=0), Rule("number", lo=0)
+
+#: The value rules, one per key: applied to every config by :func:`check_values` (at :func:`load_config`
+#: and when a :class:`~srops.models.trainer.Trainer` is built). Every key of :data:`DEFAULTS` has one.
+RULES: dict[str, Rule] = {
+    "model.name": Rule("str"),
+    "model.scale": _POS_INT,
+    "data.train": Rule("folders"),
+    "data.val": Rule("folders", null=True),
+    "data.lr_patch": _POS_INT,
+    "data.batch_size": _POS_INT,
+    "data.augment": _BOOL,
+    "data.iters_per_epoch": _POS_INT,
+    "data.cache_dir": Rule("str", null=True),
+    "data.num_workers": _NONNEG_INT,
+    "data.skip_small": _BOOL,
+    "optim.lr": _POS_NUM,
+    "optim.betas": Rule("numbers", lo=0, lt=1, length=2),
+    "optim.eps": _NONNEG_NUM,
+    "optim.weight_decay": _NONNEG_NUM,
+    "schedule.name": Rule("str", choices=("step", "cosine")),
+    "schedule.step_size": _POS_INT,
+    "schedule.gamma": _POS_NUM,
+    "schedule.step_epochs": _POS_INT,
+    "schedule.milestones": Rule("ints", lo=1),
+    "schedule.progress_milestones": Rule("numbers", gt=0, hi=1),
+    "schedule.progress_gamma": _POS_NUM,
+    "schedule.warmup_iters": _NONNEG_INT,
+    "schedule.min_lr": _NONNEG_NUM,
+    "loss.name": Rule("str"),
+    "loss.eps": _POS_NUM,
+    "loss.pyramid": _BOOL,
+    "loss.weights": Rule("mapping"),
+    "train.iters": Rule("int", lo=0, null=True),
+    "train.epochs": Rule("int", lo=1, null=True),
+    "train.seed": _NONNEG_INT,
+    "train.amp": Rule("str", choices=("bf16", "fp16"), null=True),
+    "train.grad_clip": Rule("number", gt=0, null=True),
+    "train.out_dir": Rule("str"),
+    "train.log_every": _POS_INT,
+    "train.ckpt_every": _POS_INT,
+    "train.time_budget": Rule("number", gt=0, null=True),
+    "train.device": Rule("str", choices=("auto", "cpu", "cuda")),
+    "train.progress": _BOOL,
+    "train.tensorboard": _BOOL,
+    "train.ema_decay": Rule("number", gt=0, lt=1, null=True),
+    "train.channels_last": _BOOL,
+    "train.threads": Rule("int", lo=1, null=True, also=("auto",)),
+    "val.every": _POS_INT,
+    "val.max_images": Rule("int", lo=1, null=True),
+    "val.crop_border": Rule("int", lo=0, null=True),
+    "val.folders": Rule("folders", null=True),
+    "val.tb_crop": _POS_INT,
+    "gan": Rule("mapping", null=True),
+    "gan.adv_weight": _NONNEG_NUM,
+}
+
+
+def _in_range(rule: Rule, x: float) -> bool:
+    return ((rule.lo is None or x >= rule.lo) and (rule.hi is None or x <= rule.hi)
+            and (rule.gt is None or x > rule.gt) and (rule.lt is None or x < rule.lt))
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _as_int(x: Any) -> int | None:
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int):
+        return x
+    if isinstance(x, float) and math.isfinite(x) and x.is_integer():
+        return int(x)
+    return None
+
+
+def _conform(rule: Rule, value: Any) -> tuple[bool, Any]:
+    """(whether ``value`` satisfies ``rule``, the value to store: integral floats become ints)."""
+    if value is None:
+        return rule.null, value
+    if value in rule.also and not isinstance(value, bool):
+        return True, value
+    kind = rule.kind
+    if kind == "int":
+        n = _as_int(value)
+        return (n is not None and _in_range(rule, n)), n if n is not None else value
+    if kind == "number":
+        return _is_number(value) and _in_range(rule, float(value)), value
+    if kind == "bool":
+        return isinstance(value, bool), value
+    if kind == "str":
+        return isinstance(value, str) and value != "" and (not rule.choices or value in rule.choices), value
+    if kind == "folders":
+        items = [value] if isinstance(value, str) else value
+        return isinstance(items, list) and bool(items) and all(isinstance(v, str) and v for v in items), value
+    if kind == "mapping":
+        return isinstance(value, dict), value
+    if kind in ("numbers", "ints"):
+        if not isinstance(value, (list, tuple)) or (rule.length is not None and len(value) != rule.length):
+            return False, value
+        items = [_as_int(v) for v in value] if kind == "ints" else list(value)
+        ok = all((v is not None if kind == "ints" else _is_number(v)) and _in_range(rule, float(v)) for v in items)
+        return ok, (items if ok else value)
+    raise AssertionError(f"unknown rule kind {kind!r}")
+
+
+def _describe_value(value: Any) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
+    return f"{value!r} ({kind})" if value is not None else "null"
+
+
+def check_values(cfg: dict, source: str, only: str | None = None) -> None:
+    """Apply :data:`RULES` to ``cfg`` (every key present; ``only``: the keys under that dotted path):
+    ValueError naming the first key whose value breaks its rule, what it expects and what it got. Integral
+    floats given for integer keys are replaced by ints in place."""
+    for key, rule in RULES.items():
+        if only is not None and not (key == only or key.startswith(only + ".") or only.startswith(key + ".")):
+            continue
+        *parents, leaf = key.split(".")
+        node: Any = cfg
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        ok, value = _conform(rule, node[leaf])
+        if not ok:
+            raise ValueError(f"srops.models.train: config key '{key}' in {source} must be {rule.describe()}, "
+                             f"got {_describe_value(node[leaf])}")
+        node[leaf] = value
+
 
 #: Valid keys that have no default (absent unless given).
 EXTRA_KEYS: dict[str, tuple[str, ...]] = {
@@ -191,8 +370,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         path = resolve_config(path)
         with open(path) as fh:
             tree = parse_yaml(fh.read()) or {}
-        check_keys(tree, f"config file {str(path)!r}")
+        source = f"config file {str(path)!r}"
+        check_keys(tree, source)
         cfg = _merge(cfg, tree)
+        check_values(cfg, source)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"srops.models.train: '--set' expects key.path=value, got {item!r}")
@@ -210,4 +391,5 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
             node = node[part]
         node[parts[-1]] = value
         check_keys(cfg, f"--set {item!r}")  # a network argument, now that the network's name is known
+        check_values(cfg, f"--set {item!r}", only=key.strip())
     return cfg

@@ -73,7 +73,9 @@ class PairedImages:
 
     ``min_lr_size``: images whose LR side is shorter raise ValueError naming them and the largest size
     that every image allows (training needs at least one patch), or, with ``skip_small``, are left out and
-    listed in ``skipped`` (``(file, lr_h, lr_w)``); ValueError if none is left. ``cache_dir``: optional
+    listed in ``skipped`` (``(file, lr_h, lr_w)``); ValueError if none is left. An image smaller than one
+    LR pixel (a 1x1 image at ×2) counts as an LR image of side 0: skipped the same way, or, without
+    ``skip_small``, a ValueError naming it. ``cache_dir``: optional
     folder for an on-disk cache of the decoded pairs.
     """
 
@@ -101,6 +103,12 @@ class PairedImages:
         small = [k for k, lr in enumerate(self.lr) if min(lr.shape[-2:]) < min_lr_size]
         self.skipped: list[tuple[Path, int, int]] = [(self.files[k], *self.lr[k].shape[-2:]) for k in small]
         self.smallest_lr_side = min(min(lr.shape[-2:]) for lr in self.lr)
+        empty = [k for k in small if self.lr[k].numel() == 0]
+        if empty and not skip_small:
+            f, hr = self.files[empty[0]], self.hr[empty[0]]
+            raise ValueError(f"srops.models.data: image {str(f)!r} is too small: {hr.shape[-2]}x{hr.shape[-1]} is "
+                             f"below one ×{scale} LR pixel" + (", or skip the small images (data.skip_small)"
+                                                             if min_lr_size > 1 else ""))
         if small and (not skip_small or len(small) == len(self.files)):
             f, h, w = self.skipped[0]
             more = f" and {len(small) - 1} more" if len(small) > 1 else ""
@@ -118,11 +126,11 @@ class PairedImages:
 
     @staticmethod
     def _make_pair(path: Path, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(HR modcropped, LR); an image below one LR pixel gives its HR uncropped and an empty LR."""
         hr = read_rgb(path)
         h, w = hr.shape[-2] - hr.shape[-2] % scale, hr.shape[-1] - hr.shape[-1] % scale
         if h == 0 or w == 0:
-            raise ValueError(f"srops.models.data: image {str(path)!r} is too small: "
-                             f"{hr.shape[-2]}x{hr.shape[-1]} is below one ×{scale} LR pixel")
+            return hr, torch.zeros((3, h // scale, w // scale), dtype=torch.uint8)
         hr = hr[:, :h, :w].contiguous()
         return hr, downscale(hr, scale)
 
@@ -199,9 +207,11 @@ class TrainPatches(torch.utils.data.Dataset):
             return None
         total = len(skipped) + len(self.pairs)
         names = ", ".join(f"{f.name} ({h}x{w})" for f, h, w in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        side = self.pairs.smallest_lr_side
+        fits = (f"data.lr_patch <= {side} would use them all" if side > 0 else
+                f"{sum(1 for _, h, w in skipped if min(h, w) == 0)} of them are below one LR pixel")
         return (f"data: skipped {len(skipped)} of {total} training images whose ×{self.scale} LR image is smaller "
-                f"than the {self.lr_patch}x{self.lr_patch} LR patch: {names}; data.lr_patch <= "
-                f"{self.pairs.smallest_lr_side} would use them all")
+                f"than the {self.lr_patch}x{self.lr_patch} LR patch: {names}; {fits}")
 
     def locate(self, index: int) -> tuple[int, int, int, tuple[bool, bool, bool]]:
         """(image index, LR top, LR left, (hflip, vflip, rot90)) of sample ``index``."""

@@ -18,7 +18,8 @@
 
 Writes ``<out>/``: ``comparison.png`` (bicubic | srops SR | ground truth with zoomed crops),
 ``training_curve.png``, ``results_x2.csv``, the run folder (``run/``: checkpoint, CSV and TensorBoard
-logs) and ``sr/`` (the SR images).
+logs) and ``sr/`` (the SR images). Run again, the demo rewrites its figures, tables and images, and keeps the
+previous training run: ``run/`` is renamed to ``run_archived_<YYYYmmdd-HHMMSS>`` (``train --archive``).
 """
 from __future__ import annotations
 
@@ -175,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"srops demo: AMMS ×{SCALE} ({m['n_modules']} module(s), {m['n_am']} AM(s), {m['n_feats']} channels) "
           f"on T91, {'CUDA' if use_cuda else 'CPU'}{', bf16 autocast' if amp else ''}, {budget:.0f} s of training"
           + (f" or {iters} iterations" if args.iters is not None else ""), flush=True)
-    trainer, res = run(cfg)
+    try:
+        trainer, res = run(cfg, archive=True)  # an earlier demo's run/ is kept as run_archived_<time>
+    except (OSError, ValueError) as exc:  # another demo training into the same folder, a full disk
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     n_params = sum(p.numel() for p in trainer.net.parameters())
     tuner = trainer.thread_tuner
     threads = f", {tuner.current} thread(s) at the end" if tuner is not None else ""

@@ -2,8 +2,10 @@
 
 Per iteration: one optimisation step; the ``progress_milestones`` decay; the logging window (means of
 ``loss`` and, for GANs, ``d_loss``); then the stop decisions, identical on every rank: the last iteration,
-the time budget, a SIGTERM/SIGINT. The checkpoint due at an iteration is written first, then the
-validation runs. ``train.time_budget`` covers everything: the run stops when one more step plus the
+the time budget, a SIGTERM/SIGINT. The checkpoint due at an iteration is written first (recording whether a
+validation is due there and has not run: ``pending``), then the validation runs, and the checkpoint is
+written again to record it. A stop signal skips the validation, which stays pending; a resumed run (or one
+whose process died between checkpoint and validation) runs a pending validation before anything else. ``train.time_budget`` covers everything: the run stops when one more step plus the
 final validation and checkpoint (their last measured cost, or an estimate before the first) would not fit.
 """
 from __future__ import annotations
@@ -62,21 +64,30 @@ def _validate(t: "Trainer", log: RunLog | None) -> dict[str, float]:
     if t.main:
         res = t.validate()
         if res:
-            log.scalars("val", t.iteration, t.seconds(), res)
-            if log.writer is not None:
-                _val_crops(t, log)
-            if res["psnr"] > t.best_psnr:
+            if res["psnr"] > t.best_psnr:  # best.pt first: a logged validation has its best.pt written
                 t.best_psnr = res["psnr"]
                 save_atomic({"model": t.eval_model.net.state_dict(), "config": t.cfg, "iteration": t.iteration,
                              "psnr": res["psnr"]}, t.out / "best.pt")
+            log.scalars("val", t.iteration, t.seconds(), res)
+            if log.writer is not None:
+                _val_crops(t, log)
     if t.world > 1:
         dist.barrier()
+    t.validated, t.val_pending = t.iteration, False
     return res
 
 
 def fit(t: "Trainer") -> dict:
     """Train from ``t.iteration`` to ``t.total`` (or the budget, or a stop signal); returns the last
-    validation result with ``iteration``, ``seconds``, ``stopped_early`` and ``stopped_by``."""
+    validation result with ``iteration``, ``seconds``, ``stopped_early`` and ``stopped_by``. Releases the
+    lock of ``out_dir`` when it ends."""
+    try:
+        return _fit(t)
+    finally:
+        t.release()
+
+
+def _fit(t: "Trainer") -> dict:
     tc, dc = t.cfg["train"], t.cfg["data"]
     budget = None if tc.get("time_budget") is None else float(tc["time_budget"])
     t._t0 = t.clock()
@@ -102,6 +113,10 @@ def fit(t: "Trainer") -> dict:
     stopped_early, stopped_by = False, None
     with StopSignals() as stop:
         try:
+            if t.val_pending and t.val is not None:  # the validation due at the checkpoint did not run
+                last = _validate(t, log)
+                t.save()
+            t.val_pending = False
             mark = t.clock()
             for lr, hr in loader:
                 if tuner is not None:
@@ -115,8 +130,8 @@ def fit(t: "Trainer") -> dict:
                 step_cost = now - mark if step_cost == 0.0 else 0.8 * step_cost + 0.2 * (now - mark)
                 frac = it / max(1, t.total)
                 final = 0.0  # seconds the final checkpoint and validation will take
-                if budget is not None:
-                    final = ckpt_cost + (val_cost if val_cost is not None else _val_estimate(t, step_cost))
+                if budget is not None:  # with validation, the checkpoint is written before and after it
+                    final = ckpt_cost * (2 if t.val is not None else 1) + (val_cost if val_cost is not None else _val_estimate(t, step_cost))
                 if budget:
                     frac = max(frac, t.seconds() / budget)
                 t.decays_done = progress_decay(t.opt, t.cfg["schedule"], t.decays_done, frac)
@@ -143,17 +158,21 @@ def fit(t: "Trainer") -> dict:
                     over = _any_rank(t, t.seconds() + step_cost + final > budget)
                 signum = stop.agreed(t.world, t.device)
                 end = over or signum is not None or it == t.total
-                if it % ckpt_every == 0 or end:
+                t.val_pending = t.val is not None and (it % val_every == 0 or over or it == t.total)
+                saved = it % ckpt_every == 0 or end
+                if saved:
                     c0 = t.clock()
                     t.save()
                     ckpt_cost = t.clock() - c0
-                if signum is not None:
+                if signum is not None:  # the checkpoint records a validation due here as pending
                     stopped_by = signal_name(signum)
                     break
-                if t.val is not None and (it % val_every == 0 or end):
+                if t.val_pending:
                     v0 = t.clock()
                     last = _validate(t, log)
                     val_cost = t.clock() - v0
+                    if saved:
+                        t.save()  # the checkpoint of this iteration now records its validation as done
                 if over:
                     stopped_early = True
                     break

@@ -6,6 +6,8 @@
 * Training: the ``amms_x2_30min`` preset (AMMS 4 modules × 4 AMs × 64 channels, 1.87M parameters, on the
   bundled T91; cosine lr over the budget), through ``srops.models.train``'s own code path. ``--set`` overrides
   any config entry, as for ``python -m srops.models.train``; ``--budget`` is ``train.time_budget``.
+* A second run into the same ``--out`` keeps the first: its folder is renamed to
+  ``<out>_archived_<YYYYmmdd-HHMMSS>`` (as ``python -m srops.models.train --archive`` does) before training.
 * Evaluation: the final weights (``<out>/last.pt``, no selection on a test set) and bicubic on Set5, Set14 and
   BSD100 ×2 (Y channel, 2-pixel border shaved). Each set is looked up as ``<folder>/<name>`` in the ``--data``
   folders, then ``$SROPS_DATASETS``, ``../shared/datasets`` beside the checkout and the bundled ``data/``
@@ -102,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
           f"channels) on {', '.join(map(str, cfg['data']['train']))}, {cfg['train']['time_budget']:.0f} s budget, "
           f"device {device_name()}", flush=True)
     t0 = time.perf_counter()
-    trainer, res = run(cfg)
+    try:
+        trainer, res = run(cfg, archive=True)  # an earlier run in the folder is kept as <out>_archived_<time>
+    except (OSError, ValueError) as exc:  # a folder in use by another run, a full disk, a config mistake
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     train_s = time.perf_counter() - t0
     device = trainer.device
     names = list(images)

@@ -66,13 +66,37 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` (torch.save reports a failed write as a RuntimeError whose context it is)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """torch.save to a temporary file in the same folder, flushed to disk, then os.replace onto ``path``.
+
+    A failed write (full disk, quota, I/O error) raises :class:`srops.models.rundir.WriteError` naming
+    ``path``; the temporary file is removed and an earlier ``path`` is left as it was.
+    """
+    from srops.models.rundir import write_error
+
     tmp = temporary_path(path)
     try:
-        torch.save(obj, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise write_error(path, cause) from exc
     finally:
         if tmp.exists():
             tmp.unlink()

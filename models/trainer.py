@@ -4,7 +4,10 @@ A checkpoint (``<out_dir>/last.pt``) holds model, optimiser, scheduler, grad sca
 torch / numpy / python RNG states, the sampler position, the iteration and the elapsed training time, so
 ``resume=True`` continues exactly where the run stopped, against the same ``train.time_budget``. The
 checkpoint due at an iteration is written before that iteration's validation. SIGTERM/SIGINT save a
-checkpoint and stop (``stopped_by``). A non-finite loss stops training with :class:`NonFiniteLossError`
+checkpoint and stop (``stopped_by``); a validation due at that iteration is recorded in the checkpoint as
+pending and runs first thing on resume (``validation: {"last": iteration of the last validation, "pending":
+bool}``). ``out_dir`` is locked while the run trains into it and a fresh run refuses a folder that holds an
+earlier run unless ``archive`` is set (see :mod:`srops.models.rundir`). A non-finite loss stops training with :class:`NonFiniteLossError`
 before anything is saved; the last good checkpoint stays untouched.
 """
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -22,9 +26,10 @@ from torch import nn
 
 from srops.models import build
 from srops.models.runstate import clean_stale_temporaries, rng_state, save_atomic, set_rng_state
-from srops.models.config import check_keys, resolve_folder
+from srops.models.config import check_keys, check_values, resolve_folder
 from srops.models.data import TrainPatches, ValImages
 from srops.models.logs import Progress, RunLog
+from srops.models.rundir import RunLock, archive_run, earlier_run, refuse_earlier_run
 from srops.models.objectives import ContentLoss, GanObjective, NetIO, final_output, model_rgb_range
 from srops.models.schedules import ModelEMA, make_optim, progress_decay
 from srops.models.signals import StopSignals, signal_name
@@ -43,6 +48,38 @@ def import_modules(names) -> None:
         importlib.import_module(name)
 
 
+def build_network(name: str, scale: int, kwargs: dict) -> nn.Module:
+    """``build(name, scale=scale, **kwargs)``; a ValueError naming the ``model`` key that the network's
+    constructor refused (its value and the type of the constructor's default) instead of a traceback."""
+    try:
+        return build(name, scale=scale, **kwargs)
+    except (TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        import inspect
+
+        from srops.models.registry import _REGISTRY
+
+        params = inspect.signature(_REGISTRY[name].__init__).parameters if name in _REGISTRY else {}
+        culprits = []
+        for key, value in kwargs.items():
+            default = params[key].default if key in params else inspect.Parameter.empty
+            if default not in (inspect.Parameter.empty, None) and not _same_kind(value, default):
+                culprits.append(f"model.{key}={value!r} ({type(value).__name__}; the default is {default!r}, "
+                                f"{type(default).__name__})")
+        keys = "; ".join(culprits) or ", ".join(f"model.{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
+        raise ValueError(f"srops.models.train: cannot build network {name!r} ×{scale} from the config's "
+                         f"model block ({keys}): {type(exc).__name__}: {exc}") from exc
+
+
+def _same_kind(value, default) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, type(default))
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
 def _folders(value) -> list[str]:
     return [resolve_folder(f) for f in ([value] if isinstance(value, (str, os.PathLike)) else value)]
 
@@ -50,10 +87,13 @@ def _folders(value) -> list[str]:
 class Trainer:
     """One experiment: builds everything from ``cfg`` and runs :meth:`fit`.
 
-    ``clock`` (seconds, monotonic) measures training time; tests pass a fake one.
+    ``clock`` (seconds, monotonic) measures training time; tests pass a fake one. ``archive``: a fresh run
+    into a folder that holds an earlier run renames that folder (``<out_dir>_archived_<time>``) instead of
+    refusing it. The folder's lock (rank 0) is held from here until :meth:`fit` ends or :meth:`release`.
     """
 
-    def __init__(self, cfg: dict, resume: bool = False, clock=time.perf_counter) -> None:
+    def __init__(self, cfg: dict, resume: bool = False, clock=time.perf_counter, archive: bool = False) -> None:
+        check_values(cfg, "the config")
         self.cfg, self.clock = cfg, clock
         tc = cfg["train"]
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -68,10 +108,40 @@ class Trainer:
         self.main = self.rank == 0
         self.out = Path(tc["out_dir"])
         self.ckpt_path = self.out / "last.pt"
+        self.archived: Path | None = None  # where an earlier run in out_dir was moved (archive=True)
+        self.lock: RunLock | None = None
+        created = not self.out.exists()
+        if self.main:
+            self.lock = RunLock(self.out).acquire()
+        try:
+            self._setup(cfg, resume, archive)
+        except BaseException:
+            self.release()
+            if created and self.main and self.archived is None:
+                try:
+                    self.out.rmdir()  # the empty folder this failed start created
+                except OSError:
+                    pass
+            raise
+
+    def _setup(self, cfg: dict, resume: bool, archive: bool) -> None:
+        """The rest of ``__init__``, run while holding the lock of ``out_dir``."""
+        tc = cfg["train"]
+        use_cuda = self.device.type == "cuda"
         if resume and not self.ckpt_path.is_file():
             raise FileNotFoundError(f"srops.models.train: --resume given but checkpoint "
                                     f"{str(self.ckpt_path)!r} does not exist")
         if self.main:
+            found = [] if resume else earlier_run(self.out)
+            if found and not archive:
+                raise refuse_earlier_run(self.out, found)
+            if found:
+                self.lock.release()
+                self.archived = archive_run(self.out)
+                self.lock = RunLock(self.out).acquire()
+                (self.archived / self.lock.path.name).unlink(missing_ok=True)
+                print(f"srops.models.train: the earlier run in {str(self.out)!r} was moved to "
+                      f"{str(self.archived)!r}", file=sys.stderr, flush=True)
             clean_stale_temporaries(self.out)
         seed = int(tc["seed"])
         random.seed(seed)
@@ -82,7 +152,7 @@ class Trainer:
         check_keys(cfg, "the config")  # the network blocks too, now that their modules are imported
         self.scale = int(m.pop("scale"))
         name = m.pop("name")
-        self.net = build(name, scale=self.scale, **m).to(self.device)
+        self.net = build_network(name, self.scale, m).to(self.device)
         check_threads(tc.get("threads"))
         self.thread_tuner = None  # a ThreadTuner while fit runs with train.threads: auto
         self.channels_last = bool(tc.get("channels_last"))
@@ -102,8 +172,6 @@ class Trainer:
         self.total = int(tc["iters"]) if tc.get("iters") is not None else int(tc["epochs"]) * ipe
         self.opt, self.sched = make_optim(self.net.parameters(), cfg["optim"], cfg["schedule"], ipe, self.total)
         amp = tc.get("amp")
-        if amp not in (None, "bf16", "fp16"):
-            raise ValueError(f"srops.models.train: 'train.amp' must be null, 'bf16' or 'fp16', got {amp!r}")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.loss = ContentLoss(cfg["loss"], self.device)
@@ -124,8 +192,22 @@ class Trainer:
         self.resumed_from: int | None = None
         self._t0: float | None = None  # clock() at the start of this session's fit
         self.notes = [n for n in (self.patches.skip_summary(), self.loss.description) if n]
+        self.validated: int | None = None  # the iteration of the last validation that ran
+        self.val_pending = False  # a validation is due at self.iteration and has not run yet
         if resume:
             self._load(self.ckpt_path)
+
+    def release(self) -> None:
+        """Give up the lock of ``out_dir`` (idempotent; :meth:`fit` does it when it ends)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _restore_validation(self, record) -> None:
+        """The checkpoint's ``validation`` entry (absent in older checkpoints: nothing pending)."""
+        record = record if isinstance(record, dict) else {}
+        last = record.get("last")
+        self.validated = int(last) if isinstance(last, int) else None
+        self.val_pending = bool(record.get("pending")) and self.validated != self.iteration
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict:
@@ -168,6 +250,7 @@ class Trainer:
         self.best_psnr = float(st.get("best_psnr", -math.inf))
         self.decays_done = int(st.get("decays_done", 0))
         self.elapsed = float(st.get("elapsed", 0.0))
+        self._restore_validation(st.get("validation"))
         best = self.out / "best.pt"
         if best.is_file():  # a validation after the checkpoint may have written a better best.pt
             self.best_psnr = max(self.best_psnr, self._best_psnr(best, who))
@@ -195,7 +278,9 @@ class Trainer:
                 if not torch.isfinite(p).all():
                     raise NonFiniteLossError("srops.models.train: parameters are not finite; "
                                              "checkpoint not written")
-            save_atomic(self.state(), self.ckpt_path)
+            st = self.state()
+            st["validation"] = {"last": self.validated, "pending": self.val_pending}
+            save_atomic(st, self.ckpt_path)
         if self.world > 1:
             dist.barrier()
 

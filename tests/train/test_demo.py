@@ -28,6 +28,21 @@ def test_demo_smoke(tmp_path: Path, tiny_train: Path, tiny_val: Path, capsys) ->
     assert (out / "run" / "last.pt").exists() and len(list((out / "sr").glob("*.png"))) == 2
 
 
+def test_demo_twice_keeps_the_first_run(tmp_path: Path, tiny_train: Path, tiny_val: Path, capsys) -> None:
+    """make demo run again: it works, and the first training run is kept as run_archived_<time>."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_train, data / "T91")
+    shutil.copytree(tiny_val, data / "Set5")
+    out = tmp_path / "demo_out"
+    args = ["--budget", "60", "--data", str(data), "--out", str(out), "--device", "cpu"]
+    assert main([*args, "--iters", "2"]) == 0
+    first = (out / "run" / "last.pt").read_bytes()
+    assert main([*args, "--iters", "3"]) == 0
+    archived = list(out.glob("run_archived_*"))
+    assert len(archived) == 1 and (archived[0] / "last.pt").read_bytes() == first
+    assert (out / "run" / "last.pt").exists() and "demo, 3 iterations" in capsys.readouterr().out
+
+
 def test_demo_holds_the_whole_job_to_its_total(tmp_path: Path, tiny_train: Path, tiny_val: Path, capsys,
                                                monkeypatch) -> None:
     """16: make demo's start time (SROPS_DEMO_T0) counts: the training budget is what the set-up left."""

@@ -51,6 +51,23 @@ def test_reproduce_dry_run(tmp_path: Path, monkeypatch, capsys) -> None:
     assert (tmp_path / "run" / "last.pt").exists()
 
 
+def test_reproduce_twice_keeps_the_first_run(tmp_path: Path, monkeypatch, capsys) -> None:
+    """make reproduce run again into the same folder: it works, and the first run is kept archived."""
+    monkeypatch.chdir(tmp_path)
+    sets = tmp_path / "sets"
+    write_folder(sets / "Set5", [(50, 61), (48, 44)], seed=4)
+    small = ["model.n_modules=1", "model.n_am=1", "model.n_feats=8", "data.batch_size=2", "data.lr_patch=16",
+             "train.iters=1", "schedule.warmup_iters=0", "train.progress=false", "train.tensorboard=false"]
+    args = ["--data", str(sets), "--only-data", "--out", str(tmp_path / "run"), "--results-dir",
+            str(tmp_path / "results"), *[arg for kv in small for arg in ("--set", kv)]]
+    assert main(args) == 0
+    first = (tmp_path / "run" / "last.pt").read_bytes()
+    assert main(args) == 0
+    archived = list(tmp_path.glob("run_archived_*"))
+    assert len(archived) == 1 and (archived[0] / "last.pt").read_bytes() == first
+    assert (tmp_path / "run" / "last.pt").exists() and "was moved to" in capsys.readouterr().err
+
+
 def test_reproduce_without_set5_is_an_error(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["--data", str(tmp_path / "empty"), "--only-data"]) == 1

@@ -67,7 +67,7 @@ def test_checkpoint_contents(tmp_path: Path, tiny_train: Path) -> None:
         run(tiny_cfg(tmp_path / "bad", tiny_train, None, amp="fp8"))
 
 
-def test_nan_loss_stops_and_keeps_last_good(tmp_path: Path, tiny_train: Path, monkeypatch) -> None:
+def test_nan_loss_stops_and_keeps_last_good(tmp_path: Path, tiny_train: Path, monkeypatch, capsys) -> None:
     calls = {"n": 0}
     real = ContentLoss.forward
 
@@ -84,7 +84,9 @@ def test_nan_loss_stops_and_keeps_last_good(tmp_path: Path, tiny_train: Path, mo
     assert st["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in st["model"].values())
     calls["n"] = 0
-    assert main(["-c", _write(tmp_path / "c.yml", cfg), "--set", "train.iters=9"]) == 1
+    assert main(["-c", _write(tmp_path / "c.yml", cfg), "--set", "train.iters=9", "--archive"]) == 1
+    err = capsys.readouterr().err
+    assert "error: srops.models.train: loss is nan at iteration 5" in err and "Traceback" not in err
 
 
 def _write(path: Path, cfg: dict) -> str:
@@ -135,6 +137,7 @@ def test_two_process_gloo_matches_single(tmp_path: Path, tiny_train: Path) -> No
     for k, v in single.net.state_dict().items():
         torch.testing.assert_close(ddp["model"][k], v, rtol=1e-4, atol=1e-6)
     assert (tmp_path / "ddp" / "log.csv").read_text().count("\n") >= 2  # rank 0 logged
+    assert not (tmp_path / "ddp" / "train.lock").exists()  # rank 0's lock, removed at the end
 
 
 def test_loader_workers_same_batches(tmp_path: Path, tiny_train: Path) -> None:
