@@ -97,3 +97,28 @@ def test_address_space_limit_real_fallback(tmp_path: Path) -> None:
     assert "retrying with tiles" in auto.stderr and "Traceback" not in auto.stderr
     a, b = np.array(read(tmp_path / "auto" / "big.png")), np.array(read(tmp_path / "tiled" / "big.png"))
     assert a.shape == (1536, 1536, 3) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_out_of_memory_on_one_image_does_not_end_the_batch(tmp_path: Path, monkeypatch, capsys) -> None:
+    import srops.models.inference as inference
+    from srops.models.upscale import main
+
+    real = inference.upscale_tensor
+
+    def no_memory_for_big(model, lr, scale, tile=None, **kw):
+        if lr.shape[-1] > 100:  # the big image fails at every tile size, as the CPU allocator does
+            raise RuntimeError(CPU_OOM)
+        return real(model, lr, scale, tile=tile, **kw)
+
+    monkeypatch.setattr(inference, "upscale_tensor", no_memory_for_big)
+    ck = write_checkpoint(tmp_path / "tiny.pt", iteration=1)
+    d = tmp_path / "in"
+    d.mkdir()
+    rgb = np.array(Image.open(SET5 / "bird.png").convert("RGB"))
+    Image.fromarray(rgb[:90, :120]).save(d / "a_big.png")
+    Image.fromarray(rgb[:30, :40]).save(d / "b_small.png")
+    assert main([str(d), "-o", str(tmp_path / "out"), "--checkpoint", str(ck)]) == 1
+    err = capsys.readouterr().err
+    errs = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errs) == 2 and "a_big.png" in errs[0] and "out of memory" in errs[0] and "Traceback" not in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b_small.png"]

@@ -217,3 +217,45 @@ def test_nan_output_is_refused(tmp_path: Path, folder: Path, capsys) -> None:
     errs = error_lines(capsys.readouterr().err)
     assert len(errs) == 3 and "a.png" in errs[0] and "nan.pt" in errs[0] and "NaN" in errs[0]
     assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.fixture()
+def small_tmpfs(tmp_path: Path):
+    """Mount a tmpfs (root only; skipped elsewhere): ``mount(options)`` → its folder, unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        d = tmp_path / f"fs{len(mounted)}"
+        d.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], capture_output=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in mounted:
+        subprocess.run(["umount", str(d)], check=False)
+
+
+def test_real_full_and_read_only_file_systems(tmp_path: Path, ck: Path, small_tmpfs, capsys) -> None:
+    src = tmp_path / "photo.png"
+    Image.fromarray(crop("butterfly", 96, 96)).save(src)
+    full = small_tmpfs("size=64k")
+    Image.fromarray(crop("bird", 40, 40)).save(full / "photo.png")  # an earlier result, ~5 KB
+    old = (full / "photo.png").read_bytes()
+    with open(full / "filler", "wb", buffering=0) as fh:  # fill the file system to the last block
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+    assert main([str(src), "-o", str(full), "--checkpoint", str(ck), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left" in error_lines(err)[0] and "Traceback" not in err
+    assert (full / "photo.png").read_bytes() == old
+    assert sorted(p.name for p in full.iterdir()) == ["filler", "photo.png"]
+    ro = small_tmpfs("ro,size=64k")
+    assert main([str(src), "-o", str(ro), "--checkpoint", str(ck)]) == 1
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and "Read-only" in err and str(ro) in err
