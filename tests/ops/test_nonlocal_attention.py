@@ -7,7 +7,7 @@ import torch
 
 import srops.functional as F
 from srops import BackendUnavailableError
-from srops.testing import assert_close, assert_close_to_oracle, ulp_floor
+from srops.testing import assert_close, assert_close_to_oracle, float64_tolerance, ulp_floor
 
 SHAPES = [(1, 5, 3, 8, 8), (2, 17 * 19, 5, 8, 8), (3, 40, 29, 24, 16), (2, 33, 65, 40, 40)]
 
@@ -32,7 +32,11 @@ def test_reference_matches_numpy(shape, scale):
     q, k, v = make(*shape)
     expected = numpy_attention(q.numpy(), k.numpy(), v.numpy(), scale)
     actual = F.nonlocal_attention(q, k, v, scale, backend="reference")
-    np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-10, atol=1e-12)
+    # float64 rule: d-long logits and M-long weighted sums; softmax's condition is the logits' spread
+    logits = scale * (q @ k.transpose(1, 2))
+    cond = 1 + float(logits.max() - logits.min())
+    tol = float64_tolerance(shape[3] + shape[2], cond=cond, scale=float(v.abs().max()))
+    np.testing.assert_allclose(actual.numpy(), expected, **tol)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -140,3 +144,153 @@ def test_sdpa_on_strided_views_does_not_store_the_score_matrix():
     sdpa_mb = peak_memory_mb(lambda: F.nonlocal_attention(q, k, k, backend="sdpa"), "cpu")
     assert ref_mb >= scores_mb  # the measurement sees the score matrix when there is one
     assert sdpa_mb < scores_mb / 4
+
+
+# Non-finite inputs: where each case puts the value (batch item, row, column of q, k or v).
+NONFINITE = {
+    "q_element": ("q", (0, 2, 1)), "q_row": ("q", (1, 3, slice(None))),
+    "k_element": ("k", (0, 1, 2)), "k_every_key": ("k", (1, slice(None), 0)),
+    "v_element": ("v", (0, 1, 0)), "v_row": ("v", (1, 2, slice(None))),
+}
+
+
+@pytest.mark.parametrize("m", [3, 40])  # 3 keys: PyTorch's CPU flash kernel takes its short-row path
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("case", list(NONFINITE))
+@pytest.mark.parametrize("backend, dtype", [("sdpa", torch.float64), ("sdpa", torch.float32), ("triton", torch.float32)])
+def test_non_finite_inputs_give_the_references_nan_and_inf(backend, dtype, case, grad, m):
+    """NaN, −inf, +inf in q, k or v: the output has NaN and ±inf exactly where the reference has them, and
+    its finite values. Positive inputs make a −inf query (or a −inf in every key) score −inf on every key,
+    a row SDPA's kernels return as zeros (fully masked) where softmax gives NaN."""
+    from srops.testing import assert_close_to_oracle, ulp_floor
+
+    reason = _backend_reason(backend, dtype)
+    if reason:
+        pytest.skip(f"{backend} cannot run here: {reason}")
+    name, index = NONFINITE[case]
+    reached = 0
+    for positive in (False, True):
+        for value in (float("nan"), float("-inf"), float("inf")):
+            torch.manual_seed(5)
+            q, k, v = make(2, 37, m, 8, 8)
+            if positive:
+                q, k, v = q.abs(), k.abs(), v.abs()
+            {"q": q, "k": k, "v": v}[name][index] = value
+            oracle = F.nonlocal_attention(q, k, v, 0.5, backend="reference")
+            q, k, v = (t.to(dtype).requires_grad_(grad) for t in (q, k, v))
+            expected = F.nonlocal_attention(q, k, v, 0.5, backend="reference").detach()
+            out = F.nonlocal_attention(q, k, v, 0.5, backend=backend).detach()
+            what = f"{case}={value}, {'positive' if positive else 'mixed signs'}"
+            reached += bool(expected.isnan().any())
+            assert torch.equal(out.isnan(), expected.isnan()), f"{what}: NaN at {describe_nan(out, expected)}"
+            assert torch.equal(out.isinf() * out.sign(), expected.isinf() * expected.sign()), f"{what}: ±inf"
+            finite = expected.isfinite()
+            if dtype == torch.float64:
+                assert_close(out[finite], expected[finite], what)
+            else:
+                assert_close_to_oracle(out[finite], expected[finite], oracle[finite], what,
+                                       floor=ulp_floor(dtype, oracle[finite]))
+    assert reached >= 2, "the cases must put NaN in the output"
+
+
+def _backend_reason(backend: str, dtype: torch.dtype) -> str | None:
+    from srops import _backend
+
+    return _backend._OPS["nonlocal_attention"].backends[backend].reason((torch.zeros(1, 2, 4, dtype=dtype),) * 3)
+
+
+def describe_nan(out: torch.Tensor, expected: torch.Tensor) -> str:
+    """The (item, row) pairs whose NaN pattern differs, at most five."""
+    rows = (out.isnan() != expected.isnan()).any(-1).nonzero().tolist()
+    return f"{len(rows)} rows, e.g. {rows[:5]}"
+
+
+def _nonlocal_block(wrapped: bool, monkeypatch) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A NonLocal2d on the sdpa backend and its input; ``wrapped=False`` routes the attention through SDPA's
+    own autograd (no srops autograd Function), the baseline of the memory checks."""
+    from srops import NonLocal2d
+    from srops.ops.nonlocal_attention import frontend
+
+    monkeypatch.setattr(frontend, "_WRAPPED", dict(frontend._WRAPPED) if wrapped else {})
+    torch.manual_seed(0)
+    block = NonLocal2d(32, regions=2, backend="sdpa")
+    with torch.no_grad():
+        block.out.weight.normal_(0, 0.02)
+    return block, torch.randn(4, 32, 24, 24, requires_grad=True)
+
+
+def test_first_order_backward_saves_and_peaks_no_more_than_sdpa_autograd(monkeypatch):
+    """fwd + first-order bwd through the double-backward-capable wrapper: the bytes autograd keeps from
+    forward to backward and the peak of allocated bytes are no more than with SDPA's own autograd."""
+    from srops.profiling import peak_memory_mb
+
+    def saved_bytes_and_peak(use_wrapper: bool) -> tuple[int, float]:
+        block, x = _nonlocal_block(use_wrapper, monkeypatch)
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = block(x)
+        y.backward(torch.ones_like(y))
+
+        def step() -> None:
+            out = block(x)
+            out.backward(torch.ones_like(out))
+
+        step()
+        return sum(storages.values()), peak_memory_mb(step, "cpu")
+
+    saved, peak = saved_bytes_and_peak(True)
+    saved_sdpa, peak_sdpa = saved_bytes_and_peak(False)
+    assert saved <= saved_sdpa, (saved, saved_sdpa)
+    assert peak <= peak_sdpa, (peak, peak_sdpa)
+
+
+class _Created(torch.overrides.TorchFunctionMode):
+    """Weak references to every tensor a torch function returns inside the mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        import weakref
+
+        result = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(result):
+            if isinstance(t, torch.Tensor):
+                self.refs.append(weakref.ref(t))
+        return result
+
+
+def _graph_nodes(fn) -> set:
+    seen, todo = set(), [fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo.extend(n for n, _ in node.next_functions)
+    return seen
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "triton"])
+def test_forward_keeps_no_graph_inside_the_wrapper(backend):
+    """After forward, no tensor created during it is alive with an autograd graph of its own (a graph not
+    part of the output's): the wrapper keeps only its saved tensors, not an inner graph to backpropagate."""
+    import gc
+
+    reason = _backend_reason(backend, torch.float32)
+    if reason:
+        pytest.skip(f"{backend} cannot run here: {reason}")
+    q, k, v = make(2, 20, 9, 8, 8, dtype=torch.float32, grad=True)
+    with _Created() as created:
+        out = F.nonlocal_attention(q, k, v, backend=backend)
+    gc.collect()
+    graph = _graph_nodes(out.grad_fn)
+    alive = [r() for r in created.refs if r() is not None]
+    assert alive, "the mode saw the forward's tensors"
+    stray = [t.grad_fn for t in alive if t.grad_fn is not None and t.grad_fn not in graph]
+    assert not stray, f"forward left graphs alive outside the output's: {stray}"
