@@ -63,8 +63,8 @@ def build_network(name: str, scale: int, kwargs: dict) -> nn.Module:
         for key, value in kwargs.items():
             default = params[key].default if key in params else inspect.Parameter.empty
             if default not in (inspect.Parameter.empty, None) and not _same_kind(value, default):
-                culprits.append(f"model.{key}={value!r} ({type(value).__name__}; the default is {default!r}, "
-                                f"{type(default).__name__})")
+                culprits.append(f"model.{key}={value!r} is a {type(value).__name__} where the constructor's "
+                                f"default is {default!r}, a {type(default).__name__}")
         keys = "; ".join(culprits) or ", ".join(f"model.{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
         raise ValueError(f"srops.models.train: cannot build network {name!r} ×{scale} from the config's "
                          f"model block ({keys}): {type(exc).__name__}: {exc}") from exc
