@@ -1,11 +1,14 @@
 """``nonlocal_attention``: argument checks, backend registration and dispatch.
 
-Double backward: ``reference`` is plain autograd (any order). ``sdpa`` (PyTorch's CPU flash
-kernel has no double backward) and ``triton`` (its backward is a kernel) are wrapped here, when
-autograd records and a tensor needs a gradient, in ``_HigherOrderViaReference``: first-order
-backward runs the backend's own backward; under ``create_graph=True`` the backward differentiates
-the reference, recomputed from the saved q, k, v, so higher-order gradients are exact (at the
-reference's O(B·N·M) memory for that backward only).
+Autograd of ``sdpa`` (PyTorch's CPU flash kernel has no double backward) and ``triton`` (its
+backward is a kernel), when autograd records and a tensor needs a gradient: ``_FusedAttention``
+runs the backend's forward with autograd off, saving only what its backward needs (q, k, v as
+the kernel takes them, the output, the row statistics), and a first-order backward calls the
+backend's backward directly, so no graph is kept beyond the one node. Under
+``create_graph=True`` its backward differentiates the reference, recomputed from the saved
+q, k, v, so higher-order gradients are exact (at the reference's O(B·N·M) memory for that
+backward only). ``reference`` is plain autograd (any order). Under ``torch.compile`` each backend
+runs as a traceable function with its own autograd.
 """
 from __future__ import annotations
 
@@ -13,38 +16,68 @@ import torch
 
 from srops import _backend
 from srops._checks import check_dim_size, check_float, check_same, check_tensor
+from srops.ops.nonlocal_attention import sdpa_impl, triton_impl
 from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
 from srops.ops.nonlocal_attention.sdpa_impl import nonlocal_attention_sdpa
-from srops.ops.nonlocal_attention import triton_impl
 
 OP = "nonlocal_attention"
-_WRAPPED = ("sdpa", "triton")
 
 
-class _HigherOrderViaReference(torch.autograd.Function):
-    """The backend's forward and first-order backward; create_graph backward through the reference."""
+class _FusedAttention(torch.autograd.Function):
+    """A backend's forward and first-order backward; a create_graph backward through the reference.
+
+    ``kernels`` has ``forward(q, k, v, scale) -> (out, *extra)`` and
+    ``backward(grad, q, k, v, out, *extra, scale=) -> (dq, dk, dv)``, both called with autograd off;
+    q, k, v are ``[..., N, d]``, ``[..., M, d]``, ``[..., M, dv]`` with one batch of leading dims.
+    """
 
     @staticmethod
-    def forward(ctx, fn, scale: float, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            ctx.inner = tuple(t.detach().requires_grad_(t.requires_grad) for t in (q, k, v))
-            ctx.out = fn(*ctx.inner, scale)
-        ctx.scale = scale
-        ctx.save_for_backward(q, k, v)
-        return ctx.out.detach()
+    def forward(ctx, kernels, scale: float, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out, *extra = kernels.forward(q, k, v, scale)
+        ctx.kernels, ctx.scale = kernels, scale
+        ctx.mark_non_differentiable(*extra)
+        ctx.save_for_backward(q, k, v, out, *extra)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
+        q, k, v, out, *extra = ctx.saved_tensors
         need = ctx.needs_input_grad[2:]
         if torch.is_grad_enabled():  # create_graph=True
-            wrt = [t if t.requires_grad else t.detach().requires_grad_() for t in ctx.saved_tensors]
+            wrt = [t if t.requires_grad else t.detach().requires_grad_() for t in (q, k, v)]
             with torch.enable_grad():
-                ref = nonlocal_attention_ref(*wrt, ctx.scale)
-            grads = torch.autograd.grad(ref, [t for t, n in zip(wrt, need) if n], grad, create_graph=True)
-        else:
-            grads = torch.autograd.grad(ctx.out, [t for t, n in zip(ctx.inner, need) if n], grad, retain_graph=True)
-        it = iter(grads)
-        return (None, None) + tuple(next(it) if n else None for n in need)
+                ref = nonlocal_attention_ref(*(t.flatten(0, -3) for t in wrt), ctx.scale).view(out.shape)
+            grads = iter(torch.autograd.grad(ref, [t for t, n in zip(wrt, need) if n], grad, create_graph=True))
+            return (None, None) + tuple(next(grads) if n else None for n in need)
+        grads = ctx.kernels.backward(grad, q, k, v, out, *extra, scale=ctx.scale)
+        return (None, None) + tuple(g if n else None for g, n in zip(grads, need))
+
+
+class _TritonKernels:
+    """The Triton flash forward (output, row statistics) and backward ops."""
+
+    @staticmethod
+    def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.ops.srops.flash_nonlocal_fwd(q, k, v, float(scale)))
+
+    @staticmethod
+    def backward(grad, q, k, v, out, stats, scale: float):
+        return torch.ops.srops.flash_nonlocal_bwd(grad, q, k, v, out, stats, float(scale))
+
+
+def _sdpa_autograd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    # the head-dim copies are recorded by autograd, so that _FusedAttention saves them and not the callers' views
+    out = _FusedAttention.apply(sdpa_impl.SdpaKernels, scale, *sdpa_impl.as_heads(q, k, v))
+    return sdpa_impl.from_heads(out, q.dtype)
+
+
+def _triton_autograd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    if triton_impl.TRITON_ERROR is not None:
+        raise RuntimeError(f"srops.nonlocal_attention: backend 'triton' is unavailable: {triton_impl.TRITON_ERROR}")
+    return _FusedAttention.apply(_TritonKernels, scale, q, k, v)
+
+
+_WRAPPED = {"sdpa": _sdpa_autograd, "triton": _triton_autograd}
 
 _backend.register(_backend.Backend(OP, "reference", nonlocal_attention_ref, devices=("cpu", "cuda")))
 _backend.register(_backend.Backend(OP, "sdpa", nonlocal_attention_sdpa, devices=("cpu", "cuda")))
@@ -91,5 +124,5 @@ def nonlocal_attention(
     chosen = _backend.select(OP, (q, k, v), backend)
     if (chosen.name in _WRAPPED and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
             and not torch.compiler.is_compiling()):
-        return _HigherOrderViaReference.apply(chosen.fn, scale, q, k, v)
+        return _WRAPPED[chosen.name](q, k, v, scale)
     return chosen.fn(q, k, v, scale)
