@@ -114,8 +114,9 @@ class PairedImages:
             more = f" and {len(small) - 1} more" if len(small) > 1 else ""
             raise ValueError(
                 f"srops.models.data: image {str(f)!r}{more} of {len(self.files)} is too small: its ×{scale} LR "
-                f"image is {h}x{w}, the LR patch needs {min_lr_size}x{min_lr_size}; an LR patch of at most "
-                f"{self.smallest_lr_side} uses every image" + ("" if skip_small else
+                f"image is {h}x{w}, the LR patch needs {min_lr_size}x{min_lr_size}; "
+                + (f"an LR patch of at most {self.smallest_lr_side} uses every image" if self.smallest_lr_side
+                   else "no LR patch fits an image below one LR pixel") + ("" if skip_small else
                                                               ", or skip the small images (data.skip_small)"))
         if small:
             keep = [k for k in range(len(self.files)) if k not in set(small)]
