@@ -8,9 +8,10 @@ differ between AVX-512, AVX2 and the portable paths, and with the thread count):
    peer's, are never compared with each other at a fixed tolerance. Each is compared with a float64
    oracle on the same inputs, and ours may err at most ``factor`` (2) times the reference's own error
    in that dtype, plus a stated absolute floor near zero (:func:`assert_close_to_oracle`). The floor
-   is :func:`ulp_floor` of the result's scale: 8 ulp by default; n ulp (the worst-case bound γₙ) for
-   a length-n reduction that may cancel to zero, such as a parameter gradient summed over B·H·W
-   positions; float16/bfloat16 results that PyTorch computes in float32 state their own.
+   is :func:`ulp_floor` of the result's scale: 8 ulp by default; n ulp of the summands' scale (the
+   worst-case bound γₙ) for a length-n reduction that may cancel to zero, such as a parameter
+   gradient summed over B·H·W positions; float16/bfloat16 results that PyTorch computes in float32
+   state their own.
 2. Convergence: a sequence of errors is asserted to decrease only while it is above a stated floor,
    e.g. 100 ulp of the dtype times the problem's scale; below it, it must stay below it
    (:func:`assert_decreasing_above`).

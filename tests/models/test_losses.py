@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import srops.models as M
 from srops.models import losses as L
+from srops.testing import assert_close_to_oracle, ulp_floor
 
 
 def test_l1() -> None:
@@ -33,12 +34,19 @@ def test_pyramid_charbonnier_sums_levels() -> None:
     lr, hr = torch.rand(2, 3, 6, 6), torch.rand(2, 3, 24, 24)
     outs = net.forward_pyramid(lr)
     loss = L.PyramidCharbonnierLoss()(outs, hr)
+
+    def formula(outs: list[torch.Tensor], hr: torch.Tensor) -> torch.Tensor:
+        hr2 = F.interpolate(hr, size=(12, 12), mode="bicubic", antialias=True, align_corners=False)
+        d2, d4 = outs[0] - hr2, outs[1] - hr
+        return torch.sqrt(d2 * d2 + 1e-6).mean() + torch.sqrt(d4 * d4 + 1e-6).mean()
+
+    expected = formula(outs, hr)  # float32, as the loss; the oracle: the same formula in float64
+    oracle = formula([o.detach().double() for o in outs], hr.double())
+    floor = ulp_floor(torch.float32, oracle)
+    assert_close_to_oracle(loss, expected, oracle, "loss", floor=floor)
     hr2 = F.interpolate(hr, size=(12, 12), mode="bicubic", antialias=True, align_corners=False)
-    d2, d4 = outs[0] - hr2, outs[1] - hr
-    expected = torch.sqrt(d2 * d2 + 1e-6).mean() + torch.sqrt(d4 * d4 + 1e-6).mean()
-    torch.testing.assert_close(loss, expected)
     explicit = L.PyramidCharbonnierLoss()(outs, hr, targets=[hr2, hr])
-    torch.testing.assert_close(explicit, expected)
+    assert_close_to_oracle(explicit, expected, oracle, "explicit targets", floor=floor)
     loss.backward()
     assert all(p.grad is not None for p in net.parameters())
     with pytest.raises(ValueError, match="2 outputs but 1 targets"):
@@ -110,7 +118,10 @@ def test_vgg_loss_with_saved_random_weights(tmp_path, monkeypatch, arch: str, n_
     mean, std = torch.tensor(L.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(L.IMAGENET_STD).view(1, 3, 1, 1)
     fa = _manual_features(state, (sr - mean) / std, arch, n_layers) * scale
     fb = _manual_features(state, (hr - mean) / std, arch, n_layers) * scale
-    torch.testing.assert_close(loss, ((fa - fb) ** 2).mean())
+    state64 = {k: v.double() for k, v in state.items()}
+    oracle = ((_manual_features(state64, (sr.detach().double() - mean) / std, arch, n_layers)
+               - _manual_features(state64, (hr.double() - mean) / std, arch, n_layers)) * scale).square().mean()
+    assert_close_to_oracle(loss, ((fa - fb) ** 2).mean(), oracle, "loss", floor=ulp_floor(torch.float32, oracle))
     loss.backward()
     assert sr.grad is not None and sr.grad.abs().sum() > 0
     assert all(p.grad is None for p in loss_fn.parameters())

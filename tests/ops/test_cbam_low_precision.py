@@ -30,7 +30,8 @@ def test_fused_cbam_low_precision_within_twice_the_reference(dtype):
     torch.manual_seed(0)
     base = CBAM(32, backend="reference")
     x, grad = torch.randn(4, 32, 12, 10), torch.randn(4, 32, 12, 10)
-    y64, dx64, p64 = _run(base, x, grad, torch.float64)
+    # the oracle: weights, input and gradient rounded to dtype as the runs below see them, then in float64
+    y64, dx64, p64 = _run(copy.deepcopy(base).to(dtype), x.to(dtype), grad.to(dtype), torch.float64)
     y_ref, dx_ref, p_ref = _run(base, x, grad, dtype)
     fused = copy.deepcopy(base)
     for m in fused.modules():
