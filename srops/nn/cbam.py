@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as TF
 from torch import nn
 
+from srops.nn._export import backend_for
 from srops.nn.compat import from_state_dict, peer_load_hook
 from srops.ops.cbam.frontend import POOL_TYPES, cbam, channel_attention, check_pool, spatial_attention
 
@@ -64,7 +65,7 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_channels("ChannelAttention", x, self.channels)
-        return channel_attention(x, self.mlp, self.pool, backend=self.backend)
+        return channel_attention(x, self.mlp, self.pool, backend=backend_for(self.backend))
 
 
 class SpatialAttention(nn.Module):
@@ -119,7 +120,7 @@ class SpatialAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"srops.SpatialAttention: input must be [B, C, H, W], got shape {tuple(x.shape)}")
-        return spatial_attention(x, self.logits, backend=self.backend)
+        return spatial_attention(x, self.logits, backend=backend_for(self.backend))
 
 
 class CBAM(nn.Module):
@@ -168,7 +169,7 @@ class CBAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_channels("CBAM", x, self.channel.channels)
-        return cbam(x, self.channel.mlp, self.spatial.logits, self.channel.pool, backend=self.backend)
+        return cbam(x, self.channel.mlp, self.spatial.logits, self.channel.pool, backend=backend_for(self.backend))
 
 
 def _check_channels(name: str, x: torch.Tensor, channels: int) -> None:

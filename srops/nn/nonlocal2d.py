@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as TF
 from torch import nn
 
+from srops.nn._export import backend_for, export_spans, exporting
 from srops.nn.compat import from_state_dict, peer_load_hook
 from srops.ops.nonlocal_attention.frontend import nonlocal_attention
 from srops.ops.nonlocal_attention.regions import fold, spans, unfold
@@ -140,7 +141,8 @@ class NonLocal2d(nn.Module):
             qkv = self.qkv(x)
         else:
             qkv = TF.conv2d(x, self.qkv.weight[:d], self.qkv.bias[:d]) if compiling else None
-        row_groups, col_groups = spans(h, rh), spans(w, rw)  # at most two of each
+        # at most two of each; under torch.export always two, so that no side length is specialised
+        row_groups, col_groups = (export_spans(h, rh), export_spans(w, rw)) if exporting() else (spans(h, rh), spans(w, rw))
         fresh = compiling and len(row_groups) == len(col_groups) == 1
         rows_out = []
         for rows in row_groups:
@@ -151,7 +153,7 @@ class NonLocal2d(nn.Module):
                 q = theta.flatten(2).transpose(1, 2)
                 k = phi.flatten(2).transpose(1, 2)
                 v = g.flatten(2).transpose(1, 2)
-                y = nonlocal_attention(q, k, v, scale=self.scale, backend=self.backend)
+                y = nonlocal_attention(q, k, v, scale=self.scale, backend=backend_for(self.backend))
                 cols_out.append(unfold(y.transpose(1, 2).reshape(t, d, th, tw), b, rows, cols, fresh=fresh))
             rows_out.append(torch.cat(cols_out, dim=3))
         z = self.out(torch.cat(rows_out, dim=2))

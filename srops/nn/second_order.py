@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from srops._checks import check_float, check_int
+from srops.nn._export import backend_for
 from srops.nn.compat import from_state_dict, peer_load_hook
 from srops.ops.covpool.frontend import MAX_ITERATIONS, covpool_sqrtm
 
@@ -78,6 +79,6 @@ class SecondOrderAttention(nn.Module):
                 f"srops.SecondOrderAttention: input must be [B, {self.channels}, H, W], got shape {tuple(x.shape)}"
             )
         sub = centre_crop(x, self.max_size) if self.max_size is not None else x
-        stat = covpool_sqrtm(sub, self.iterations, self.eps, row_mean=True, backend=self.backend)
+        stat = covpool_sqrtm(sub, self.iterations, self.eps, row_mean=True, backend=backend_for(self.backend))
         w = torch.sigmoid(self.conv_up(torch.relu(self.conv_down(stat[:, :, None, None].to(x.dtype)))))
         return x * w
