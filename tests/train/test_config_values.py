@@ -115,6 +115,11 @@ def _mount_tmpfs(where: Path, options: str) -> None:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
 
 
+def _unmount(where: Path) -> None:
+    if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)  # busy: detach it now, free it later
+
+
 def test_full_disk_while_saving(tmp_path: Path, tiny_train: Path, tiny_val: Path, capsys) -> None:
     """A real full file system (a 2 MiB tmpfs): the save fails with one error line, the previous last.pt
     stays intact and loads, no temporary file is left."""
@@ -139,7 +144,7 @@ def test_full_disk_while_saving(tmp_path: Path, tiny_train: Path, tiny_val: Path
         assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 3
         assert not list(out.glob(".*tmp*")) and not (out / "train.lock").exists()
     finally:
-        subprocess.run(["umount", str(disk)])
+        _unmount(disk)
 
 
 def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, tiny_train: Path, monkeypatch) -> None:
@@ -173,7 +178,7 @@ def test_read_only_output_folder(tmp_path: Path, tiny_train: Path, capsys) -> No
             assert len(err) == 1 and err[0].startswith("error:") and "not writable" in err[0], err
             assert str(out) in err[0] and "Read-only file system" in err[0]
     finally:
-        subprocess.run(["umount", str(disk)])
+        _unmount(disk)
 
 
 def test_one_pixel_training_image_is_skipped(tmp_path: Path, tiny_train: Path) -> None:
