@@ -11,7 +11,7 @@ import torch
 import srops.functional as F
 from srops.ops.nonlocal_attention import triton_configs, triton_impl
 from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
-from srops.testing import assert_close
+from srops.testing import assert_close_to_oracle, ulp_floor
 
 pytestmark = pytest.mark.skipif(triton_impl.TRITON_ERROR is not None, reason=str(triton_impl.TRITON_ERROR))
 
@@ -35,6 +35,19 @@ def _triton(q, k, v, scale):
     return F.nonlocal_attention(q, k, v, scale, backend="triton")
 
 
+def _float32_cases(q, k, v, grad, scale: float):
+    """The inputs rounded to float32 on DEVICE, the reference on them in float32 and in float64 (the oracle)."""
+    inputs = [t.to(device=DEVICE, dtype=torch.float32) for t in (q, k, v, grad)]
+    same = _run(nonlocal_attention_ref, *inputs, scale)
+    oracle = _run(nonlocal_attention_ref, *(t.double() for t in inputs), scale)
+    return inputs, same, oracle
+
+
+def _assert_close(label: str, got: torch.Tensor, same: torch.Tensor, oracle: torch.Tensor) -> None:
+    """At most twice the float32 reference's error against the float64 oracle, plus 8 ulp of the result's scale."""
+    assert_close_to_oracle(got, same, oracle, label, floor=ulp_floor(torch.float32, oracle))
+
+
 def _config_cases():
     if triton_impl.TRITON_ERROR is not None:
         return []
@@ -49,13 +62,12 @@ def test_every_candidate_config_matches_the_oracle(name, index):
     b, n, m, d, dv = 2, 2 * config.kwargs["BLOCK_M"] + 3, config.kwargs["BLOCK_N"] + 7, 24, 40
     q, k, v, grad = _inputs(b, n, m, d, dv, seed=index)
     scale = 0.3
-    oracle = _run(nonlocal_attention_ref, q, k, v, grad, scale)
-    to = lambda t: t.to(device=DEVICE, dtype=torch.float32)  # noqa: E731
+    inputs, same, oracle = _float32_cases(q, k, v, grad, scale)
     with triton_impl.forced_config(name, config), triton_impl.nan_outputs():
-        got = _run(_triton, to(q), to(k), to(v), to(grad), scale)
-    for label, a, e in zip(NAMES, got, oracle):
+        got = _run(_triton, *inputs, scale)
+    for label, a, s, o in zip(NAMES, got, same, oracle):
         assert torch.isfinite(a).all(), f"{name} {config}: {label} has unwritten (NaN) elements"
-        assert_close(a.cpu(), e.to(torch.float32), f"{name} {config} {label}")
+        _assert_close(f"{name} {config} {label}", a, s, o)
 
 
 def test_forced_config_large_logits_near_1e4_and_float16():
@@ -135,15 +147,14 @@ def test_backward_split_matches_the_oracle_and_repeats_bitwise(monkeypatch, min_
     monkeypatch.setattr(triton_configs, "_MIN_PROGRAMS", min_programs)
     monkeypatch.setattr(triton_configs, "SCRATCH_BUDGET", budget)
     q, k, v, grad = _inputs(1, 16 * 4 + 3, 16 * 5 + 5, 24, 40, seed=11)
-    oracle = _run(nonlocal_attention_ref, q, k, v, grad, -0.4)
-    to = lambda t: t.to(device=DEVICE, dtype=torch.float32)  # noqa: E731
+    inputs, same, oracle = _float32_cases(q, k, v, grad, -0.4)
     with triton_impl.nan_outputs():
-        first = _run(_triton, to(q), to(k), to(v), to(grad), -0.4)
-        second = _run(_triton, to(q), to(k), to(v), to(grad), -0.4)
-    for label, a, b, e in zip(NAMES, first, second, oracle):
+        first = _run(_triton, *inputs, -0.4)
+        second = _run(_triton, *inputs, -0.4)
+    for label, a, b, s, o in zip(NAMES, first, second, same, oracle):
         assert torch.isfinite(a).all(), f"{label} has unwritten (NaN) elements"
-        assert torch.equal(a, b), f"{label} differs between two runs"
-        assert_close(a.cpu(), e.to(torch.float32), label)
+        assert torch.equal(a, b), f"{label} differs between two runs"  # the same kernel run twice
+        _assert_close(label, a, s, o)
 
 
 def test_backward_split_rule():
