@@ -154,3 +154,37 @@ def test_errors():
         NonLocal2d(4, regions=(2, 0))
     with pytest.raises(ValueError, match="'sub_sample' must be one of"):
         NonLocal2d(4, sub_sample="sometimes")
+
+
+@pytest.mark.parametrize("dynamic", [True, pytest.param(None, marks=pytest.mark.slow)],
+                         ids=["dynamic", "automatic_dynamic"])
+@pytest.mark.parametrize(
+    "regions, sizes",
+    [(2, [(2, 4, 4), (1, 6, 6), (2, 8, 8)]), (1, [(2, 2, 2), (1, 3, 3), (2, 4, 4)])],
+    ids=["regions2", "global"],
+)
+def test_sdpa_compiles_with_one_pooled_key_per_region(regions, sizes, dynamic):
+    """torch.compile with dynamic shapes where φ and g pool to 1×1 per region (4×4 and 6×6 maps in 2×2
+    regions, 2×2 and 3×3 maps in a global block), then a larger map; ``dynamic=None`` recompiles with
+    dynamic shapes at the second size. Output and input gradient against eager, through a float64 oracle."""
+    import copy
+
+    import torch._dynamo
+
+    from srops.testing import assert_close_to_oracle, ulp_floor
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    module = randomise(NonLocal2d(8, 4, regions=regions, bn=True, backend="sdpa")).eval()
+    oracle = copy.deepcopy(module).double()
+    compiled = torch.compile(module, dynamic=dynamic, fullgraph=True)
+    for b, h, w in sizes:
+        x = torch.randn(b, 8, h, w, requires_grad=True)
+        xc, xo = x.detach().clone().requires_grad_(), x.detach().double().requires_grad_()
+        y, yc, yo = module(x), compiled(xc), oracle(xo)
+        assert_close_to_oracle(yc, y, yo, f"output {h}×{w}", floor=ulp_floor(torch.float32, yo))
+        g = torch.randn_like(y)
+        y.backward(g)
+        yc.backward(g)
+        yo.backward(g.double())
+        assert_close_to_oracle(xc.grad, x.grad, xo.grad, f"x.grad {h}×{w}", floor=ulp_floor(torch.float32, xo.grad))
