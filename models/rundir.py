@@ -143,8 +143,8 @@ class RunLock:
             ours = pid == os.getpid() and self.path.resolve() not in RunLock._held
             if pid is not None and _pid_running(pid) and not ours:
                 raise RunDirError(f"{WHO}: output folder {str(self.out)!r} is in use by another training run "
-                                  f"(PID {pid}, lock file {str(self.path)!r}); wait for it to end or choose "
-                                  f"another folder")
+                                  f"(PID {pid}, lock file {str(self.path)!r}); wait for it to end, choose "
+                                  f"another folder, or remove the lock file if PID {pid} is not a training run")
             if pid is None and self._young():
                 time.sleep(0.05)  # another process is writing its PID into a lock it has just created
                 continue
