@@ -24,12 +24,15 @@ Run from a checkout after a non-editable ``pip install .``, the installed srops
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import gc
 import os
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -143,6 +146,60 @@ def smoke(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture(scope="session")
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def isolated_state() -> Iterator[None]:
+    """Run a case and put back the process state it may change, so that it cannot slow or alter a later case.
+
+    Restored: torch's intra-op thread count, the environment variables (``SROPS_BACKEND``, OpenMP and
+    allocator settings...), grad mode, the CPU autocast state, deterministic algorithms, the default dtype,
+    float32 matmul precision, flush-denormal (off: torch has no getter; the harness never turns it on) and
+    srops's backend orders. Then compiled state is dropped: ``torch._dynamo.reset()`` and Inductor's compile
+    worker processes are shut down when torch.compile was used, and a garbage collection frees the case's
+    modules and tensors.
+    """
+    import torch
+    from srops import _backend
+
+    env = dict(os.environ)
+    threads = torch.get_num_threads()
+    grad = torch.is_grad_enabled()
+    autocast = (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    dtype = torch.get_default_dtype()
+    precision = torch.get_float32_matmul_precision()
+    orders = {name: dict(op.order) for name, op in _backend._OPS.items()}
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(env):
+            del os.environ[key]
+        os.environ.update(env)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.set_grad_enabled(grad)
+        torch.set_autocast_enabled("cpu", autocast[0])
+        torch.set_autocast_dtype("cpu", autocast[1])
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.set_default_dtype(dtype)
+        torch.set_float32_matmul_precision(precision)
+        torch.set_flush_denormal(False)
+        for name, order in orders.items():
+            _backend._OPS[name].order.clear()
+            _backend._OPS[name].order.update(order)
+        if "torch._dynamo" in sys.modules:
+            torch._dynamo.reset()
+        if "torch._inductor.async_compile" in sys.modules:
+            sys.modules["torch._inductor.async_compile"].shutdown_compile_workers()
+        gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _isolate_case() -> Iterator[None]:
+    """Every benchmark case runs in :func:`isolated_state`."""
+    with isolated_state():
+        yield
 
 
 _SKIPPED: list[dict[str, str]] = []

@@ -45,6 +45,7 @@ def load(paths: list[Path]) -> list[dict]:
                 "median_ms": bench["stats"]["median"] * 1e3,
                 "min_ms": bench["stats"]["min"] * 1e3,
                 "rounds": bench["stats"]["rounds"],
+                "first_ms": _first_ms(bench["stats"].get("data")),
                 "peak_mb": info.get("peak_mb"),
                 "info": info,
                 "datetime": data.get("datetime", ""),
@@ -62,8 +63,27 @@ def rows_from_session(benchmarks: list) -> list[dict]:
         rows.append({"group": bench.group or bench.name, "backend": info.get("backend", bench.name),
                      "shape": info.get("shape", ""), "mode": info.get("mode", ""),
                      "median_ms": bench.stats.median * 1e3, "min_ms": bench.stats.min * 1e3,
-                     "rounds": bench.stats.rounds, "peak_mb": info.get("peak_mb"), "info": info, "datetime": ""})
+                     "rounds": bench.stats.rounds, "peak_mb": info.get("peak_mb"), "info": info, "datetime": "",
+                     "first_ms": _first_ms(getattr(getattr(bench.stats, "stats", bench.stats), "data", None))})
     return rows
+
+
+def _first_ms(data: list | None) -> float | None:
+    """The first timed round in ms, when the round times were kept."""
+    return data[0] * 1e3 if data else None
+
+
+MIN_ROUNDS = 3
+MAX_FIRST_OVER_MEDIAN = 1.5
+
+
+def warmed_up(row: dict) -> bool:
+    """Whether a case's median is a steady-state time: at least ``MIN_ROUNDS`` rounds, and a first round (when
+    known) at most ``MAX_FIRST_OVER_MEDIAN`` times the median (a case still warming up is slower at first)."""
+    if row.get("rounds", MIN_ROUNDS) < MIN_ROUNDS:
+        return False
+    first = row.get("first_ms")
+    return first is None or first <= MAX_FIRST_OVER_MEDIAN * row["median_ms"]
 
 
 def peer_of(backends: set[str]) -> str | None:
@@ -83,15 +103,24 @@ def summary_lines(rows: list[dict]) -> list[str]:
     if not groups:
         return []
     lines = [f"  {'backend':<20}{'median ms':>11}{'x ref':>8}{'x peer':>8}{'peak MB':>10}"]
+    cold = False
+
+    def ratio(base: dict | None, r: dict) -> float | None:  # only between two steady-state times
+        return base["median_ms"] / r["median_ms"] if base and warmed_up(base) and warmed_up(r) else None
+
     for group in sorted(groups):
         by = {r["backend"]: r for r in groups[group]}
         peer = peer_of(set(by))
         lines.append(f"{group}" + (f"  (peer: {peer})" if peer else ""))
         for r in sorted(groups[group], key=lambda r: r["median_ms"]):
-            vs_ref = by["reference"]["median_ms"] / r["median_ms"] if "reference" in by else None
-            vs_peer = by[peer]["median_ms"] / r["median_ms"] if peer else None
+            vs_ref, vs_peer = ratio(by.get("reference"), r), ratio(by.get(peer), r)
+            mark = "" if warmed_up(r) else " *"
+            cold = cold or bool(mark)
             lines.append(f"  {r['backend']:<20}{r['median_ms']:>11.3f}{_fmt(vs_ref):>8}{_fmt(vs_peer):>8}"
-                         f"{_fmt(r['peak_mb'], 1):>10}")
+                         f"{_fmt(r['peak_mb'], 1):>10}{mark}")
+    if cold:
+        lines.append(f"* not warmed up (< {MIN_ROUNDS} rounds or first round > {MAX_FIRST_OVER_MEDIAN:g}x the "
+                     "median): no ratio")
     return lines
 
 
@@ -131,18 +160,20 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def group_table(rows: list[dict]) -> list[str]:
     by = {r["backend"]: r for r in rows}
-    ref = by.get("reference")
-    comp = by.get(COMPILED)
     # Effective bandwidth (minimal traffic over the median time) where the benchmark records the traffic.
     bandwidth = any("min_bytes" in r["info"] for r in rows)
     lines = ["| backend | median ms | × vs reference | × vs compile(reference) | min ms | × vs reference (min) "
              "| peak MB | rounds |" + (" effective GB/s |" if bandwidth else ""),
              "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if bandwidth else "")]
     for r in sorted(rows, key=lambda r: r["median_ms"]):
+        steady = warmed_up(r)  # ratios only between steady-state times; a cold case is marked
+        ref = by.get("reference") if steady and by.get("reference") and warmed_up(by["reference"]) else None
+        comp = by.get(COMPILED) if steady and by.get(COMPILED) and warmed_up(by[COMPILED]) else None
         vs_ref = ref["median_ms"] / r["median_ms"] if ref else None
         vs_comp = comp["median_ms"] / r["median_ms"] if comp else None
         vs_ref_min = ref["min_ms"] / r["min_ms"] if ref and r.get("min_ms") else None
-        line = (f"| {r['backend']} | {r['median_ms']:.3f} | {_fmt(vs_ref)} | {_fmt(vs_comp)} | "
+        name = r["backend"] if steady else f"{r['backend']} (not warmed up)"
+        line = (f"| {name} | {r['median_ms']:.3f} | {_fmt(vs_ref)} | {_fmt(vs_comp)} | "
                 f"{_fmt(r.get('min_ms'), 3)} | {_fmt(vs_ref_min)} | {_fmt(r['peak_mb'], 1)} | {r['rounds']} |")
         if bandwidth:
             moved = r["info"].get("min_bytes")
