@@ -1,10 +1,6 @@
 """covpool_sqrtm: compiled CPU/CUDA kernels vs the reference, convergence, edge cases, opcheck, errors."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -72,27 +68,6 @@ def test_cpu_low_precision_inputs(dtype):
     got = F.covpool_sqrtm(x, 5, EPS, True, backend="cpu")
     assert got.dtype == dtype
     assert_low_precision_close(got, covpool_sqrtm_ref(x, 5, EPS, True), oracle, "out")
-
-
-def test_cpu_portable_gemm_path():
-    """The non-AVX-512 GEMM (forced by SROPS_CPU_NO_AVX512, read once per process) vs the reference."""
-    code = (
-        "import torch, srops.functional as F\n"
-        "from srops.ops.covpool.reference import covpool_sqrtm_ref\n"
-        "torch.manual_seed(0)\n"
-        "for dt in (torch.float32, torch.float64):\n"
-        "    x = torch.randn(2, 19, 41, dtype=dt, requires_grad=True)\n"
-        "    y = F.covpool_sqrtm(x, 5, 1e-5, backend='cpu'); yr = covpool_sqrtm_ref(x, 5, 1e-5)\n"
-        "    g = torch.randn_like(y)\n"
-        "    (dx,) = torch.autograd.grad(y, x, g); (dxr,) = torch.autograd.grad(yr, x, g)\n"
-        "    tol = 1e-4 if dt == torch.float32 else 1e-8\n"
-        "    torch.testing.assert_close(y, yr, rtol=tol, atol=tol / 10)\n"
-        "    torch.testing.assert_close(dx, dxr, rtol=tol, atol=tol / 10)\n"
-        "print('ok')\n"
-    )
-    env = dict(os.environ, SROPS_CPU_NO_AVX512="1", OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
 
 
 def test_default_backend_on_cpu_is_the_kernel():
@@ -169,7 +144,7 @@ def test_cpp_checks():
         FWD(x.half(), 3, EPS, False)
     with pytest.raises(ValueError, match=r"srops::covpool_sqrtm_fwd: iterations must be in \[1, 256\], got 0"):
         FWD(x, 0, EPS, False)
-    with pytest.raises(ValueError, match=r"srops::covpool_sqrtm_fwd: eps must be finite and > 0"):
+    with pytest.raises(ValueError, match=r"srops::covpool_sqrtm_fwd: eps must be finite and >= 0"):
         FWD(x, 2, float("nan"), False)
     with pytest.raises(ValueError, match=r"srops::covpool_sqrtm_fwd: x must be non-empty"):
         FWD(x[:, :, :0], 2, EPS, False)
