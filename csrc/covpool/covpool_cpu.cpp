@@ -1,6 +1,6 @@
 // C++ CPU kernels of covariance pooling, float32 and float64, on covpool_sqrtm's CPU building blocks
 // (covpool_sqrtm_cpu.cpp): the centring in one pass per row (means summed in double), the products on
-// ATen's batched GEMM, the reference's BLAS:
+// ATen's batched GEMM, the reference's BLAS (the forward centres in cache-sized chunks):
 //   forward  Σ = (X − μ1ᵀ)(X − μ1ᵀ)ᵀ / M, exactly symmetric
 //   backward dx = (G + Gᵀ)(X − μ1ᵀ) / M, one GEMM (autograd through the reference runs two)
 #include <torch/library.h>
@@ -13,7 +13,7 @@ namespace srops {
 at::Tensor covpool_fwd_cpu(const at::Tensor& x_in) {
   check_covpool_x("covpool_fwd", x_in, at::kCPU);
   at::Tensor mean;
-  return gram_cpu(centre_cpu(x_in.contiguous(), mean));
+  return centred_gram_cpu(x_in.contiguous(), mean);
 }
 
 at::Tensor covpool_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& x_in) {

@@ -31,10 +31,11 @@ at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x, co
                                  const at::Tensor& out, bool row_mean);
 
 // The CPU building blocks, shared with plain covariance pooling (covpool_cpu.cpp); x [B, C, M] contiguous,
-// float32 or float64, on the CPU. centre_cpu: X − μ1ᵀ [B, C, M], and the row means into mean [B, C] (summed
-// in double). gram_cpu: Σ = xc xcᵀ / M [B, C, C] by at::bmm, exactly symmetric.
+// float32 or float64, on the CPU; the row means go to mean [B, C] (summed in double, so a constant row
+// centres to exactly zero). centre_cpu: X − μ1ᵀ [B, C, M]. centred_gram_cpu: Σ = (X − μ1ᵀ)(X − μ1ᵀ)ᵀ / M
+// [B, C, C] on ATen's batched GEMM, centred in cache-sized column chunks, exactly symmetric.
 at::Tensor centre_cpu(const at::Tensor& x, at::Tensor& mean);
-at::Tensor gram_cpu(const at::Tensor& xc);
+at::Tensor centred_gram_cpu(const at::Tensor& x, at::Tensor& mean);
 
 // A = Σ / t [B, C, C] for t [B]; a sample with t = 0 (a constant x with eps = 0, so Σ = 0) is divided by 1
 // instead, so its A, iterates and result are exactly zero rather than 0/0 (sqrtm_bmm.cpp, any device).
