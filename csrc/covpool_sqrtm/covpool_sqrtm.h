@@ -31,11 +31,13 @@ at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x, co
                                  const at::Tensor& out, bool row_mean);
 
 // The CPU building blocks, shared with plain covariance pooling (covpool_cpu.cpp); x [B, C, M] contiguous,
-// float32 or float64, on the CPU; the row means go to mean [B, C] (summed in double, so a constant row
-// centres to exactly zero). centre_cpu: X − μ1ᵀ [B, C, M]. centred_gram_cpu: Σ = (X − μ1ᵀ)(X − μ1ᵀ)ᵀ / M
-// [B, C, C] on ATen's batched GEMM, centred in cache-sized column chunks, exactly symmetric.
-at::Tensor centre_cpu(const at::Tensor& x, at::Tensor& mean);
+// float32 or float64, on the CPU; the row means [B, C] are summed in double (a constant row centres to
+// exactly zero). x is centred in cache-sized column chunks that ATen's batched GEMM reads at once.
+// centred_gram_cpu: Σ = (X − μ1ᵀ)(X − μ1ᵀ)ᵀ / M [B, C, C], exactly symmetric, and the means into mean.
+// centred_product_cpu: dx = gx (X − μ1ᵀ) [B, C, M] for gx [B, C, C].
+at::Tensor row_means_cpu(const at::Tensor& x);
 at::Tensor centred_gram_cpu(const at::Tensor& x, at::Tensor& mean);
+at::Tensor centred_product_cpu(const at::Tensor& gx, const at::Tensor& x, const at::Tensor& mean);
 
 // A = Σ / t [B, C, C] for t [B]; a sample with t = 0 (a constant x with eps = 0, so Σ = 0) is divided by 1
 // instead, so its A, iterates and result are exactly zero rather than 0/0 (sqrtm_bmm.cpp, any device).

@@ -23,25 +23,14 @@
 namespace srops {
 namespace {
 
-// One row of M: returns its mean μ (summed in double: a row of equal values has exactly that value as its
-// mean, so it centres to exactly zero) and writes xc = x − μ. Cloned for AVX-512 and AVX2 and chosen when
-// the library loads, since the build's baseline ISA (x86-64) would leave these loops 2- or 4-wide.
+// The row loops: row_mean sums in double (a row of equal values has exactly that value as its mean, so it
+// centres to exactly zero); subtract writes xc = x − μ. Cloned for AVX-512 and AVX2 and chosen when the
+// library loads, since the build's baseline ISA (x86-64) would leave them 2- or 4-wide.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SROPS_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define SROPS_ISA_CLONES
 #endif
-
-template <typename T>
-inline T centre_row_impl(const T* x, T* xc, int64_t M) {
-  double total = 0;
-#pragma omp simd reduction(+ : total)
-  for (int64_t m = 0; m < M; ++m) total += static_cast<double>(x[m]);
-  const T mu = static_cast<T>(total / static_cast<double>(M));
-#pragma omp simd
-  for (int64_t m = 0; m < M; ++m) xc[m] = x[m] - mu;
-  return mu;
-}
 
 template <typename T>
 inline T row_mean_impl(const T* x, int64_t M) {
@@ -61,31 +50,29 @@ SROPS_ISA_CLONES float row_mean(const float* x, int64_t M) { return row_mean_imp
 SROPS_ISA_CLONES double row_mean(const double* x, int64_t M) { return row_mean_impl(x, M); }
 SROPS_ISA_CLONES void subtract(const float* x, float mu, float* xc, int64_t L) { subtract_impl(x, mu, xc, L); }
 SROPS_ISA_CLONES void subtract(const double* x, double mu, double* xc, int64_t L) { subtract_impl(x, mu, xc, L); }
-SROPS_ISA_CLONES float centre_row(const float* x, float* xc, int64_t M) { return centre_row_impl(x, xc, M); }
-SROPS_ISA_CLONES double centre_row(const double* x, double* xc, int64_t M) { return centre_row_impl(x, xc, M); }
 
 template <typename T>
-void centre_rows(const T* x, T* mean, T* xc, int64_t rows, int64_t M) {
+void row_means(const T* x, T* mean, int64_t rows, int64_t M) {
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) mean[r] = centre_row(x + r * M, xc + r * M, M);
+    for (int64_t r = begin; r < end; ++r) mean[r] = row_mean(x + r * M, M);
   });
 }
 
-// Σ·M = Σ_chunks xc xcᵀ for x [B, C, M] contiguous: the row means first, then x centred one column chunk
-// at a time into a cache-sized buffer [B, C, L] that the GEMM reads back at once (the centred copy of x
-// never goes to memory, which the reference writes and reads again), the chunks' products added by
-// baddbmm in order.
+// Columns per chunk: about 1 MB of float32 across the batch, at least 256, a multiple of 64, at most M.
+int64_t chunk_len(int64_t B, int64_t C, int64_t M) {
+  constexpr int64_t kChunkElems = int64_t(1) << 18;
+  return std::min(M, std::max<int64_t>(256, (kChunkElems / (B * C)) / 64 * 64));
+}
+
+// Σ·M = Σ_chunks xc xcᵀ for x [B, C, M] contiguous and its row means: x centred one column chunk at a time
+// into a cache-sized buffer [B, C, L] that the GEMM reads back at once (the centred copy of x never goes to
+// memory, which the reference writes and reads again), the chunks' products added by baddbmm in order.
 template <typename T>
-at::Tensor chunked_gram(const at::Tensor& x, at::Tensor& mean) {
+at::Tensor chunked_gram(const at::Tensor& x, const at::Tensor& mean) {
   const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
-  mean = at::empty({B, C}, x.options());
   const T* xp = x.data_ptr<T>();
-  T* mp = mean.data_ptr<T>();
-  at::parallel_for(0, B * C, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) mp[r] = row_mean(xp + r * M, M);
-  });
-  constexpr int64_t kChunkElems = int64_t(1) << 18;  // 1 MB of float32 per chunk
-  const int64_t L = std::min(M, std::max<int64_t>(256, (kChunkElems / (B * C)) / 64 * 64));
+  const T* mp = mean.data_ptr<T>();
+  const int64_t L = chunk_len(B, C, M);
   at::Tensor buf = at::empty({B, C, L}, x.options());
   at::Tensor g = at::empty({B, C, C}, x.options());
   for (int64_t m0 = 0; m0 < M; m0 += L) {
@@ -105,6 +92,24 @@ at::Tensor chunked_gram(const at::Tensor& x, at::Tensor& mean) {
   return g;
 }
 
+// dx = gx (X − μ1ᵀ) for x [B, C, M] contiguous, gx [B, C, C], mean [B, C]: x centred chunk by chunk into a
+// cache-sized buffer, each chunk's product written straight into its columns of dx.
+template <typename T>
+void chunked_centred_product(const at::Tensor& gx, const at::Tensor& x, const at::Tensor& mean, at::Tensor& dx) {
+  const int64_t B = x.size(0), C = x.size(1), M = x.size(2), L = chunk_len(B, C, M);
+  const T* xp = x.data_ptr<T>();
+  const T* mp = mean.data_ptr<T>();
+  at::Tensor buf = at::empty({B, C, L}, x.options());
+  T* bp = buf.data_ptr<T>();
+  for (int64_t m0 = 0; m0 < M; m0 += L) {
+    const int64_t w = std::min(L, M - m0);
+    at::parallel_for(0, B * C, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) subtract(xp + r * M + m0, mp[r], bp + r * L, w);
+    });
+    dx.narrow(2, m0, w).baddbmm_(gx, w == L ? buf : buf.narrow(2, 0, w), /*beta=*/0);
+  }
+}
+
 // g [B, C, C] := (g's upper triangle / M), mirrored: one pass, exactly symmetric whatever the BLAS's blocking.
 template <typename T>
 void scale_and_mirror(T* g, int64_t B, int64_t C, double M) {
@@ -119,19 +124,26 @@ void scale_and_mirror(T* g, int64_t B, int64_t C, double M) {
 
 }  // namespace
 
-at::Tensor centre_cpu(const at::Tensor& x, at::Tensor& mean) {
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
-  at::Tensor xc = at::empty_like(x);
-  mean = at::empty({B, C}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_centre_cpu", [&] {
-    centre_rows<scalar_t>(x.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), B * C, M);
+at::Tensor row_means_cpu(const at::Tensor& x) {
+  at::Tensor mean = at::empty({x.size(0), x.size(1)}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_row_means_cpu", [&] {
+    row_means<scalar_t>(x.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), x.size(0) * x.size(1), x.size(2));
   });
-  return xc;
+  return mean;
+}
+
+at::Tensor centred_product_cpu(const at::Tensor& gx, const at::Tensor& x, const at::Tensor& mean) {
+  at::Tensor dx = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_centred_product_cpu", [&] {
+    chunked_centred_product<scalar_t>(gx.contiguous(), x, mean.contiguous(), dx);
+  });
+  return dx;
 }
 
 at::Tensor centred_gram_cpu(const at::Tensor& x, at::Tensor& mean) {
   at::Tensor g;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_gram_cpu", [&] {
+    mean = row_means_cpu(x);
     g = chunked_gram<scalar_t>(x, mean);
     scale_and_mirror<scalar_t>(g.data_ptr<scalar_t>(), g.size(0), g.size(1), static_cast<double>(x.size(2)));
   });
@@ -160,9 +172,7 @@ at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x_in,
   const int64_t M = x.size(2);
   const at::Tensor gx = sqrtm_backward_bmm(grad.contiguous(), out.contiguous(), a.contiguous(), states.contiguous(),
                                            trace.contiguous(), M, row_mean);
-  at::Tensor dx = at::empty_like(x);
-  at::bmm_out(dx, gx, x - mean.unsqueeze(2));
-  return dx;
+  return centred_product_cpu(gx, x, mean);
 }
 
 TORCH_LIBRARY_IMPL(srops, CPU, m) {

@@ -62,8 +62,9 @@ def sqrtm_ns(a: torch.Tensor, iterations: int = 5, eps: float = 1e-5, backend: s
     Pre-normalised by t = trace + ``eps`` (``eps >= 0``; 0 is SAN's and fast-MPN-COV's statistic) and
     post-compensated by √t. A matrix with t = 0 (the zero matrix with ``eps = 0``) gives exactly zero with a
     zero gradient, never NaN. ``iterations`` lies in [1, ``MAX_ITERATIONS``] (256). Converges for SPD input
-    as iterations grow; for a singular matrix, rounding in its null space grows about 2.25× per step, so
-    float32 loses accuracy after some 15 steps and may overflow after some 25 (float64: some 40).
+    as iterations grow; for a singular matrix every step amplifies the rounding in its null space, so the
+    float32 error grows about 1.5× per step from some 10 steps and the result overflows (inf/NaN) from
+    some 25 (float64: some 50).
     """
     check_tensor("sqrtm_ns", "a", a, 3, "[B, C, C]")
     check_dim_size("sqrtm_ns", "a", a, 2, a.shape[1], "square matrices: last dim = C")
@@ -81,9 +82,9 @@ def covpool_sqrtm(
         x: features ``[B, C, H, W]`` (or ``[B, C, M]``).
         iterations: Newton–Schulz iterations in [1, 256] (SAN and fast-MPN-COV use 5). For a
             rank-deficient Σ (H·W ≤ C, or linearly dependent channels) the coupled iteration is unstable
-            in floating point, on every backend alike: rounding in Σ's null space grows about 2.25× per
-            step, so float32 loses accuracy after some 15 steps and may overflow (inf/NaN) after some 25
-            (float64: some 40). A full-rank Σ is stable up to 256.
+            in floating point, on every backend alike: each step amplifies the rounding in Σ's null
+            space, so the float32 error grows about 1.5× per step from some 10 steps (1e-4 at 20) and the
+            result overflows (inf/NaN) from some 25 (float64: some 50). A full-rank Σ is stable up to 256.
         eps: added to the trace before normalising, ``>= 0``; 0 reproduces SAN's and fast-MPN-COV's
             statistic. A sample whose t = tr Σ + eps is 0 (every channel constant, eps = 0) gives exactly
             zero and a zero gradient, never NaN.
