@@ -4,14 +4,16 @@
 // Every O(C²M) and O(C³) product is ATen's batched GEMM (at::bmm), i.e. the platform BLAS that the
 // reference's torch.bmm runs on (MKL / oneDNN / OpenBLAS, whichever PyTorch was built with), so no product
 // is slower than the reference's on any CPU. What is fused or saved around them:
-//   - the row means (summed in double, so a constant row centres to exactly zero) and the centring in one
-//     pass per row;
+//   - x is centred in cache-sized column chunks that the GEMM reads at once (the reference writes the centred
+//     copy of x to memory and reads it back), with row means summed in double (a constant row centres to
+//     exactly zero);
 //   - the Newton–Schulz iterates are the ones the backward reads (no recomputation, no autograd graph);
 //   - the backward runs the analytic chain (sqrtm_bmm.cpp) and one GEMM, dx = gx (X − μ1ᵀ), where autograd
 //     through the reference runs two.
 // The iterations are the reference's products in the reference's order, unsymmetrised: for a rank-deficient
 // Σ, Z grows as 1.5^k on Σ's null space, and forcing Y, Z or Y·Z symmetric moves rounding from the rows of
-// Y that Z·Y multiplies by nothing into the ones it multiplies by Z, which made the error grow ~10× faster.
+// Y that Z·Y multiplies by nothing into the ones it multiplies by Z (float32 error 100× the reference's at
+// 15 iterations).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
