@@ -19,6 +19,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "covpool_sqrtm/covpool_sqrtm.h"
 
@@ -66,50 +67,69 @@ int64_t chunk_len(int64_t B, int64_t C, int64_t M) {
   return std::min(M, std::max<int64_t>(256, (kChunkElems / (B * C)) / 64 * 64));
 }
 
-// Σ·M = Σ_chunks xc xcᵀ for x [B, C, M] contiguous and its row means: x centred one column chunk at a time
-// into a cache-sized buffer [B, C, L] that the GEMM reads back at once (the centred copy of x never goes to
-// memory, which the reference writes and reads again), the chunks' products added by baddbmm in order.
-template <typename T>
-at::Tensor chunked_gram(const at::Tensor& x, const at::Tensor& mean) {
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
-  const T* xp = x.data_ptr<T>();
-  const T* mp = mean.data_ptr<T>();
-  const int64_t L = chunk_len(B, C, M);
-  at::Tensor buf = at::empty({B, C, L}, x.options());
-  at::Tensor g = at::empty({B, C, C}, x.options());
-  for (int64_t m0 = 0; m0 < M; m0 += L) {
-    const int64_t w = std::min(L, M - m0);
-    at::Tensor xc = w == L ? buf : buf.narrow(2, 0, w);
-    T* bp = buf.data_ptr<T>();
-    const int64_t ld = xc.stride(1);
-    at::parallel_for(0, B * C, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) subtract(xp + r * M + m0, mp[r], bp + r * ld, w);
-    });
-    if (m0 == 0) {
-      at::bmm_out(g, xc, xc.transpose(1, 2));
-    } else {
-      g.baddbmm_(xc, xc.transpose(1, 2));
-    }
-  }
-  return g;
+// The column chunks [0, nchunks) of x split into `parts` contiguous runs, one task each, in ONE parallel
+// region: each task centres its chunks into its own cache-sized buffer [B, C, L] (serially) and runs the
+// GEMMs on it itself (ATen runs them single-threaded inside the region). Alternating a parallel centring
+// loop with multi-threaded GEMMs instead costs two thread-pool hand-overs per chunk, which on a loaded
+// machine made two threads several times slower than one.
+struct ChunkPlan {
+  int64_t L, nchunks, parts;
+};
+
+ChunkPlan chunk_plan(int64_t B, int64_t C, int64_t M) {
+  const int64_t L = chunk_len(B, C, M), nchunks = (M + L - 1) / L;
+  return {L, nchunks, std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), nchunks))};
 }
 
-// dx = gx (X − μ1ᵀ) for x [B, C, M] contiguous, gx [B, C, C], mean [B, C]: x centred chunk by chunk into a
-// cache-sized buffer, each chunk's product written straight into its columns of dx.
-template <typename T>
-void chunked_centred_product(const at::Tensor& gx, const at::Tensor& x, const at::Tensor& mean, at::Tensor& dx) {
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2), L = chunk_len(B, C, M);
+// fn(m0, w, xc [B, C, w] view of the task's buffer, part) for each chunk, xc = x[:, :, m0:m0+w] − μ.
+template <typename T, typename F>
+void for_centred_chunks(const at::Tensor& x, const at::Tensor& mean, const ChunkPlan& plan, const F& fn) {
+  const int64_t B = x.size(0), C = x.size(1), M = x.size(2), L = plan.L;
   const T* xp = x.data_ptr<T>();
   const T* mp = mean.data_ptr<T>();
-  at::Tensor buf = at::empty({B, C, L}, x.options());
-  T* bp = buf.data_ptr<T>();
-  for (int64_t m0 = 0; m0 < M; m0 += L) {
-    const int64_t w = std::min(L, M - m0);
-    at::parallel_for(0, B * C, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) subtract(xp + r * M + m0, mp[r], bp + r * L, w);
-    });
-    dx.narrow(2, m0, w).baddbmm_(gx, w == L ? buf : buf.narrow(2, 0, w), /*beta=*/0);
-  }
+  at::parallel_for(0, plan.parts, 1, [&](int64_t begin, int64_t end) {
+    at::Tensor buf = at::empty({B, C, L}, x.options());
+    T* bp = buf.data_ptr<T>();
+    for (int64_t part = begin; part < end; ++part) {
+      const int64_t c0 = part * plan.nchunks / plan.parts, c1 = (part + 1) * plan.nchunks / plan.parts;
+      for (int64_t ch = c0; ch < c1; ++ch) {
+        const int64_t m0 = ch * L, w = std::min(L, M - m0);
+        for (int64_t r = 0; r < B * C; ++r) subtract(xp + r * M + m0, mp[r], bp + r * L, w);
+        fn(m0, w, w == L ? buf : buf.narrow(2, 0, w), part);
+      }
+    }
+  });
+}
+
+// Σ·M = Σ_chunks xc xcᵀ for x [B, C, M] contiguous and its row means, x centred chunk by chunk in cache (the
+// reference writes the centred copy of x to memory and reads it back); each task adds its chunks' products
+// into its own partial sum (baddbmm), the partials are added in task order.
+template <typename T>
+at::Tensor chunked_gram(const at::Tensor& x, const at::Tensor& mean) {
+  const int64_t B = x.size(0), C = x.size(1);
+  const ChunkPlan plan = chunk_plan(B, C, x.size(2));
+  at::Tensor part_sums = at::empty({plan.parts, B, C, C}, x.options());
+  std::vector<char> started(plan.parts, 0);
+  for_centred_chunks<T>(x, mean, plan, [&](int64_t, int64_t, const at::Tensor& xc, int64_t part) {
+    at::Tensor acc = part_sums.select(0, part);
+    if (!started[part]) {
+      at::bmm_out(acc, xc, xc.transpose(1, 2));
+      started[part] = 1;
+    } else {
+      acc.baddbmm_(xc, xc.transpose(1, 2));
+    }
+  });
+  return plan.parts == 1 ? part_sums.select(0, 0) : part_sums.sum(0);
+}
+
+// dx = gx (X − μ1ᵀ) for x [B, C, M] contiguous, gx [B, C, C], mean [B, C]: x centred chunk by chunk in cache,
+// each chunk's product written straight into its columns of dx.
+template <typename T>
+void chunked_centred_product(const at::Tensor& gx, const at::Tensor& x, const at::Tensor& mean, at::Tensor& dx) {
+  const ChunkPlan plan = chunk_plan(x.size(0), x.size(1), x.size(2));
+  for_centred_chunks<T>(x, mean, plan, [&](int64_t m0, int64_t w, const at::Tensor& xc, int64_t) {
+    dx.narrow(2, m0, w).baddbmm_(gx, xc, /*beta=*/0);
+  });
 }
 
 // g [B, C, C] := (g's upper triangle / M), mirrored: one pass, exactly symmetric whatever the BLAS's blocking.
