@@ -144,6 +144,22 @@ void scale_and_mirror(T* g, int64_t B, int64_t C, double M) {
   });
 }
 
+// fn(b0, nb) on the batch split into contiguous runs, one task each, in one parallel region (ATen runs the
+// GEMMs inside single-threaded), when there are several threads and samples; else fn(0, B) as is, which
+// lets the GEMMs use every thread. The Newton–Schulz steps are many small batched GEMMs: a thread-pool
+// hand-over for each costs more than the GEMM on a loaded machine.
+template <typename F>
+void for_batch_parts(int64_t B, const F& fn) {
+  const int64_t parts = std::min<int64_t>(at::get_num_threads(), B);
+  if (parts <= 1) return fn(0, B);
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t b0 = p * B / parts, b1 = (p + 1) * B / parts;
+      fn(b0, b1 - b0);
+    }
+  });
+}
+
 }  // namespace
 
 at::Tensor row_means_cpu(const at::Tensor& x) {
@@ -182,7 +198,10 @@ SqrtmFwdResult covpool_sqrtm_fwd_cpu(const at::Tensor& x_in, int64_t iterations,
   const at::Tensor a = normalise_by_trace(sigma, trace);
   at::Tensor out = row_mean ? at::empty({B, C}, x.options()) : at::empty({B, C, C}, x.options());
   at::Tensor states = at::empty({B, 3 * (N - 1), C, C}, x.options());
-  sqrtm_forward_bmm(a, trace, N, row_mean, out, states);
+  for_batch_parts(B, [&](int64_t b0, int64_t nb) {
+    at::Tensor out_p = out.narrow(0, b0, nb), states_p = states.narrow(0, b0, nb);
+    sqrtm_forward_bmm(a.narrow(0, b0, nb), trace.narrow(0, b0, nb), N, row_mean, out_p, states_p);
+  });
   return {out, mean, a, states, trace};
 }
 
@@ -192,8 +211,14 @@ at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x_in,
   check_sqrtm_bwd_args(grad, x_in, mean, a, states, trace, out, row_mean, at::kCPU);
   const at::Tensor x = x_in.contiguous();
   const int64_t M = x.size(2);
-  const at::Tensor gx = sqrtm_backward_bmm(grad.contiguous(), out.contiguous(), a.contiguous(), states.contiguous(),
-                                           trace.contiguous(), M, row_mean);
+  const at::Tensor g = grad.contiguous(), o = out.contiguous(), ac = a.contiguous(), sc = states.contiguous(),
+                   tc = trace.contiguous();
+  const int64_t B = x.size(0), C = x.size(1);
+  at::Tensor gx = at::empty({B, C, C}, ac.options());
+  for_batch_parts(B, [&](int64_t b0, int64_t nb) {
+    gx.narrow(0, b0, nb).copy_(sqrtm_backward_bmm(g.narrow(0, b0, nb), o.narrow(0, b0, nb), ac.narrow(0, b0, nb),
+                                                  sc.narrow(0, b0, nb), tc.narrow(0, b0, nb), M, row_mean));
+  });
   return centred_product_cpu(gx, x, mean);
 }
 
