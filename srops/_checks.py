@@ -58,8 +58,8 @@ def check_int(op: str, arg: str, value: object, minimum: int, maximum: int | Non
     return value
 
 
-def check_float(op: str, arg: str, value: object, positive: bool = False) -> float:
-    """A finite float (an int is accepted); ``positive`` also requires ``> 0``.
+def check_float(op: str, arg: str, value: object, positive: bool = False, nonnegative: bool = False) -> float:
+    """A finite float (an int is accepted); ``positive`` also requires ``> 0``, ``nonnegative`` ``>= 0``.
 
     Written with comparisons only (no ``math.isfinite``), so that a float that
     ``torch.compile(dynamic=True)`` traces symbolically is checked too (as guards).
@@ -68,8 +68,8 @@ def check_float(op: str, arg: str, value: object, positive: bool = False) -> flo
         raise TypeError(f"srops.{op}: '{arg}' must be a float, got {type(value).__name__} {value!r}")
     value = value * 1.0  # int -> float; keeps a symbolic value symbolic
     finite = value == value and -math.inf < value < math.inf
-    if not finite or (positive and value <= 0):
-        want = "a finite positive float" if positive else "a finite float"
+    if not finite or (positive and value <= 0) or (nonnegative and value < 0):
+        want = "a finite positive float" if positive else "a finite float >= 0" if nonnegative else "a finite float"
         raise ValueError(f"srops.{op}: '{arg}' must be {want}, got {value}")
     return value
 

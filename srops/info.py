@@ -75,7 +75,7 @@ def environment() -> dict[str, str]:
 
 
 def _cpu_kernel_paths() -> str:
-    """The x86 paths of the C++ CPU kernels, e.g. ``cbam=avx2 covpool_sqrtm_gemm=avx512`` (after
+    """The x86 paths of the C++ CPU kernels, e.g. ``cbam=avx2 covpool=avx512`` (after
     ``SROPS_CPU_NO_AVX512`` / ``SROPS_CPU_NO_AVX2`` / ``ATEN_CPU_CAPABILITY``), or ``-``."""
     if not _ext.HAS_EXT:
         return "-"

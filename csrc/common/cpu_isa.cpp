@@ -41,7 +41,7 @@ CpuIsa cpu_isa() {
 }
 
 std::string cpu_kernel_paths() {
-  return std::string("cbam=") + cbam_cpu_path() + " covpool_sqrtm_gemm=" + gemm_cpu_path();
+  return std::string("cbam=") + cbam_cpu_path() + " covpool=" + covpool_cpu_path();
 }
 
 }  // namespace srops

@@ -31,7 +31,7 @@ void check_sqrtm_fwd_args(const at::Tensor& x, int64_t iterations, double eps, a
   check_nonempty(op, "x", x);
   TORCH_CHECK_VALUE(iterations >= 1 && iterations <= kMaxIterations, "srops::", op, ": iterations must be in [1, ",
                     kMaxIterations, "], got ", iterations);
-  TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0, "srops::", op, ": eps must be finite and > 0, got ", eps);
+  TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, "srops::", op, ": eps must be finite and >= 0, got ", eps);
 }
 
 void check_sqrtm_bwd_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& a,

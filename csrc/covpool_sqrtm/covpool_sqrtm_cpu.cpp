@@ -1,333 +1,240 @@
-// C++ CPU kernels of srops::covpool_sqrtm_fwd/bwd, float32 and float64 (see covpool_sqrtm.h).
+// C++ CPU kernels of srops::covpool_sqrtm_fwd/bwd (see covpool_sqrtm.h) and the covariance code of
+// srops::covpool_fwd/bwd, float32 and float64.
 //
-// Covariance: x is read in chunks of kChunk columns; each chunk is centred into a
-// small buffer and its Gram matrix (upper tiles only) is added, in double, to one of
-// S partial sums per sample, so B·S tasks run in parallel even when B = 1.
-// Iterations: one task per sample on Cp×Cp matrices zero-padded to the GEMM tile
-// (the identity covers the first C diagonal entries only, so padding stays zero).
-// dx = G (X − μ1ᵀ) in chunks, one task per (sample, chunk): each chunk of X is centred before the
-// product (G X − (G μ)1ᵀ would cancel when |μ| ≫ the spread, and leave a residue on constant rows).
+// Every O(C²M) and O(C³) product is ATen's batched GEMM (at::bmm), i.e. the platform BLAS that the
+// reference's torch.bmm runs on (MKL / oneDNN / OpenBLAS, whichever PyTorch was built with), so no product
+// is slower than the reference's on any CPU. What is fused or saved around them:
+//   - x is centred in cache-sized column chunks that the GEMM reads at once (the reference writes the centred
+//     copy of x to memory and reads it back), with row means summed in double (a constant row centres to
+//     exactly zero);
+//   - the Newton–Schulz iterates are the ones the backward reads (no recomputation, no autograd graph);
+//   - the backward runs the analytic chain (sqrtm_bmm.cpp) and one GEMM, dx = gx (X − μ1ᵀ), where autograd
+//     through the reference runs two.
+// The iterations are the reference's products in the reference's order, unsymmetrised: for a rank-deficient
+// Σ, Z grows as 1.5^k on Σ's null space, and forcing Y, Z or Y·Z symmetric moves rounding from the rows of
+// Y that Z·Y multiplies by nothing into the ones it multiplies by Z (float32 error 100× the reference's at
+// 15 iterations).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
+#include "common/cpu_isa.h"
 #include "covpool_sqrtm/covpool_sqrtm.h"
-#include "covpool_sqrtm/gemm_cpu.h"
 
 namespace srops {
 namespace {
 
-constexpr int64_t kChunk = 256;
-// Above this C the iterations run batched on at::bmm (sqrtm_bmm.cpp) instead of per sample.
-constexpr int64_t kMaxPerSampleC = 192;
+// The row loops: row_mean sums in double (a row of equal values has exactly that value as its mean, so it
+// centres to exactly zero); subtract writes xc = x − μ. Compiled for AVX-512 and AVX2 beside the build's
+// baseline (x86-64, which would leave them 2- or 4-wide) and chosen at run time by cpu_isa(), so the
+// environment's caps (SROPS_CPU_NO_AVX512, SROPS_CPU_NO_AVX2, ATEN_CPU_CAPABILITY) select the portable paths.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SROPS_HAS_ISA_PATHS 1
+#define SROPS_TARGET(isa) __attribute__((target(isa)))
+#else
+#define SROPS_HAS_ISA_PATHS 0
+#endif
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Per-sample C×C algebra on zero-padded Cp×Cp row-major matrices.
 template <typename T>
-struct Mats {
-  int64_t C, Cp;
+inline T row_mean_impl(const T* x, int64_t M) {
+  double total = 0;
+#pragma omp simd reduction(+ : total)
+  for (int64_t m = 0; m < M; ++m) total += static_cast<double>(x[m]);
+  return static_cast<T>(total / static_cast<double>(M));
+}
 
-  // dst = a·b; sym: the product is known to be symmetric (compute the upper tiles, mirror).
-  void mm(T* dst, const T* a, const T* b, bool sym) const {
-    cpu::gemm<T>(dst, a, b, Cp, Cp, C, Cp, Cp, Cp, sym);
-    if (sym)
-      for (int64_t i = 1; i < C; ++i)
-        for (int64_t j = 0; j < i; ++j) dst[i * Cp + j] = dst[j * Cp + i];
+template <typename T>
+inline void subtract_impl(const T* x, T mu, T* xc, int64_t L) {
+#pragma omp simd
+  for (int64_t m = 0; m < L; ++m) xc[m] = x[m] - mu;
+}
+
+#if SROPS_HAS_ISA_PATHS
+template <typename T>
+SROPS_TARGET("avx512f,fma") T row_mean_avx512(const T* x, int64_t M) { return row_mean_impl(x, M); }
+template <typename T>
+SROPS_TARGET("avx2") T row_mean_avx2(const T* x, int64_t M) { return row_mean_impl(x, M); }
+template <typename T>
+SROPS_TARGET("avx512f,fma") void subtract_avx512(const T* x, T mu, T* xc, int64_t L) { subtract_impl(x, mu, xc, L); }
+template <typename T>
+SROPS_TARGET("avx2") void subtract_avx2(const T* x, T mu, T* xc, int64_t L) { subtract_impl(x, mu, xc, L); }
+#endif
+
+template <typename T>
+T row_mean(const T* x, int64_t M) {
+#if SROPS_HAS_ISA_PATHS
+  switch (cpu_isa()) {
+    case CpuIsa::avx512: return row_mean_avx512(x, M);
+    case CpuIsa::avx2: return row_mean_avx2(x, M);
+    default: break;
   }
-  // dst = ½(3I − src)
-  void half_three_minus(T* dst, const T* src) const {
-    for (int64_t i = 0; i < Cp * Cp; ++i) dst[i] = T(-0.5) * src[i];
-    for (int64_t i = 0; i < C; ++i) dst[i * Cp + i] += T(1.5);
+#endif
+  return row_mean_impl(x, M);
+}
+
+template <typename T>
+void subtract(const T* x, T mu, T* xc, int64_t L) {
+#if SROPS_HAS_ISA_PATHS
+  switch (cpu_isa()) {
+    case CpuIsa::avx512: return subtract_avx512(x, mu, xc, L);
+    case CpuIsa::avx2: return subtract_avx2(x, mu, xc, L);
+    default: break;
   }
-  // dst = ½(3·s − u − uᵀ − v) (v may be null); dst must not alias u.
-  void sym_update(T* dst, const T* s, const T* u, const T* v) const {
-    for (int64_t i = 0; i < C; ++i)
-      for (int64_t j = 0; j < C; ++j) {
-        T val = T(3) * s[i * Cp + j] - u[i * Cp + j] - u[j * Cp + i];
-        if (v) val -= v[i * Cp + j];
-        dst[i * Cp + j] = T(0.5) * val;
-      }
-  }
-  void load(T* dst, const T* src) const {  // C×C contiguous -> padded
-    for (int64_t i = 0; i < C; ++i) std::copy(src + i * C, src + (i + 1) * C, dst + i * Cp);
-  }
-  void store(T* dst, const T* src) const {  // padded -> C×C contiguous
-    for (int64_t i = 0; i < C; ++i) std::copy(src + i * Cp, src + i * Cp + C, dst + i * C);
-  }
-};
+#endif
+  subtract_impl(x, mu, xc, L);
+}
 
 template <typename T>
 void row_means(const T* x, T* mean, int64_t rows, int64_t M) {
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const T* xr = x + r * M;
-      // Summed in double throughout: a float32 row of equal values then has exactly that value as
-      // its mean, so the centred rows (and the backward's X − μ1ᵀ) are exactly zero.
-      double total = 0;
-#pragma omp simd reduction(+ : total)
-      for (int64_t m = 0; m < M; ++m) total += static_cast<double>(xr[m]);
-      mean[r] = static_cast<T>(total / static_cast<double>(M));
-    }
+    for (int64_t r = begin; r < end; ++r) mean[r] = row_mean(x + r * M, M);
   });
 }
 
-// Upper triangle of sum over m of (x_m − μ)(x_m − μ)ᵀ, as S partial sums per sample in `part` [B, S, Cp, Cp].
-template <typename T>
-void covariance_partials(const T* x, const T* mean, double* part, int64_t B, int64_t C, int64_t Cp, int64_t M,
-                         int64_t S) {
-  const int64_t nchunks = ceil_div(M, kChunk);
-  at::parallel_for(0, B * S, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> xc(Cp * kChunk, T(0)), xt(kChunk * Cp, T(0)), g(Cp * Cp);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / S, s = task % S;
-      double* acc = part + task * Cp * Cp;
-      std::fill(acc, acc + Cp * Cp, 0.0);
-      const int64_t c0 = s * nchunks / S, c1 = (s + 1) * nchunks / S;
-      for (int64_t ch = c0; ch < c1; ++ch) {
-        const int64_t m0 = ch * kChunk, w = std::min(kChunk, M - m0);
-        for (int64_t i = 0; i < C; ++i) {
-          const T* xr = x + (b * C + i) * M + m0;
-          const T mu = mean[b * C + i];
-          T* dst = xc.data() + i * w;
-          for (int64_t m = 0; m < w; ++m) dst[m] = xr[m] - mu;
-          for (int64_t m = 0; m < w; ++m) xt[m * Cp + i] = dst[m];
-        }
-        std::fill(xc.begin() + C * w, xc.begin() + Cp * w, T(0));
-        cpu::gemm<T>(g.data(), xc.data(), xt.data(), Cp, Cp, w, w, Cp, Cp, /*upper_only=*/true);
-        for (int64_t i = 0; i < C; ++i)
-          for (int64_t j = i; j < C; ++j) acc[i * Cp + j] += static_cast<double>(g[i * Cp + j]);
-      }
-    }
-  });
+// Columns per chunk: about 1 MB of float32 across the batch, at least 256, a multiple of 64, at most M.
+int64_t chunk_len(int64_t B, int64_t C, int64_t M) {
+  constexpr int64_t kChunkElems = int64_t(1) << 18;
+  return std::min(M, std::max<int64_t>(256, (kChunkElems / (B * C)) / 64 * 64));
 }
 
-// Row means of x (into mean) and the centred Gram partial sums; entry(b, i, j) = Σ_b[i, j] (i <= j) in double.
-template <typename T>
-struct CentredGram {
-  int64_t B, Cp, M, S;
-  std::vector<double> part;
-
-  CentredGram(const T* x, T* mean, int64_t B_, int64_t C, int64_t Cp_, int64_t M_)
-      : B(B_), Cp(Cp_), M(M_), S(std::min(ceil_div(M_, kChunk), ceil_div(at::get_num_threads(), B_))) {
-    row_means(x, mean, B * C, M);
-    part.resize(B * S * Cp * Cp);
-    covariance_partials(x, mean, part.data(), B, C, Cp, M, S);
-  }
-  double entry(int64_t b, int64_t i, int64_t j) const {
-    double v = 0;
-    for (int64_t s = 0; s < S; ++s) v += part[(b * S + s) * Cp * Cp + i * Cp + j];
-    return v / static_cast<double>(M);
-  }
+// The column chunks [0, nchunks) of x split into `parts` contiguous runs, one task each, in ONE parallel
+// region: each task centres its chunks into its own cache-sized buffer [B, C, L] (serially) and runs the
+// GEMMs on it itself (ATen runs them single-threaded inside the region). Alternating a parallel centring
+// loop with multi-threaded GEMMs instead costs two thread-pool hand-overs per chunk, which on a loaded
+// machine made two threads several times slower than one.
+struct ChunkPlan {
+  int64_t L, nchunks, parts;
 };
 
-template <typename T>
-void sqrtm_forward(const T* x, int64_t B, int64_t C, int64_t M, int64_t N, double eps, bool row_mean, bool iterate,
-                   T* out, T* mean, T* a_out, T* states, T* trace) {
-  const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
-  const CentredGram<T> gram(x, mean, B, C, Cp, M);
-  const Mats<T> mt{C, Cp};
-  const int64_t P2 = Cp * Cp, C2 = C * C;
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(6 * P2);
-    T *A = buf.data(), *Y = A + P2, *Z = Y + P2, *W = Z + P2, *Tm = W + P2, *U = Tm + P2;
-    for (int64_t b = begin; b < end; ++b) {
-      std::fill(buf.begin(), buf.end(), T(0));
-      double tr = eps;
-      for (int64_t i = 0; i < C; ++i) {
-        for (int64_t j = i; j < C; ++j) A[i * Cp + j] = A[j * Cp + i] = static_cast<T>(gram.entry(b, i, j));
-        tr += static_cast<double>(A[i * Cp + i]);
-      }
-      const T t = static_cast<T>(tr);
-      for (int64_t i = 0; i < P2; ++i) A[i] /= t;
-      trace[b] = t;
-      mt.store(a_out + b * C2, A);
-      if (!iterate) continue;
-      T* st = states + b * 3 * (N - 1) * C2;
-      mt.half_three_minus(Tm, A);
-      mt.mm(Y, A, Tm, true);  // N = 1: Y_1 = ½A(3I − A) is the result
-      if (N >= 2) {
-        std::copy(Tm, Tm + P2, Z);
-        for (int64_t k = 2; k <= N; ++k) {
-          mt.mm(W, Z, Y, true);  // W_{k-1} = Z_{k-1} Y_{k-1}
-          mt.store(st + 3 * (k - 2) * C2, Y);
-          mt.store(st + (3 * (k - 2) + 1) * C2, Z);
-          mt.store(st + (3 * (k - 2) + 2) * C2, W);
-          mt.half_three_minus(Tm, W);
-          mt.mm(U, Y, Tm, true);
-          std::swap(Y, U);
-          if (k < N) {
-            mt.mm(U, Tm, Z, true);
-            std::swap(Z, U);
-          }
-        }
-      }
-      const T rt = static_cast<T>(std::sqrt(tr));
-      if (row_mean) {
-        for (int64_t j = 0; j < C; ++j) {
-          double v = 0;
-          for (int64_t i = 0; i < C; ++i) v += static_cast<double>(Y[i * Cp + j]);
-          out[b * C + j] = static_cast<T>(v / static_cast<double>(C)) * rt;
-        }
-      } else {
-        for (int64_t i = 0; i < C; ++i)
-          for (int64_t j = 0; j < C; ++j) out[b * C2 + i * C + j] = rt * Y[i * Cp + j];
+ChunkPlan chunk_plan(int64_t B, int64_t C, int64_t M) {
+  const int64_t L = chunk_len(B, C, M), nchunks = (M + L - 1) / L;
+  return {L, nchunks, std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), nchunks))};
+}
+
+// fn(m0, w, xc [B, C, w] view of the task's buffer, part) for each chunk, xc = x[:, :, m0:m0+w] − μ.
+template <typename T, typename F>
+void for_centred_chunks(const at::Tensor& x, const at::Tensor& mean, const ChunkPlan& plan, const F& fn) {
+  const int64_t B = x.size(0), C = x.size(1), M = x.size(2), L = plan.L;
+  const T* xp = x.data_ptr<T>();
+  const T* mp = mean.data_ptr<T>();
+  at::parallel_for(0, plan.parts, 1, [&](int64_t begin, int64_t end) {
+    at::Tensor buf = at::empty({B, C, L}, x.options());
+    T* bp = buf.data_ptr<T>();
+    for (int64_t part = begin; part < end; ++part) {
+      const int64_t c0 = part * plan.nchunks / plan.parts, c1 = (part + 1) * plan.nchunks / plan.parts;
+      for (int64_t ch = c0; ch < c1; ++ch) {
+        const int64_t m0 = ch * L, w = std::min(L, M - m0);
+        for (int64_t r = 0; r < B * C; ++r) subtract(xp + r * M + m0, mp[r], bp + r * L, w);
+        fn(m0, w, w == L ? buf : buf.narrow(2, 0, w), part);
       }
     }
   });
 }
 
-// Per sample: gx = (dΣ + dΣᵀ)/M [Cp, Cp].
+// Σ·M = Σ_chunks xc xcᵀ for x [B, C, M] contiguous and its row means, x centred chunk by chunk in cache (the
+// reference writes the centred copy of x to memory and reads it back); each task adds its chunks' products
+// into its own partial sum (baddbmm), the partials are added in task order.
 template <typename T>
-void sqrtm_backward_chain(const T* grad, const T* out, const T* a_in, const T* states, const T* trace,
-                          int64_t B, int64_t C, int64_t Cp, int64_t M, int64_t N, bool row_mean, T* gx) {
-  const Mats<T> mt{C, Cp};
-  const int64_t P2 = Cp * Cp, C2 = C * C;
+at::Tensor chunked_gram(const at::Tensor& x, const at::Tensor& mean) {
+  const int64_t B = x.size(0), C = x.size(1);
+  const ChunkPlan plan = chunk_plan(B, C, x.size(2));
+  at::Tensor part_sums = at::empty({plan.parts, B, C, C}, x.options());
+  std::vector<char> started(plan.parts, 0);
+  for_centred_chunks<T>(x, mean, plan, [&](int64_t, int64_t, const at::Tensor& xc, int64_t part) {
+    at::Tensor acc = part_sums.select(0, part);
+    if (!started[part]) {
+      at::bmm_out(acc, xc, xc.transpose(1, 2));
+      started[part] = 1;
+    } else {
+      acc.baddbmm_(xc, xc.transpose(1, 2));
+    }
+  });
+  return plan.parts == 1 ? part_sums.select(0, 0) : part_sums.sum(0);
+}
+
+// dx = gx (X − μ1ᵀ) for x [B, C, M] contiguous, gx [B, C, C], mean [B, C]: x centred chunk by chunk in cache,
+// each chunk's product written straight into its columns of dx.
+template <typename T>
+void chunked_centred_product(const at::Tensor& gx, const at::Tensor& x, const at::Tensor& mean, at::Tensor& dx) {
+  const ChunkPlan plan = chunk_plan(x.size(0), x.size(1), x.size(2));
+  for_centred_chunks<T>(x, mean, plan, [&](int64_t m0, int64_t w, const at::Tensor& xc, int64_t) {
+    dx.narrow(2, m0, w).baddbmm_(gx, xc, /*beta=*/0);
+  });
+}
+
+// g [B, C, C] := (g's upper triangle / M), mirrored: one pass, exactly symmetric whatever the BLAS's blocking.
+template <typename T>
+void scale_and_mirror(T* g, int64_t B, int64_t C, double M) {
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(10 * P2);
-    T *P = buf.data(), *A = P + P2, *Y = A + P2, *Z = Y + P2, *W = Z + P2, *dY = W + P2, *dZ = dY + P2,
-      *U1 = dZ + P2, *U2 = U1 + P2, *U3 = U2 + P2;
     for (int64_t b = begin; b < end; ++b) {
-      std::fill(buf.begin(), buf.end(), T(0));
-      const double t = static_cast<double>(trace[b]);
-      const T rt = static_cast<T>(std::sqrt(t));
-      // a = Σ(G∘Y_N)/(2√t) = Σ(grad∘out)/(2t); P = √t·sym(G).
-      double dot = 0;
-      const int64_t n_out = row_mean ? C : C2;
-      for (int64_t i = 0; i < n_out; ++i)
-        dot += static_cast<double>(grad[b * n_out + i]) * static_cast<double>(out[b * n_out + i]);
-      const double aa = dot / (2 * t);
+      T* gb = g + b * C * C;
       for (int64_t i = 0; i < C; ++i)
-        for (int64_t j = 0; j < C; ++j) {
-          const T gij = row_mean ? grad[b * C + j] / T(C) : grad[b * C2 + i * C + j];
-          const T gji = row_mean ? grad[b * C + i] / T(C) : grad[b * C2 + j * C + i];
-          P[i * Cp + j] = T(0.5) * rt * (gij + gji);
-        }
-      mt.load(A, a_in + b * C2);
-      const T* st = states + b * 3 * (N - 1) * C2;
-      if (N == 1) {
-        mt.mm(U1, P, A, false);
-        mt.sym_update(dY, P, U1, nullptr);  // dA
-      } else {
-        auto load_step = [&](int64_t k) {
-          mt.load(Y, st + 3 * (k - 1) * C2);
-          mt.load(Z, st + (3 * (k - 1) + 1) * C2);
-          mt.load(W, st + (3 * (k - 1) + 2) * C2);
-        };
-        load_step(N - 1);
-        mt.mm(U1, P, W, false);
-        mt.sym_update(dY, P, U1, nullptr);  // dY = ½[P(3I − W) − W P]
-        mt.mm(U1, P, Y, false);
-        mt.mm(dZ, Y, U1, true);  // dZ = −½ Y P Y
-        for (int64_t i = 0; i < P2; ++i) dZ[i] *= T(-0.5);
-        for (int64_t k = N - 2; k >= 1; --k) {
-          load_step(k);
-          mt.mm(U1, dZ, Z, false);
-          mt.mm(U2, Z, U1, true);  // Z dZ Z
-          mt.mm(U1, dY, W, false);
-          mt.mm(U3, dY, Y, false);
-          mt.sym_update(P, dY, U1, U2);  // new dY into P (free now)
-          mt.mm(U2, Y, U3, true);        // Y dY Y
-          mt.mm(U1, dZ, W, false);
-          mt.sym_update(U3, dZ, U1, U2);
-          std::swap(dY, P);
-          std::swap(dZ, U3);
-        }
-        mt.mm(U1, dY, A, false);
-        mt.sym_update(U2, dY, U1, dZ);  // dA = ½[dY(3I − A) − A dY − dZ]
-        std::swap(dY, U2);
-      }
-      // dΣ = dA/t + (a − Σ(dA∘A)/t)·I ; gx = 2 dΣ / M (dΣ is symmetric).
-      double dd = 0;
-      for (int64_t i = 0; i < C; ++i)
-        for (int64_t j = 0; j < C; ++j) dd += static_cast<double>(dY[i * Cp + j]) * static_cast<double>(A[i * Cp + j]);
-      const double diag = aa - dd / t;
-      T* g = gx + b * P2;
-      std::fill(g, g + P2, T(0));
-      const double scale = 2.0 / static_cast<double>(M);
-      for (int64_t i = 0; i < C; ++i)
-        for (int64_t j = 0; j < C; ++j)
-          g[i * Cp + j] = static_cast<T>(scale * (static_cast<double>(dY[i * Cp + j]) / t + (i == j ? diag : 0.0)));
+        for (int64_t j = i; j < C; ++j) gb[i * C + j] = gb[j * C + i] = static_cast<T>(gb[i * C + j] / M);
     }
   });
 }
 
-template <typename T>
-void dx_kernel(const T* x, const T* gx, const T* mean, T* dx, int64_t B, int64_t C, int64_t Cp, int64_t M) {
-  constexpr int64_t VW = cpu::tile_cols<T>();
-  const int64_t nchunks = ceil_div(M, kChunk);
-  at::parallel_for(0, B * nchunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> xb(C * kChunk), ob(Cp * kChunk);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / nchunks, m0 = (task % nchunks) * kChunk;
-      const int64_t w = std::min(kChunk, M - m0), wp = ceil_div(w, VW) * VW;
-      for (int64_t j = 0; j < C; ++j) {
-        const T* xr = x + (b * C + j) * M + m0;
-        const T mu = mean[b * C + j];
-        T* xc = xb.data() + j * wp;
-        for (int64_t m = 0; m < w; ++m) xc[m] = xr[m] - mu;
-        std::fill(xb.data() + j * wp + w, xb.data() + (j + 1) * wp, T(0));
-      }
-      cpu::gemm<T>(ob.data(), gx + b * Cp * Cp, xb.data(), Cp, wp, C, Cp, wp, wp, false);
-      for (int64_t i = 0; i < C; ++i) {
-        const T* orow = ob.data() + i * wp;
-        std::copy(orow, orow + w, dx + (b * C + i) * M + m0);
-      }
+// fn(b0, nb) on the batch split into contiguous runs, one task each, in one parallel region (ATen runs the
+// GEMMs inside single-threaded), when there are several threads and samples; else fn(0, B) as is, which
+// lets the GEMMs use every thread. The Newton–Schulz steps are many small batched GEMMs: a thread-pool
+// hand-over for each costs more than the GEMM on a loaded machine.
+template <typename F>
+void for_batch_parts(int64_t B, const F& fn) {
+  const int64_t parts = std::min<int64_t>(at::get_num_threads(), B);
+  if (parts <= 1) return fn(0, B);
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t b0 = p * B / parts, b1 = (p + 1) * B / parts;
+      fn(b0, b1 - b0);
     }
   });
 }
 
 }  // namespace
 
-void covariance_cpu(const at::Tensor& x, at::Tensor& sigma) {
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covariance_cpu", [&] {
-    using T = scalar_t;
-    const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
-    std::vector<T> mean(B * C);
-    const CentredGram<T> gram(x.data_ptr<T>(), mean.data(), B, C, Cp, M);
-    T* out = sigma.data_ptr<T>();
-    at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t bi = begin; bi < end; ++bi) {
-        const int64_t b = bi / C, i = bi % C;
-        for (int64_t j = i; j < C; ++j) out[(b * C + i) * C + j] = out[(b * C + j) * C + i] = static_cast<T>(gram.entry(b, i, j));
-      }
-    });
+at::Tensor row_means_cpu(const at::Tensor& x) {
+  at::Tensor mean = at::empty({x.size(0), x.size(1)}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_row_means_cpu", [&] {
+    row_means<scalar_t>(x.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), x.size(0) * x.size(1), x.size(2));
   });
+  return mean;
 }
 
-void centred_product_cpu(const at::Tensor& g, const at::Tensor& x, at::Tensor& out) {
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "centred_product_cpu", [&] {
-    using T = scalar_t;
-    const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
-    std::vector<T> mean(B * C), gx(B * Cp * Cp, T(0));
-    row_means(x.data_ptr<T>(), mean.data(), B * C, M);
-    const Mats<T> mt{C, Cp};
-    for (int64_t b = 0; b < B; ++b) mt.load(gx.data() + b * Cp * Cp, g.data_ptr<T>() + b * C * C);
-    dx_kernel<T>(x.data_ptr<T>(), gx.data(), mean.data(), out.data_ptr<T>(), B, C, Cp, M);
+at::Tensor centred_product_cpu(const at::Tensor& gx, const at::Tensor& x, const at::Tensor& mean) {
+  at::Tensor dx = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_centred_product_cpu", [&] {
+    chunked_centred_product<scalar_t>(gx.contiguous(), x, mean.contiguous(), dx);
   });
+  return dx;
+}
+
+at::Tensor centred_gram_cpu(const at::Tensor& x, at::Tensor& mean) {
+  at::Tensor g;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_gram_cpu", [&] {
+    mean = row_means_cpu(x);
+    g = chunked_gram<scalar_t>(x, mean);
+    scale_and_mirror<scalar_t>(g.data_ptr<scalar_t>(), g.size(0), g.size(1), static_cast<double>(x.size(2)));
+  });
+  return g;
 }
 
 SqrtmFwdResult covpool_sqrtm_fwd_cpu(const at::Tensor& x_in, int64_t iterations, double eps, bool row_mean) {
   check_sqrtm_fwd_args(x_in, iterations, eps, at::kCPU);
   const at::Tensor x = x_in.contiguous();
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2), N = iterations;
-  const auto opt = x.options();
-  at::Tensor out = row_mean ? at::empty({B, C}, opt) : at::empty({B, C, C}, opt);
-  at::Tensor mean = at::empty({B, C}, opt), a = at::empty({B, C, C}, opt);
-  at::Tensor states = at::empty({B, 3 * (N - 1), C, C}, opt), trace = at::empty({B}, opt);
-  const bool per_sample = C <= kMaxPerSampleC;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_sqrtm_fwd_cpu", [&] {
-    sqrtm_forward<scalar_t>(x.data_ptr<scalar_t>(), B, C, M, N, eps, row_mean, per_sample, out.data_ptr<scalar_t>(),
-                            mean.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), states.data_ptr<scalar_t>(),
-                            trace.data_ptr<scalar_t>());
+  const int64_t B = x.size(0), C = x.size(1), N = iterations;
+  at::Tensor mean;
+  const at::Tensor sigma = centred_gram_cpu(x, mean);
+  const at::Tensor trace = sigma.diagonal(0, 1, 2).sum(1, false, at::kDouble).add_(eps).to(x.scalar_type());
+  const at::Tensor a = normalise_by_trace(sigma, trace);
+  at::Tensor out = row_mean ? at::empty({B, C}, x.options()) : at::empty({B, C, C}, x.options());
+  at::Tensor states = at::empty({B, 3 * (N - 1), C, C}, x.options());
+  for_batch_parts(B, [&](int64_t b0, int64_t nb) {
+    at::Tensor out_p = out.narrow(0, b0, nb), states_p = states.narrow(0, b0, nb);
+    sqrtm_forward_bmm(a.narrow(0, b0, nb), trace.narrow(0, b0, nb), N, row_mean, out_p, states_p);
   });
-  if (!per_sample) sqrtm_forward_bmm(a, trace, N, row_mean, out, states);
   return {out, mean, a, states, trace};
 }
 
@@ -336,30 +243,32 @@ at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x_in,
                                  const at::Tensor& out, bool row_mean) {
   check_sqrtm_bwd_args(grad, x_in, mean, a, states, trace, out, row_mean, at::kCPU);
   const at::Tensor x = x_in.contiguous();
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2), N = states.size(1) / 3 + 1;
-  at::Tensor dx = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_sqrtm_bwd_cpu", [&] {
-    using T = scalar_t;
-    const int64_t Cp = ceil_div(C, cpu::tile_cols<T>()) * cpu::tile_cols<T>();
-    std::vector<T> gx(B * Cp * Cp, T(0));
-    const at::Tensor g = grad.contiguous(), o = out.contiguous(), mu = mean.contiguous(), ac = a.contiguous(),
-                     sc = states.contiguous(), tc = trace.contiguous();
-    if (C <= kMaxPerSampleC) {
-      sqrtm_backward_chain<T>(g.data_ptr<T>(), o.data_ptr<T>(), ac.data_ptr<T>(), sc.data_ptr<T>(),
-                              tc.data_ptr<T>(), B, C, Cp, M, N, row_mean, gx.data());
-    } else {
-      const at::Tensor gx_t = sqrtm_backward_bmm(g, o, ac, sc, tc, M, row_mean);
-      const Mats<T> mt{C, Cp};
-      for (int64_t b = 0; b < B; ++b) mt.load(gx.data() + b * Cp * Cp, gx_t.data_ptr<T>() + b * C * C);
-    }
-    dx_kernel<T>(x.data_ptr<T>(), gx.data(), mu.data_ptr<T>(), dx.data_ptr<T>(), B, C, Cp, M);
+  const int64_t M = x.size(2);
+  const at::Tensor g = grad.contiguous(), o = out.contiguous(), ac = a.contiguous(), sc = states.contiguous(),
+                   tc = trace.contiguous();
+  const int64_t B = x.size(0), C = x.size(1);
+  at::Tensor gx = at::empty({B, C, C}, ac.options());
+  for_batch_parts(B, [&](int64_t b0, int64_t nb) {
+    gx.narrow(0, b0, nb).copy_(sqrtm_backward_bmm(g.narrow(0, b0, nb), o.narrow(0, b0, nb), ac.narrow(0, b0, nb),
+                                                  sc.narrow(0, b0, nb), tc.narrow(0, b0, nb), M, row_mean));
   });
-  return dx;
+  return centred_product_cpu(gx, x, mean);
 }
 
 TORCH_LIBRARY_IMPL(srops, CPU, m) {
   m.impl("covpool_sqrtm_fwd", &covpool_sqrtm_fwd_cpu);
   m.impl("covpool_sqrtm_bwd", &covpool_sqrtm_bwd_cpu);
+}
+
+const char* covpool_cpu_path() {
+#if SROPS_HAS_ISA_PATHS
+  switch (cpu_isa()) {
+    case CpuIsa::avx512: return "avx512";
+    case CpuIsa::avx2: return "avx2";
+    default: break;
+  }
+#endif
+  return "base";
 }
 
 }  // namespace srops

@@ -97,7 +97,7 @@ SqrtmFwdResult covpool_sqrtm_fwd_cuda(const at::Tensor& x_in, int64_t iterations
   at::Tensor states = at::empty({B, 3 * (N - 1), C, C}, opt);
   const at::Tensor sigma = covariance_cuda(x, mean);
   const at::Tensor trace = sigma.diagonal(0, 1, 2).sum(1) + eps;
-  const at::Tensor a = (sigma / trace.view({B, 1, 1})).contiguous();
+  const at::Tensor a = normalise_by_trace(sigma, trace);
   if (!sqrtm_forward_smem(a, trace, N, row_mean, out, states)) sqrtm_forward_bmm(a, trace, N, row_mean, out, states);
   return {out, mean, a, states, trace};
 }
@@ -115,6 +115,8 @@ at::Tensor covpool_sqrtm_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& x
   at::Tensor gx = at::empty({B, C, C}, a.options());
   if (!sqrtm_backward_smem(grad, out, a, states, trace, M, row_mean, gx)) {
     gx = sqrtm_backward_bmm(grad, out, a, states, trace, M, row_mean);
+  } else {
+    zero_where_trace_zero(gx, trace);  // the kernel's chain divides by t
   }
   return centred_product_cuda(gx, x, mean);
 }

@@ -235,7 +235,7 @@ def _config(kind: str, sd: Mapping[str, torch.Tensor], layout: str) -> dict[str,
     if kind == "SecondOrderAttention":
         w = _weight(kind, sd, "conv_du.0.weight", layout)
         return {"channels": w.shape[1], "reduction": _reduction(kind, w.shape[1], w.shape[0]),
-                "iterations": 5, "max_size": 1000}
+                "iterations": 5, "max_size": 1000, "eps": 0.0}  # SAN adds no eps to the trace
     if kind == "ChannelAttention":
         key = {"rcan": "conv_du.0.", "official": "mlp.1.", "timm": "fc1."}[layout]
         w = _weight(kind, sd, key + "weight", layout)

@@ -31,7 +31,10 @@ class SecondOrderAttention(nn.Module):
             shorter, SAN keeps the 1000 side whole but slices the *other* side from the
             negative offset (w − 1000) // 2, which keeps only its last ⌈(1000 − w)/2⌉ rows
             or columns (for 334 ≤ w ≤ 999). srops keeps that shorter side whole.
-        eps: added to the covariance trace before normalising; must be > 0.
+        eps: added to the covariance trace before normalising, ``>= 0``. SAN adds none:
+            ``eps=0`` (what :meth:`from_state_dict` sets) gives SAN's exact statistic. With
+            ``eps=0`` a sample whose channels are all constant has statistic 0 and a zero
+            gradient through it (not NaN).
         backend: backend of :func:`srops.functional.covpool_sqrtm`.
 
     The statistic is computed in float32 (float64 for float64 input). Its gradient is the exact
@@ -56,7 +59,7 @@ class SecondOrderAttention(nn.Module):
         if max_size is not None and max_size < 1:
             raise ValueError(f"srops.SecondOrderAttention: 'max_size' must be None or >= 1, got {max_size!r}")
         check_int("SecondOrderAttention", "iterations", iterations, 1, MAX_ITERATIONS)
-        eps = check_float("SecondOrderAttention", "eps", eps, positive=True)
+        eps = check_float("SecondOrderAttention", "eps", eps, nonnegative=True)
         hidden = max(1, channels // reduction)
         self.channels, self.iterations, self.max_size, self.eps, self.backend = (
             channels, iterations, max_size, eps, backend
@@ -67,11 +70,14 @@ class SecondOrderAttention(nn.Module):
 
     @classmethod
     def from_state_dict(cls, state_dict: dict, layout: str = "san", **overrides) -> "SecondOrderAttention":
-        """SAN's SOCA (5 iterations, ``max_size=1000``) with the weights of a SAN state_dict."""
+        """SAN's SOCA (5 iterations, ``max_size=1000``, ``eps=0``) with the weights of a SAN state_dict.
+
+        ``overrides`` (e.g. ``eps=1e-5``) replace those settings."""
         return from_state_dict(cls, state_dict, layout, **overrides)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, iterations={self.iterations}, max_size={self.max_size}, backend={self.backend!r}"
+        return (f"channels={self.channels}, iterations={self.iterations}, max_size={self.max_size}, eps={self.eps}, "
+                f"backend={self.backend!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.channels:

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -85,30 +82,6 @@ def test_cpu_low_precision_inputs(dtype):
     assert_low_precision_close(got, covpool_sqrtm_ref(x, 5, EPS, True), oracle, "out")
 
 
-def test_cpu_portable_gemm_path():
-    """The non-AVX-512 GEMM (forced by SROPS_CPU_NO_AVX512, read once per process) vs the reference."""
-    code = (
-        "import torch, srops.functional as F\n"
-        "from srops.ops.covpool.reference import covpool_sqrtm_ref\n"
-        "from srops.testing import assert_close, assert_close_to_oracle, ulp_floor\n"
-        "torch.manual_seed(0)\n"
-        "for dt in (torch.float32, torch.float64):\n"
-        "    x = torch.randn(2, 19, 41, dtype=dt, requires_grad=True)\n"
-        "    y = F.covpool_sqrtm(x, 5, 1e-5, backend='cpu'); yr = covpool_sqrtm_ref(x, 5, 1e-5)\n"
-        "    g = torch.randn_like(y)\n"
-        "    (dx,) = torch.autograd.grad(y, x, g); (dxr,) = torch.autograd.grad(yr, x, g)\n"
-        "    xo = x.detach().double().requires_grad_(True); yo = covpool_sqrtm_ref(xo, 5, 1e-5)\n"
-        "    (dxo,) = torch.autograd.grad(yo, xo, g.double())\n"
-        "    for a, r, o, n in ((y, yr, yo, 'out'), (dx, dxr, dxo, 'dx')):\n"
-        "        if dt == torch.float64: assert_close(a, r, n)\n"
-        "        else: assert_close_to_oracle(a, r, o, n, floor=ulp_floor(dt, o))\n"
-        "print('ok')\n"
-    )
-    env = dict(os.environ, SROPS_CPU_NO_AVX512="1", OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
-
-
 def test_default_backend_on_cpu_is_the_kernel():
     x = torch.randn(1, 4, 5)
     assert _backend.select("covpool_sqrtm", (x,)).name == "cpu"
@@ -187,7 +160,7 @@ def test_cpp_checks():
         FWD(x.half(), 3, EPS, False)
     with pytest.raises(ValueError, match=r"srops::covpool_sqrtm_fwd: iterations must be in \[1, 256\], got 0"):
         FWD(x, 0, EPS, False)
-    with pytest.raises(ValueError, match=r"srops::covpool_sqrtm_fwd: eps must be finite and > 0"):
+    with pytest.raises(ValueError, match=r"srops::covpool_sqrtm_fwd: eps must be finite and >= 0"):
         FWD(x, 2, float("nan"), False)
     with pytest.raises(ValueError, match=r"srops::covpool_sqrtm_fwd: x must be non-empty"):
         FWD(x[:, :, :0], 2, EPS, False)

@@ -28,12 +28,16 @@ def sqrtm_ns_ref(a: torch.Tensor, iterations: int = 5, eps: float = 1e-5) -> tor
     """Newton–Schulz square root of SPD matrices a ``[B, C, C]``.
 
     t = tr(a) + eps, A = a/t, coupled iterations Y→√A, Z→1/√A (the last step
-    computes Y only), result √t · Y. A zero matrix gives zero, not NaN.
+    computes Y only), result √t · Y. A zero matrix gives zero, not NaN, also with
+    eps = 0: a sample with t = 0 is divided by 1 instead and its result (and gradient)
+    is zero.
     """
     af = a.to(compute_dtype(a.dtype))
     c = af.shape[-1]
     eye = torch.eye(c, dtype=af.dtype, device=af.device).expand_as(af)
     trace = af.diagonal(dim1=-2, dim2=-1).sum(-1) + eps
+    zero = trace == 0
+    trace = torch.where(zero, torch.ones_like(trace), trace)
     A = af / trace[:, None, None]
     if iterations == 1:
         Y = 0.5 * torch.bmm(A, 3.0 * eye - A)
@@ -45,7 +49,7 @@ def sqrtm_ns_ref(a: torch.Tensor, iterations: int = 5, eps: float = 1e-5) -> tor
             T = 0.5 * (3.0 * eye - torch.bmm(Z, Y))
             Y, Z = torch.bmm(Y, T), torch.bmm(T, Z)
         Y = 0.5 * torch.bmm(Y, 3.0 * eye - torch.bmm(Z, Y))
-    return (Y * trace.sqrt()[:, None, None]).to(a.dtype)
+    return (Y * trace.sqrt()[:, None, None]).masked_fill(zero[:, None, None], 0).to(a.dtype)
 
 
 def covpool_sqrtm_ref(x: torch.Tensor, iterations: int = 5, eps: float = 1e-5, row_mean: bool = False) -> torch.Tensor:
