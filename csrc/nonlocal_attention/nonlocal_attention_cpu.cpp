@@ -1,0 +1,227 @@
+// C++ CPU kernels of flash non-local attention (see nonlocal_attention.h). The inputs are copied
+// into zero-padded contiguous blocks (O((N + M)·d) memory), so the kernels' inner loops run over
+// whole vectors: queries padded to a multiple of kRows, keys to a multiple of the key block, feature
+// dims to the feature vector's lanes; k and v are also transposed ([d, M]) for the score products.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "common/checks.h"
+#include "nonlocal_attention/nonlocal_attention.h"
+
+#define SROPS_NL_COMMA ,
+
+namespace srops {
+namespace {
+
+constexpr int64_t kRows = 4;         // query rows of a register tile
+constexpr int kKeyVecs = 4;          // 64-byte key vectors of a key block (64 float / 32 double keys)
+constexpr int64_t kQueryBlock = 64;  // queries of a forward work unit, which share each key block
+constexpr int64_t kMinUnits = 16;    // backward: split keys into chunks until B·chunks reaches this
+
+template <typename T>
+constexpr int64_t block_keys() {
+  return kKeyVecs * 64 / int64_t(sizeof(T));
+}
+
+// Compiled three times: baseline x86-64 (SSE2), AVX2 + FMA, AVX-512F; chosen at run time by ATen's
+// CPU capability (so ATEN_CPU_CAPABILITY=default/avx2 selects the portable paths). FMA contraction
+// is allowed here (the C++ standard mode turns it off by default).
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define SROPS_NL_X86 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,fma")
+#define SROPS_NL_ISA avx512
+#include "nonlocal_attention/nonlocal_attention_cpu_kernels.h"
+#undef SROPS_NL_ISA
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define SROPS_NL_ISA avx2
+#include "nonlocal_attention/nonlocal_attention_cpu_kernels.h"
+#undef SROPS_NL_ISA
+#pragma GCC pop_options
+#endif
+#define SROPS_NL_ISA base
+#include "nonlocal_attention/nonlocal_attention_cpu_kernels.h"
+#undef SROPS_NL_ISA
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+
+enum class Isa { base, avx2, avx512 };
+
+Isa isa() {
+  static const Isa chosen = [] {
+#ifdef SROPS_NL_X86
+    const std::string cap = at::get_cpu_capability();
+    if (cap == "AVX512" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return Isa::avx512;
+    if ((cap == "AVX512" || cap == "AVX2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return Isa::avx2;
+#endif
+    return Isa::base;
+  }();
+  return chosen;
+}
+
+#ifdef SROPS_NL_X86
+#define SROPS_NL_CALL(KERNEL, ...)                               \
+  switch (isa()) {                                               \
+    case Isa::avx512: avx512::KERNEL(__VA_ARGS__); break;        \
+    case Isa::avx2: avx2::KERNEL(__VA_ARGS__); break;            \
+    default: base::KERNEL(__VA_ARGS__);                          \
+  }
+#else
+#define SROPS_NL_CALL(KERNEL, ...) base::KERNEL(__VA_ARGS__)
+#endif
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Feature vectors of 32 bytes when both head dims fit in one (d = 8 in float32), else 64.
+template <typename T>
+int feature_bytes(int64_t d, int64_t dv) {
+  return std::max(d, dv) * int64_t(sizeof(T)) <= 32 ? 32 : 64;
+}
+
+// t [B, rows, cols] → contiguous [B, rows_to, cols_to], zero-padded at the end of both dims.
+at::Tensor pad(const at::Tensor& t, int64_t rows_to, int64_t cols_to) {
+  return at::constant_pad_nd(t, {0, cols_to - t.size(2), 0, rows_to - t.size(1)}, 0).contiguous();
+}
+
+void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  check_dim(op, "q", q, 3, "[B, N, d]");
+  check_dim(op, "k", k, 3, "[B, M, d]");
+  check_dim(op, "v", v, 3, "[B, M, dv]");
+  check_float_or_double(op, "q", q);
+  check_same_dtype(op, "k", k, q);
+  check_same_dtype(op, "v", v, q);
+  check_device_type(op, "q", q, at::kCPU);
+  check_device_type(op, "k", k, at::kCPU);
+  check_device_type(op, "v", v, at::kCPU);
+  TORCH_CHECK_VALUE(k.size(0) == q.size(0) && v.size(0) == q.size(0), "srops::", op,
+                    ": q, k, v must share the batch size, got ", q.sizes(), ", ", k.sizes(), ", ", v.sizes());
+  TORCH_CHECK_VALUE(k.size(2) == q.size(2), "srops::", op, ": k must have q's head dim ", q.size(2), ", got ",
+                    k.sizes());
+  TORCH_CHECK_VALUE(v.size(1) == k.size(1), "srops::", op, ": v must have k's key count ", k.size(1), ", got ",
+                    v.sizes());
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> nonlocal_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
+                                                              const at::Tensor& v, double scale) {
+  const char* op = "nonlocal_attention_fwd";
+  check_inputs(op, q, k, v);
+  const int64_t B = q.size(0), N = q.size(1), M = k.size(1), d = q.size(2), dv = v.size(2);
+  at::Tensor out = at::empty({B, N, dv}, q.options());
+  at::Tensor lse = at::empty({B, N}, q.options());
+  if (out.numel() == 0) return {out, lse.fill_(M == 0 ? -std::numeric_limits<double>::infinity() : 0.0)};
+  TORCH_CHECK_VALUE(M > 0, "srops::", op, ": k must have at least one key, got shape ", k.sizes());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nonlocal_attention_fwd_cpu", [&] {
+    const int fb = feature_bytes<scalar_t>(d, dv);
+    const int64_t fl = fb / int64_t(sizeof(scalar_t));
+    const int64_t Np = round_up(N, kRows), Mp = round_up(M, block_keys<scalar_t>());
+    const int64_t dp = round_up(d, fl), dvp = round_up(dv, fl);
+    const at::Tensor qp = pad(q, Np, dp);
+    const at::Tensor kT = pad(k, Mp, d).transpose(1, 2).contiguous();
+    const at::Tensor vp = pad(v, Mp, dvp);
+    const auto s = static_cast<scalar_t>(scale);
+    if (fb == 32) {
+      SROPS_NL_CALL(forward_kernel<scalar_t SROPS_NL_COMMA 32>, qp.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(),
+                    vp.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), B, N, M, Np, Mp, d,
+                    dp, dv, dvp, s);
+    } else {
+      SROPS_NL_CALL(forward_kernel<scalar_t SROPS_NL_COMMA 64>, qp.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(),
+                    vp.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), B, N, M, Np, Mp, d,
+                    dp, dv, dvp, s);
+    }
+  });
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const at::Tensor& grad,
+                                                                          const at::Tensor& q, const at::Tensor& k,
+                                                                          const at::Tensor& v, const at::Tensor& out,
+                                                                          const at::Tensor& lse, double scale) {
+  const char* op = "nonlocal_attention_bwd";
+  check_inputs(op, q, k, v);
+  const int64_t B = q.size(0), N = q.size(1), M = k.size(1), d = q.size(2), dv = v.size(2);
+  check_same_dtype(op, "grad", grad, q);
+  check_same_dtype(op, "out", out, q);
+  check_same_dtype(op, "lse", lse, q);
+  check_device_type(op, "grad", grad, at::kCPU);
+  check_device_type(op, "out", out, at::kCPU);
+  check_device_type(op, "lse", lse, at::kCPU);
+  check_shape(op, "grad", grad, {B, N, dv});
+  check_shape(op, "out", out, {B, N, dv});
+  check_shape(op, "lse", lse, {B, N});
+  at::Tensor dq = at::zeros_like(q, at::MemoryFormat::Contiguous);
+  at::Tensor dk = at::zeros_like(k, at::MemoryFormat::Contiguous);
+  at::Tensor dvt = at::zeros_like(v, at::MemoryFormat::Contiguous);
+  if (B == 0 || N == 0 || M == 0) return {dq, dk, dvt};
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nonlocal_attention_bwd_cpu", [&] {
+    const int fb = feature_bytes<scalar_t>(d, dv);
+    const int64_t fl = fb / int64_t(sizeof(scalar_t)), bk = block_keys<scalar_t>();
+    const int64_t Np = round_up(N, kRows), Mp = round_up(M, bk);
+    const int64_t dp = round_up(d, fl), dvp = round_up(dv, fl);
+    const at::Tensor qp = pad(q, Np, dp);
+    const at::Tensor kp = pad(k, Mp, dp);
+    const at::Tensor kT = pad(k, Mp, d).transpose(1, 2).contiguous();
+    const at::Tensor vT = pad(v, Mp, dv).transpose(1, 2).contiguous();
+    const at::Tensor gp = pad(grad, Np, dvp);
+    // Δ = rowsum(grad ∘ out); padding rows get lse = Δ = 0 (their probabilities are masked anyway).
+    const at::Tensor delta = at::constant_pad_nd((grad * out).sum(-1), {0, Np - N}, 0).contiguous();
+    const at::Tensor lsep = at::constant_pad_nd(lse, {0, Np - N}, 0).contiguous();
+    const int64_t key_blocks = Mp / bk;
+    const int64_t want = std::min(key_blocks, (kMinUnits + B - 1) / B);
+    const int64_t chunk_keys = (key_blocks + want - 1) / want * bk;
+    const int64_t chunks = (Mp + chunk_keys - 1) / chunk_keys;
+    at::Tensor dq_part = at::empty({chunks, B, Np, dp}, q.options());
+    const auto s = static_cast<scalar_t>(scale);
+    if (fb == 32) {
+      SROPS_NL_CALL(backward_kernel<scalar_t SROPS_NL_COMMA 32>, qp.data_ptr<scalar_t>(), kp.data_ptr<scalar_t>(),
+                    kT.data_ptr<scalar_t>(), vT.data_ptr<scalar_t>(), gp.data_ptr<scalar_t>(),
+                    lsep.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), dq_part.data_ptr<scalar_t>(),
+                    dk.data_ptr<scalar_t>(), dvt.data_ptr<scalar_t>(), B, N, M, Np, Mp, d, dp, dv, dvp, chunk_keys,
+                    chunks, s);
+    } else {
+      SROPS_NL_CALL(backward_kernel<scalar_t SROPS_NL_COMMA 64>, qp.data_ptr<scalar_t>(), kp.data_ptr<scalar_t>(),
+                    kT.data_ptr<scalar_t>(), vT.data_ptr<scalar_t>(), gp.data_ptr<scalar_t>(),
+                    lsep.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), dq_part.data_ptr<scalar_t>(),
+                    dk.data_ptr<scalar_t>(), dvt.data_ptr<scalar_t>(), B, N, M, Np, Mp, d, dp, dv, dvp, chunk_keys,
+                    chunks, s);
+    }
+    // dq = scale · Σ_chunks dq_part, in chunk order.
+    const scalar_t* part = dq_part.data_ptr<scalar_t>();
+    scalar_t* dqo = dq.data_ptr<scalar_t>();
+    at::parallel_for(0, B * N, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / N, i = r % N;
+        for (int64_t c = 0; c < d; ++c) {
+          scalar_t total = 0;
+          for (int64_t ch = 0; ch < chunks; ++ch) total += part[((ch * B + b) * Np + i) * dp + c];
+          dqo[r * d + c] = total * s;
+        }
+      }
+    });
+  });
+  return {dq, dk, dvt};
+}
+
+TORCH_LIBRARY_IMPL(srops, CPU, m) {
+  m.impl("nonlocal_attention_fwd", &nonlocal_attention_fwd_cpu);
+  m.impl("nonlocal_attention_bwd", &nonlocal_attention_bwd_cpu);
+}
+
+}  // namespace srops

@@ -1,0 +1,268 @@
+// Kernel templates of nonlocal_attention_cpu.cpp, included there once per instruction set inside
+// `namespace SROPS_NL_ISA` under that set's target pragma (see there). Include nothing here: every
+// header this code uses is included by nonlocal_attention_cpu.cpp before.
+//
+// Vectors are GCC vector extensions of a fixed byte width (the compiler splits a 64-byte vector into
+// two AVX2 or four SSE registers where the target has no 512-bit ones), so one source serves every
+// instruction set. Layouts (all contiguous, zero-padded; see nonlocal_attention_cpu.cpp):
+//   qp [B, Np, dp]   kp [B, Mp, dp]   kT [B, d, Mp]   vp [B, Mp, dvp]   vT [B, dv, Mp]   gp [B, Np, dvp]
+// with Np a multiple of kRows, Mp of the key block, dp and dvp of the feature vector's lanes.
+// NOLINTBEGIN
+namespace SROPS_NL_ISA {
+
+template <typename T, int Bytes>
+struct Vec;
+
+#define SROPS_NL_VEC(T, I, BYTES)                                                          \
+  template <>                                                                              \
+  struct Vec<T, BYTES> {                                                                   \
+    typedef T type __attribute__((vector_size(BYTES)));                                    \
+    typedef T unaligned __attribute__((vector_size(BYTES), aligned(sizeof(T)), may_alias)); \
+    typedef I mask __attribute__((vector_size(BYTES)));                                    \
+    static constexpr int lanes = BYTES / sizeof(T);                                        \
+  };
+SROPS_NL_VEC(float, int32_t, 32)
+SROPS_NL_VEC(float, int32_t, 64)
+SROPS_NL_VEC(double, int64_t, 32)
+SROPS_NL_VEC(double, int64_t, 64)
+#undef SROPS_NL_VEC
+
+template <typename V, typename T>
+inline typename V::type load(const T* p) {
+  return *reinterpret_cast<const typename V::unaligned*>(p);
+}
+
+template <typename V, typename T>
+inline void store(T* p, typename V::type x) {
+  *reinterpret_cast<typename V::unaligned*>(p) = x;
+}
+
+template <typename V, typename T>
+inline typename V::type splat(T s) {
+  typename V::type x = {};
+  return x + s;
+}
+
+template <typename V, typename T>
+inline T hmax(typename V::type x) {
+  T m = x[0];
+  for (int i = 1; i < V::lanes; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+template <typename V, typename T>
+inline T hsum(typename V::type x) {
+  T s = 0;
+  for (int i = 0; i < V::lanes; ++i) s += x[i];
+  return s;
+}
+
+// exp of each lane. float: Cephes' expf polynomial on x − n·ln2 with 2ⁿ built in the exponent bits
+// (about 1 ulp; inputs below −87.34 give 0, above 88.3 give inf, NaN stays NaN, as the kernels only
+// take exp of x − max ≤ 0 or of a score minus its row's log-sum-exp). double: the C library's exp.
+inline Vec<float, 64>::type vexp(Vec<float, 64>::type x) {
+  using V = Vec<float, 64>;
+  using I = V::mask;
+  const V::type orig = x;
+  x = x < -88.0f ? splat<V>(-88.0f) : x;  // a NaN compares false and stays
+  x = x > 88.3f ? splat<V>(88.3f) : x;
+  const float shifter = 12582912.0f;  // 1.5·2²³: adding it rounds to an integer in the low mantissa bits
+  const V::type t = x * 1.44269504088896341f + shifter;
+  const V::type n = t - shifter;
+  const I ni = reinterpret_cast<I>(t) - 0x4B400000;  // the bits of 1.5·2²³
+  V::type r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  V::type p = splat<V>(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  V::type y = p * (r * r) + r + 1.0f;
+  y = y * reinterpret_cast<V::type>((ni + 127) << 23);
+  y = orig < -87.33654f ? splat<V>(0.0f) : y;
+  y = orig > 88.3f ? splat<V>(std::numeric_limits<float>::infinity()) : y;
+  return y;
+}
+
+inline Vec<double, 64>::type vexp(Vec<double, 64>::type x) {
+  Vec<double, 64>::type y;
+  for (int i = 0; i < Vec<double, 64>::lanes; ++i) y[i] = std::exp(x[i]);
+  return y;
+}
+
+// s[r][jv] = scale · Σ_c q[r][c] · kT[c][j0 + jv·lanes …], for kRows rows of q (row stride ldq).
+template <typename T, typename KV>
+inline void block_scores(typename KV::type (&s)[kRows][kKeyVecs], const T* q, int64_t ldq, const T* kT,
+                         int64_t ldk, int64_t d, T scale) {
+  for (int jv = 0; jv < kKeyVecs; ++jv) {
+    typename KV::type acc[kRows] = {};
+    const T* kc = kT + jv * KV::lanes;
+    for (int64_t c = 0; c < d; ++c) {
+      const typename KV::type kv = load<KV>(kc + c * ldk);
+      for (int r = 0; r < kRows; ++r) acc[r] += q[r * ldq + c] * kv;
+    }
+    for (int r = 0; r < kRows; ++r) s[r][jv] = acc[r] * scale;
+  }
+}
+
+// The keys of a block at or past `valid` (the padding after M) are masked to `fill`.
+template <typename KV, typename T>
+inline void mask_keys(typename KV::type (&s)[kKeyVecs], int64_t valid, T fill) {
+  for (int jv = 0; jv < kKeyVecs; ++jv)
+    for (int i = 0; i < KV::lanes; ++i)
+      if (jv * KV::lanes + i >= valid) s[jv][i] = fill;
+}
+
+// Forward: one work unit is (batch b, kQueryBlock queries); o, m, l are its running output,
+// row max and row sum; p holds one register tile's probabilities.
+template <typename T, int FB>
+void forward_kernel(const T* qp, const T* kT, const T* vp, T* out, T* lse, int64_t B, int64_t N, int64_t M,
+                    int64_t Np, int64_t Mp, int64_t d, int64_t dp, int64_t dv, int64_t dvp, T scale) {
+  using KV = Vec<T, 64>;
+  using FV = Vec<T, FB>;
+  constexpr int64_t BK = kKeyVecs * KV::lanes;
+  const int64_t blocks = (Np + kQueryBlock - 1) / kQueryBlock;
+  const T inf = std::numeric_limits<T>::infinity();
+  at::parallel_for(0, B * blocks, 1, [&](int64_t u0, int64_t u1) {
+    std::vector<T> o(kQueryBlock * dvp), m(kQueryBlock), l(kQueryBlock), p(kRows * BK);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t b = u / blocks, i0 = (u % blocks) * kQueryBlock, rows = std::min(kQueryBlock, Np - i0);
+      const T* q = qp + (b * Np + i0) * dp;
+      const T* kb = kT + b * d * Mp;
+      const T* vb = vp + b * Mp * dvp;
+      std::fill(o.begin(), o.end(), T(0));
+      std::fill(m.begin(), m.end(), -inf);
+      std::fill(l.begin(), l.end(), T(0));
+      for (int64_t j0 = 0; j0 < Mp; j0 += BK) {
+        const int64_t valid = M - j0;
+        for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+          typename KV::type s[kRows][kKeyVecs];
+          block_scores<T, KV>(s, q + r0 * dp, dp, kb + j0, Mp, d, scale);
+          T alpha[kRows];
+          for (int r = 0; r < kRows; ++r) {
+            if (valid < BK) mask_keys<KV>(s[r], valid, -inf);
+            typename KV::type mx = s[r][0];
+            for (int jv = 1; jv < kKeyVecs; ++jv) mx = s[r][jv] > mx ? s[r][jv] : mx;
+            const T m_old = m[r0 + r], block_max = hmax<KV, T>(mx);
+            const T m_new = block_max > m_old ? block_max : m_old;  // a NaN score: its exp below is NaN
+            const T shift = m_new == -inf ? T(0) : m_new;          // no −inf − (−inf) while a row is all −inf
+            alpha[r] = std::exp(m_old - shift);
+            typename KV::type sum = {};
+            for (int jv = 0; jv < kKeyVecs; ++jv) {
+              const typename KV::type e = vexp(s[r][jv] - shift);
+              sum += e;
+              store<KV>(p.data() + r * BK + jv * KV::lanes, e);
+            }
+            l[r0 + r] = l[r0 + r] * alpha[r] + hsum<KV, T>(sum);
+            m[r0 + r] = m_new;
+          }
+          for (int64_t f0 = 0; f0 < dvp; f0 += FV::lanes) {
+            typename FV::type acc[kRows];
+            for (int r = 0; r < kRows; ++r) acc[r] = load<FV>(o.data() + (r0 + r) * dvp + f0) * alpha[r];
+            const T* vj = vb + j0 * dvp + f0;
+            for (int64_t j = 0; j < BK; ++j) {
+              const typename FV::type x = load<FV>(vj + j * dvp);
+              for (int r = 0; r < kRows; ++r) acc[r] += p[r * BK + j] * x;
+            }
+            for (int r = 0; r < kRows; ++r) store<FV>(o.data() + (r0 + r) * dvp + f0, acc[r]);
+          }
+        }
+      }
+      for (int64_t r = 0; r < rows && i0 + r < N; ++r) {
+        T* y = out + (b * N + i0 + r) * dv;
+        for (int64_t c = 0; c < dv; ++c) y[c] = o[r * dvp + c] / l[r];
+        lse[b * N + i0 + r] = m[r] + std::log(l[r]);
+      }
+    }
+  });
+}
+
+// acc[j][:] += Σ_r w[r][j] · x[r][:] for a block of BK rows of acc (row stride ld) and kRows rows of
+// x (row stride ld): dv += pᵀ·grad and dk += dsᵀ·q.
+template <typename T, typename FV, int64_t BK>
+inline void accumulate_keys(T* acc, const T* w, const T* x, int64_t ld) {
+  for (int64_t f0 = 0; f0 < ld; f0 += FV::lanes) {
+    typename FV::type xr[kRows];
+    for (int r = 0; r < kRows; ++r) xr[r] = load<FV>(x + r * ld + f0);
+    for (int64_t j = 0; j < BK; ++j) {
+      typename FV::type a = load<FV>(acc + j * ld + f0);
+      for (int r = 0; r < kRows; ++r) a += w[r * BK + j] * xr[r];
+      store<FV>(acc + j * ld + f0, a);
+    }
+  }
+}
+
+// Backward: one work unit is (batch b, chunk of chunk_keys keys); it owns dk and dv of its keys and
+// the partial dq_part[chunk, b] (summed over chunks by the caller's reduction).
+template <typename T, int FB>
+void backward_kernel(const T* qp, const T* kp, const T* kT, const T* vT, const T* gp, const T* lse, const T* delta,
+                     T* dq_part, T* dk, T* dv_out, int64_t B, int64_t N, int64_t M, int64_t Np, int64_t Mp, int64_t d,
+                     int64_t dp, int64_t dv, int64_t dvp, int64_t chunk_keys, int64_t chunks, T scale) {
+  using KV = Vec<T, 64>;
+  using FV = Vec<T, FB>;
+  constexpr int64_t BK = kKeyVecs * KV::lanes;
+  at::parallel_for(0, B * chunks, 1, [&](int64_t u0, int64_t u1) {
+    std::vector<T> dkb(BK * dp), dvb(BK * dvp), p(kRows * BK), ds(kRows * BK);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t b = u / chunks, ch = u % chunks;
+      const int64_t k0 = ch * chunk_keys, k1 = std::min(Mp, k0 + chunk_keys);
+      T* dq = dq_part + (ch * B + b) * Np * dp;
+      std::fill(dq, dq + Np * dp, T(0));
+      const T* qb = qp + b * Np * dp;
+      const T* gb = gp + b * Np * dvp;
+      const T* kb = kp + b * Mp * dp;
+      const T* ktb = kT + b * d * Mp;
+      const T* vtb = vT + b * dv * Mp;
+      for (int64_t j0 = k0; j0 < k1; j0 += BK) {
+        const int64_t valid = M - j0;
+        std::fill(dkb.begin(), dkb.end(), T(0));
+        std::fill(dvb.begin(), dvb.end(), T(0));
+        for (int64_t r0 = 0; r0 < Np; r0 += kRows) {
+          typename KV::type s[kRows][kKeyVecs], dpr[kRows][kKeyVecs];
+          block_scores<T, KV>(s, qb + r0 * dp, dp, ktb + j0, Mp, d, scale);
+          block_scores<T, KV>(dpr, gb + r0 * dvp, dvp, vtb + j0, Mp, dv, T(1));
+          for (int r = 0; r < kRows; ++r) {
+            const int64_t i = b * Np + r0 + r;
+            for (int jv = 0; jv < kKeyVecs; ++jv) {
+              const typename KV::type e = vexp(s[r][jv] - lse[i]);
+              s[r][jv] = e;
+              dpr[r][jv] = e * (dpr[r][jv] - delta[i]);
+            }
+            if (r0 + r >= N) {  // padding rows: no contribution, whatever the keys hold
+              mask_keys<KV>(s[r], 0, T(0));
+              mask_keys<KV>(dpr[r], 0, T(0));
+            } else if (valid < BK) {
+              mask_keys<KV>(s[r], valid, T(0));
+              mask_keys<KV>(dpr[r], valid, T(0));
+            }
+            for (int jv = 0; jv < kKeyVecs; ++jv) {
+              store<KV>(p.data() + r * BK + jv * KV::lanes, s[r][jv]);
+              store<KV>(ds.data() + r * BK + jv * KV::lanes, dpr[r][jv]);
+            }
+          }
+          accumulate_keys<T, FV, BK>(dvb.data(), p.data(), gb + r0 * dvp, dvp);
+          accumulate_keys<T, FV, BK>(dkb.data(), ds.data(), qb + r0 * dp, dp);
+          for (int64_t f0 = 0; f0 < dp; f0 += FV::lanes) {
+            typename FV::type acc[kRows];
+            for (int r = 0; r < kRows; ++r) acc[r] = load<FV>(dq + (r0 + r) * dp + f0);
+            for (int64_t j = 0; j < BK; ++j) {
+              const typename FV::type x = load<FV>(kb + (j0 + j) * dp + f0);
+              for (int r = 0; r < kRows; ++r) acc[r] += ds[r * BK + j] * x;
+            }
+            for (int r = 0; r < kRows; ++r) store<FV>(dq + (r0 + r) * dp + f0, acc[r]);
+          }
+        }
+        for (int64_t j = 0; j < BK && j0 + j < M; ++j) {
+          T* dkr = dk + (b * M + j0 + j) * d;
+          T* dvr = dv_out + (b * M + j0 + j) * dv;
+          for (int64_t c = 0; c < d; ++c) dkr[c] = dkb[j * dp + c] * scale;
+          for (int64_t c = 0; c < dv; ++c) dvr[c] = dvb[j * dvp + c];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace SROPS_NL_ISA
+// NOLINTEND
