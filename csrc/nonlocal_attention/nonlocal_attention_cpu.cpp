@@ -23,13 +23,13 @@ namespace srops {
 namespace {
 
 constexpr int64_t kRows = 4;         // query rows of a register tile
-constexpr int kKeyVecs = 4;          // 64-byte key vectors of a key block (64 float / 32 double keys)
+constexpr int kBlockBytes = 256;     // bytes of keys in a key block (64 float / 32 double keys)
 constexpr int64_t kQueryBlock = 64;  // queries of a forward work unit, which share each key block
 constexpr int64_t kMinUnits = 16;    // backward: split keys into chunks until B·chunks reaches this
 
 template <typename T>
 constexpr int64_t block_keys() {
-  return kKeyVecs * 64 / int64_t(sizeof(T));
+  return kBlockBytes / int64_t(sizeof(T));
 }
 
 // Compiled three times: baseline x86-64 (SSE2), AVX2 + FMA, AVX-512F; chosen at run time by ATen's
@@ -44,18 +44,24 @@ constexpr int64_t block_keys() {
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
 #define SROPS_NL_ISA avx512
+#define SROPS_NL_VBYTES 64
 #include "nonlocal_attention/nonlocal_attention_cpu_kernels.h"
+#undef SROPS_NL_VBYTES
 #undef SROPS_NL_ISA
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define SROPS_NL_ISA avx2
+#define SROPS_NL_VBYTES 32
 #include "nonlocal_attention/nonlocal_attention_cpu_kernels.h"
+#undef SROPS_NL_VBYTES
 #undef SROPS_NL_ISA
 #pragma GCC pop_options
 #endif
 #define SROPS_NL_ISA base
+#define SROPS_NL_VBYTES 16
 #include "nonlocal_attention/nonlocal_attention_cpu_kernels.h"
+#undef SROPS_NL_VBYTES
 #undef SROPS_NL_ISA
 #pragma GCC diagnostic pop
 #pragma GCC pop_options

@@ -21,11 +21,23 @@ struct Vec;
     typedef I mask __attribute__((vector_size(BYTES)));                                    \
     static constexpr int lanes = BYTES / sizeof(T);                                        \
   };
+SROPS_NL_VEC(float, int32_t, 16)
 SROPS_NL_VEC(float, int32_t, 32)
 SROPS_NL_VEC(float, int32_t, 64)
+SROPS_NL_VEC(double, int64_t, 16)
 SROPS_NL_VEC(double, int64_t, 32)
 SROPS_NL_VEC(double, int64_t, 64)
 #undef SROPS_NL_VEC
+
+// This instruction set's register width in bytes (SROPS_NL_VBYTES), the key vectors of a block
+// (always kBlockBytes of keys, so blocks are alike on every instruction set) and the feature vector
+// for a padding of FB bytes.
+constexpr int kVecBytes = SROPS_NL_VBYTES;
+constexpr int kKeyVecs = kBlockBytes / kVecBytes;
+template <typename T>
+using KeyVec = Vec<T, kVecBytes>;
+template <typename T, int FB>
+using FeatVec = Vec<T, (FB < kVecBytes ? FB : kVecBytes)>;
 
 template <typename V, typename T>
 inline typename V::type load(const T* p) {
@@ -60,34 +72,36 @@ inline T hsum(typename V::type x) {
 // exp of each lane. float: Cephes' expf polynomial on x − n·ln2 with 2ⁿ built in the exponent bits
 // (about 1 ulp; inputs below −87.34 give 0, above 88.3 give inf, NaN stays NaN, as the kernels only
 // take exp of x − max ≤ 0 or of a score minus its row's log-sum-exp). double: the C library's exp.
-inline Vec<float, 64>::type vexp(Vec<float, 64>::type x) {
-  using V = Vec<float, 64>;
-  using I = V::mask;
-  const V::type orig = x;
+template <int BYTES>
+inline typename Vec<float, BYTES>::type vexp(typename Vec<float, BYTES>::type x) {
+  using V = Vec<float, BYTES>;
+  using I = typename V::mask;
+  const typename V::type orig = x;
   x = x < -88.0f ? splat<V>(-88.0f) : x;  // a NaN compares false and stays
   x = x > 88.3f ? splat<V>(88.3f) : x;
   const float shifter = 12582912.0f;  // 1.5·2²³: adding it rounds to an integer in the low mantissa bits
-  const V::type t = x * 1.44269504088896341f + shifter;
-  const V::type n = t - shifter;
+  const typename V::type t = x * 1.44269504088896341f + shifter;
+  const typename V::type n = t - shifter;
   const I ni = reinterpret_cast<I>(t) - 0x4B400000;  // the bits of 1.5·2²³
-  V::type r = x - n * 0.693359375f;
+  typename V::type r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  V::type p = splat<V>(1.9875691500e-4f);
+  typename V::type p = splat<V>(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  V::type y = p * (r * r) + r + 1.0f;
-  y = y * reinterpret_cast<V::type>((ni + 127) << 23);
+  typename V::type y = p * (r * r) + r + 1.0f;
+  y = y * reinterpret_cast<typename V::type>((ni + 127) << 23);
   y = orig < -87.33654f ? splat<V>(0.0f) : y;
   y = orig > 88.3f ? splat<V>(std::numeric_limits<float>::infinity()) : y;
   return y;
 }
 
-inline Vec<double, 64>::type vexp(Vec<double, 64>::type x) {
-  Vec<double, 64>::type y;
-  for (int i = 0; i < Vec<double, 64>::lanes; ++i) y[i] = std::exp(x[i]);
+template <int BYTES>
+inline typename Vec<double, BYTES>::type vexp(typename Vec<double, BYTES>::type x) {
+  typename Vec<double, BYTES>::type y;
+  for (int i = 0; i < Vec<double, BYTES>::lanes; ++i) y[i] = std::exp(x[i]);
   return y;
 }
 
@@ -119,8 +133,8 @@ inline void mask_keys(typename KV::type (&s)[kKeyVecs], int64_t valid, T fill) {
 template <typename T, int FB>
 void forward_kernel(const T* qp, const T* kT, const T* vp, T* out, T* lse, int64_t B, int64_t N, int64_t M,
                     int64_t Np, int64_t Mp, int64_t d, int64_t dp, int64_t dv, int64_t dvp, T scale) {
-  using KV = Vec<T, 64>;
-  using FV = Vec<T, FB>;
+  using KV = KeyVec<T>;
+  using FV = FeatVec<T, FB>;
   constexpr int64_t BK = kKeyVecs * KV::lanes;
   const int64_t blocks = (Np + kQueryBlock - 1) / kQueryBlock;
   const T inf = std::numeric_limits<T>::infinity();
@@ -150,7 +164,7 @@ void forward_kernel(const T* qp, const T* kT, const T* vp, T* out, T* lse, int64
             alpha[r] = std::exp(m_old - shift);
             typename KV::type sum = {};
             for (int jv = 0; jv < kKeyVecs; ++jv) {
-              const typename KV::type e = vexp(s[r][jv] - shift);
+              const typename KV::type e = vexp<kVecBytes>(s[r][jv] - shift);
               sum += e;
               store<KV>(p.data() + r * BK + jv * KV::lanes, e);
             }
@@ -199,8 +213,8 @@ template <typename T, int FB>
 void backward_kernel(const T* qp, const T* kp, const T* kT, const T* vT, const T* gp, const T* lse, const T* delta,
                      T* dq_part, T* dk, T* dv_out, int64_t B, int64_t N, int64_t M, int64_t Np, int64_t Mp, int64_t d,
                      int64_t dp, int64_t dv, int64_t dvp, int64_t chunk_keys, int64_t chunks, T scale) {
-  using KV = Vec<T, 64>;
-  using FV = Vec<T, FB>;
+  using KV = KeyVec<T>;
+  using FV = FeatVec<T, FB>;
   constexpr int64_t BK = kKeyVecs * KV::lanes;
   at::parallel_for(0, B * chunks, 1, [&](int64_t u0, int64_t u1) {
     std::vector<T> dkb(BK * dp), dvb(BK * dvp), p(kRows * BK), ds(kRows * BK);
@@ -225,7 +239,7 @@ void backward_kernel(const T* qp, const T* kp, const T* kT, const T* vT, const T
           for (int r = 0; r < kRows; ++r) {
             const int64_t i = b * Np + r0 + r;
             for (int jv = 0; jv < kKeyVecs; ++jv) {
-              const typename KV::type e = vexp(s[r][jv] - lse[i]);
+              const typename KV::type e = vexp<kVecBytes>(s[r][jv] - lse[i]);
               s[r][jv] = e;
               dpr[r][jv] = e * (dpr[r][jv] - delta[i]);
             }

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import torch
 
-from srops import _backend
+from srops import _backend, _ext
 from srops._checks import check_dim_size, check_float, check_same, check_tensor
 from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
 from srops.ops.nonlocal_attention.sdpa_impl import nonlocal_attention_sdpa
 from srops.ops.nonlocal_attention import triton_impl
+
+if _ext.HAS_EXT:
+    from srops.ops.nonlocal_attention import cpu_impl
+else:
+    cpu_impl = None  # type: ignore[assignment]
 
 OP = "nonlocal_attention"
 _WRAPPED = ("sdpa", "triton")
@@ -48,6 +53,13 @@ class _HigherOrderViaReference(torch.autograd.Function):
 
 _backend.register(_backend.Backend(OP, "reference", nonlocal_attention_ref, devices=("cpu", "cuda")))
 _backend.register(_backend.Backend(OP, "sdpa", nonlocal_attention_sdpa, devices=("cpu", "cuda")))
+# C++ flash kernels (csrc/nonlocal_attention/): float32/float64, half precision through float32.
+_backend.register(
+    _backend.Backend(
+        OP, "cpu", cpu_impl.nonlocal_attention_cpu if cpu_impl else None, devices=("cpu",),
+        available=_ext.kernel_availability(("nonlocal_attention_fwd", "nonlocal_attention_bwd"), "CPU"),
+    )
+)
 # Triton flash kernels; CPU tensors only under TRITON_INTERPRET=1 (the interpreter, for tests, not speed).
 _backend.register(
     _backend.Backend(
