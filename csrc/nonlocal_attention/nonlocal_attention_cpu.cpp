@@ -25,7 +25,7 @@ namespace {
 constexpr int64_t kRows = 4;         // query rows of a register tile
 constexpr int kBlockBytes = 256;     // bytes of keys in a key block (64 float / 32 double keys)
 constexpr int64_t kQueryBlock = 64;  // queries of a forward work unit, which share each key block
-constexpr int64_t kMinUnits = 16;    // backward: split keys into chunks until B·chunks reaches this
+constexpr int64_t kMinUnits = 8;     // backward: split keys into chunks until B·chunks reaches this
 
 template <typename T>
 constexpr int64_t block_keys() {
