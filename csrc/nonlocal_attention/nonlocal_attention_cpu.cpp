@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/checks.h"
@@ -24,12 +25,18 @@ namespace {
 
 constexpr int64_t kRows = 4;         // query rows of a register tile
 constexpr int kBlockBytes = 256;     // bytes of keys in a key block (64 float / 32 double keys)
+constexpr int kGroupBytes = 64;      // keys are padded to 64 bytes; a last block may be 1-3 such groups
 constexpr int64_t kQueryBlock = 64;  // queries of a forward work unit, which share each key block
 constexpr int64_t kMinUnits = 8;     // backward: split keys into chunks until B·chunks reaches this
 
 template <typename T>
 constexpr int64_t block_keys() {
   return kBlockBytes / int64_t(sizeof(T));
+}
+
+template <typename T>
+constexpr int64_t group_keys() {
+  return kGroupBytes / int64_t(sizeof(T));
 }
 
 // Compiled three times: baseline x86-64 (SSE2), AVX2 + FMA, AVX-512F; chosen at run time by ATen's
@@ -137,7 +144,7 @@ std::tuple<at::Tensor, at::Tensor> nonlocal_attention_fwd_cpu(const at::Tensor& 
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nonlocal_attention_fwd_cpu", [&] {
     const int fb = feature_bytes<scalar_t>(d, dv);
     const int64_t fl = fb / int64_t(sizeof(scalar_t));
-    const int64_t Np = round_up(N, kRows), Mp = round_up(M, block_keys<scalar_t>());
+    const int64_t Np = round_up(N, kRows), Mp = round_up(M, group_keys<scalar_t>());
     const int64_t dp = round_up(d, fl), dvp = round_up(dv, fl);
     const at::Tensor qp = pad(q, Np, dp);
     const at::Tensor kT = pad(k, Mp, d).transpose(1, 2).contiguous();
@@ -179,7 +186,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nonlocal_attention_bwd_cpu", [&] {
     const int fb = feature_bytes<scalar_t>(d, dv);
     const int64_t fl = fb / int64_t(sizeof(scalar_t)), bk = block_keys<scalar_t>();
-    const int64_t Np = round_up(N, kRows), Mp = round_up(M, bk);
+    const int64_t Np = round_up(N, kRows), Mp = round_up(M, group_keys<scalar_t>());
     const int64_t dp = round_up(d, fl), dvp = round_up(dv, fl);
     const at::Tensor qp = pad(q, Np, dp);
     const at::Tensor kp = pad(k, Mp, dp);
@@ -189,7 +196,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
     // Δ = rowsum(grad ∘ out); padding rows get lse = Δ = 0 (their probabilities are masked anyway).
     const at::Tensor delta = at::constant_pad_nd((grad * out).sum(-1), {0, Np - N}, 0).contiguous();
     const at::Tensor lsep = at::constant_pad_nd(lse, {0, Np - N}, 0).contiguous();
-    const int64_t key_blocks = Mp / bk;
+    const int64_t key_blocks = (Mp + bk - 1) / bk;
     const int64_t want = std::min(key_blocks, (kMinUnits + B - 1) / B);
     const int64_t chunk_keys = (key_blocks + want - 1) / want * bk;
     const int64_t chunks = (Mp + chunk_keys - 1) / chunk_keys;

@@ -105,11 +105,12 @@ inline typename Vec<double, BYTES>::type vexp(typename Vec<double, BYTES>::type 
   return y;
 }
 
-// s[r][jv] = scale · Σ_c q[r][c] · kT[c][j0 + jv·lanes …], for kRows rows of q (row stride ldq).
-template <typename T, typename KV>
-inline void block_scores(typename KV::type (&s)[kRows][kKeyVecs], const T* q, int64_t ldq, const T* kT,
-                         int64_t ldk, int64_t d, T scale) {
-  for (int jv = 0; jv < kKeyVecs; ++jv) {
+// s[r][jv] = scale · Σ_c q[r][c] · kT[c][jv·lanes …], for kRows rows of q (row stride ldq) and NV
+// key vectors of kT (row stride ldk).
+template <typename T, typename KV, int NV>
+inline void block_scores(typename KV::type (&s)[kRows][NV], const T* q, int64_t ldq, const T* kT, int64_t ldk,
+                         int64_t d, T scale) {
+  for (int jv = 0; jv < NV; ++jv) {
     typename KV::type acc[kRows] = {};
     const T* kc = kT + jv * KV::lanes;
     for (int64_t c = 0; c < d; ++c) {
@@ -121,68 +122,91 @@ inline void block_scores(typename KV::type (&s)[kRows][kKeyVecs], const T* q, in
 }
 
 // The keys of a block at or past `valid` (the padding after M) are masked to `fill`.
-template <typename KV, typename T>
-inline void mask_keys(typename KV::type (&s)[kKeyVecs], int64_t valid, T fill) {
-  for (int jv = 0; jv < kKeyVecs; ++jv)
+template <typename KV, int NV, typename T>
+inline void mask_keys(typename KV::type (&s)[NV], int64_t valid, T fill) {
+  for (int jv = 0; jv < NV; ++jv)
     for (int i = 0; i < KV::lanes; ++i)
       if (jv * KV::lanes + i >= valid) s[jv][i] = fill;
 }
 
-// Forward: one work unit is (batch b, kQueryBlock queries); o, m, l are its running output,
-// row max and row sum; p holds one register tile's probabilities.
+// Calls FN<NV>() for the NV key vectors of the block at j0: whole blocks, then a last one of the
+// 64-byte groups (kGroupBytes) that remain.
+template <typename T, typename F>
+inline void for_key_blocks(int64_t j0, int64_t j1, F&& fn) {
+  constexpr int64_t group = kGroupBytes / int64_t(sizeof(T));
+  constexpr int GV = kGroupBytes / kVecBytes;
+  constexpr int64_t BK = kKeyVecs * KeyVec<T>::lanes;
+  for (; j0 < j1; j0 += BK) {
+    switch (std::min<int64_t>(BK, j1 - j0) / group) {
+      case 1: fn(j0, std::integral_constant<int, GV>()); break;
+      case 2: fn(j0, std::integral_constant<int, 2 * GV>()); break;
+      case 3: fn(j0, std::integral_constant<int, 3 * GV>()); break;
+      default: fn(j0, std::integral_constant<int, kKeyVecs>()); break;
+    }
+  }
+}
+static_assert(kKeyVecs * kVecBytes == 4 * kGroupBytes, "a key block is four 64-byte groups");
+
+// One key block (NV vectors from kT's column j0) for `rows` queries of a forward unit: updates
+// their running output o [rows, dvp], row max m and row sum l; p is scratch [kRows, NV·lanes].
+template <typename T, int FB, int NV>
+inline void forward_block(const T* q, int64_t dp, const T* kT, int64_t Mp, const T* v, int64_t dvp, int64_t d,
+                          int64_t valid, T scale, int64_t rows, T* o, T* m, T* l, T* p) {
+  using KV = KeyVec<T>;
+  using FV = FeatVec<T, FB>;
+  constexpr int64_t BK = NV * KV::lanes;
+  const T inf = std::numeric_limits<T>::infinity();
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    typename KV::type s[kRows][NV];
+    block_scores<T, KV, NV>(s, q + r0 * dp, dp, kT, Mp, d, scale);
+    T alpha[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      if (valid < BK) mask_keys<KV, NV>(s[r], valid, -inf);
+      typename KV::type mx = s[r][0];
+      for (int jv = 1; jv < NV; ++jv) mx = s[r][jv] > mx ? s[r][jv] : mx;
+      const T m_old = m[r0 + r], block_max = hmax<KV, T>(mx);
+      const T m_new = block_max > m_old ? block_max : m_old;  // a NaN score: its exp below is NaN
+      const T shift = m_new == -inf ? T(0) : m_new;          // no −inf − (−inf) while a row is all −inf
+      alpha[r] = std::exp(m_old - shift);
+      typename KV::type sum = {};
+      for (int jv = 0; jv < NV; ++jv) {
+        const typename KV::type e = vexp<kVecBytes>(s[r][jv] - shift);
+        sum += e;
+        store<KV>(p + r * BK + jv * KV::lanes, e);
+      }
+      l[r0 + r] = l[r0 + r] * alpha[r] + hsum<KV, T>(sum);
+      m[r0 + r] = m_new;
+    }
+    for (int64_t f0 = 0; f0 < dvp; f0 += FV::lanes) {
+      typename FV::type acc[kRows];
+      for (int r = 0; r < kRows; ++r) acc[r] = load<FV>(o + (r0 + r) * dvp + f0) * alpha[r];
+      for (int64_t j = 0; j < BK; ++j) {
+        const typename FV::type x = load<FV>(v + j * dvp + f0);
+        for (int r = 0; r < kRows; ++r) acc[r] += p[r * BK + j] * x;
+      }
+      for (int r = 0; r < kRows; ++r) store<FV>(o + (r0 + r) * dvp + f0, acc[r]);
+    }
+  }
+}
+
+// Forward: one work unit is (batch b, kQueryBlock queries), which meet every key block in turn.
 template <typename T, int FB>
 void forward_kernel(const T* qp, const T* kT, const T* vp, T* out, T* lse, int64_t B, int64_t N, int64_t M,
                     int64_t Np, int64_t Mp, int64_t d, int64_t dp, int64_t dv, int64_t dvp, T scale) {
-  using KV = KeyVec<T>;
-  using FV = FeatVec<T, FB>;
-  constexpr int64_t BK = kKeyVecs * KV::lanes;
+  constexpr int64_t BK = kKeyVecs * KeyVec<T>::lanes;
   const int64_t blocks = (Np + kQueryBlock - 1) / kQueryBlock;
-  const T inf = std::numeric_limits<T>::infinity();
   at::parallel_for(0, B * blocks, 1, [&](int64_t u0, int64_t u1) {
     std::vector<T> o(kQueryBlock * dvp), m(kQueryBlock), l(kQueryBlock), p(kRows * BK);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t b = u / blocks, i0 = (u % blocks) * kQueryBlock, rows = std::min(kQueryBlock, Np - i0);
       const T* q = qp + (b * Np + i0) * dp;
-      const T* kb = kT + b * d * Mp;
-      const T* vb = vp + b * Mp * dvp;
       std::fill(o.begin(), o.end(), T(0));
-      std::fill(m.begin(), m.end(), -inf);
+      std::fill(m.begin(), m.end(), -std::numeric_limits<T>::infinity());
       std::fill(l.begin(), l.end(), T(0));
-      for (int64_t j0 = 0; j0 < Mp; j0 += BK) {
-        const int64_t valid = M - j0;
-        for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-          typename KV::type s[kRows][kKeyVecs];
-          block_scores<T, KV>(s, q + r0 * dp, dp, kb + j0, Mp, d, scale);
-          T alpha[kRows];
-          for (int r = 0; r < kRows; ++r) {
-            if (valid < BK) mask_keys<KV>(s[r], valid, -inf);
-            typename KV::type mx = s[r][0];
-            for (int jv = 1; jv < kKeyVecs; ++jv) mx = s[r][jv] > mx ? s[r][jv] : mx;
-            const T m_old = m[r0 + r], block_max = hmax<KV, T>(mx);
-            const T m_new = block_max > m_old ? block_max : m_old;  // a NaN score: its exp below is NaN
-            const T shift = m_new == -inf ? T(0) : m_new;          // no −inf − (−inf) while a row is all −inf
-            alpha[r] = std::exp(m_old - shift);
-            typename KV::type sum = {};
-            for (int jv = 0; jv < kKeyVecs; ++jv) {
-              const typename KV::type e = vexp<kVecBytes>(s[r][jv] - shift);
-              sum += e;
-              store<KV>(p.data() + r * BK + jv * KV::lanes, e);
-            }
-            l[r0 + r] = l[r0 + r] * alpha[r] + hsum<KV, T>(sum);
-            m[r0 + r] = m_new;
-          }
-          for (int64_t f0 = 0; f0 < dvp; f0 += FV::lanes) {
-            typename FV::type acc[kRows];
-            for (int r = 0; r < kRows; ++r) acc[r] = load<FV>(o.data() + (r0 + r) * dvp + f0) * alpha[r];
-            const T* vj = vb + j0 * dvp + f0;
-            for (int64_t j = 0; j < BK; ++j) {
-              const typename FV::type x = load<FV>(vj + j * dvp);
-              for (int r = 0; r < kRows; ++r) acc[r] += p[r * BK + j] * x;
-            }
-            for (int r = 0; r < kRows; ++r) store<FV>(o.data() + (r0 + r) * dvp + f0, acc[r]);
-          }
-        }
-      }
+      for_key_blocks<T>(0, Mp, [&](int64_t j0, auto nv) {
+        forward_block<T, FB, decltype(nv)::value>(q, dp, kT + b * d * Mp + j0, Mp, vp + (b * Mp + j0) * dvp, dvp, d,
+                                                  M - j0, scale, rows, o.data(), m.data(), l.data(), p.data());
+      });
       for (int64_t r = 0; r < rows && i0 + r < N; ++r) {
         T* y = out + (b * N + i0 + r) * dv;
         for (int64_t c = 0; c < dv; ++c) y[c] = o[r * dvp + c] / l[r];
@@ -192,8 +216,8 @@ void forward_kernel(const T* qp, const T* kT, const T* vp, T* out, T* lse, int64
   });
 }
 
-// acc[j][:] += Σ_r w[r][j] · x[r][:] for a block of BK rows of acc (row stride ld) and kRows rows of
-// x (row stride ld): dv += pᵀ·grad and dk += dsᵀ·q.
+// acc[j][:] += Σ_r w[r][j] · x[r][:] for BK rows of acc and kRows rows of x (both of row stride ld):
+// dv += pᵀ·grad and dk += dsᵀ·q.
 template <typename T, typename FV, int64_t BK>
 inline void accumulate_keys(T* acc, const T* w, const T* x, int64_t ld) {
   for (int64_t f0 = 0; f0 < ld; f0 += FV::lanes) {
@@ -207,73 +231,85 @@ inline void accumulate_keys(T* acc, const T* w, const T* x, int64_t ld) {
   }
 }
 
+// Pointers of one backward unit's batch (see backward_kernel) and its scratch.
+template <typename T>
+struct BwdBatch {
+  const T *q, *g, *k, *kT, *vT, *lse, *delta;
+  T *dq, *dkb, *dvb, *p, *ds;
+};
+
+// One key block (NV vectors from column j0) against every query row of the batch: dk, dv of the
+// block into dkb, dvb, and the block's share of dq.
+template <typename T, int FB, int NV>
+inline void backward_block(const BwdBatch<T>& x, int64_t j0, int64_t N, int64_t Np, int64_t Mp, int64_t d,
+                           int64_t dp, int64_t dv, int64_t dvp, int64_t valid, T scale) {
+  using KV = KeyVec<T>;
+  using FV = FeatVec<T, FB>;
+  constexpr int64_t BK = NV * KV::lanes;
+  for (int64_t r0 = 0; r0 < Np; r0 += kRows) {
+    typename KV::type s[kRows][NV], dpr[kRows][NV];
+    block_scores<T, KV, NV>(s, x.q + r0 * dp, dp, x.kT + j0, Mp, d, scale);
+    block_scores<T, KV, NV>(dpr, x.g + r0 * dvp, dvp, x.vT + j0, Mp, dv, T(1));
+    for (int r = 0; r < kRows; ++r) {
+      const T lr = x.lse[r0 + r], dr = x.delta[r0 + r];
+      for (int jv = 0; jv < NV; ++jv) {
+        const typename KV::type e = vexp<kVecBytes>(s[r][jv] - lr);
+        s[r][jv] = e;
+        dpr[r][jv] = e * (dpr[r][jv] - dr);
+      }
+      if (r0 + r >= N) {  // padding rows: no contribution, whatever the keys hold
+        mask_keys<KV, NV>(s[r], 0, T(0));
+        mask_keys<KV, NV>(dpr[r], 0, T(0));
+      } else if (valid < BK) {
+        mask_keys<KV, NV>(s[r], valid, T(0));
+        mask_keys<KV, NV>(dpr[r], valid, T(0));
+      }
+      for (int jv = 0; jv < NV; ++jv) {
+        store<KV>(x.p + r * BK + jv * KV::lanes, s[r][jv]);
+        store<KV>(x.ds + r * BK + jv * KV::lanes, dpr[r][jv]);
+      }
+    }
+    accumulate_keys<T, FV, BK>(x.dvb, x.p, x.g + r0 * dvp, dvp);
+    accumulate_keys<T, FV, BK>(x.dkb, x.ds, x.q + r0 * dp, dp);
+    for (int64_t f0 = 0; f0 < dp; f0 += FV::lanes) {
+      typename FV::type acc[kRows];
+      for (int r = 0; r < kRows; ++r) acc[r] = load<FV>(x.dq + (r0 + r) * dp + f0);
+      for (int64_t j = 0; j < BK; ++j) {
+        const typename FV::type kj = load<FV>(x.k + (j0 + j) * dp + f0);
+        for (int r = 0; r < kRows; ++r) acc[r] += x.ds[r * BK + j] * kj;
+      }
+      for (int r = 0; r < kRows; ++r) store<FV>(x.dq + (r0 + r) * dp + f0, acc[r]);
+    }
+  }
+}
+
 // Backward: one work unit is (batch b, chunk of chunk_keys keys); it owns dk and dv of its keys and
 // the partial dq_part[chunk, b] (summed over chunks by the caller's reduction).
 template <typename T, int FB>
 void backward_kernel(const T* qp, const T* kp, const T* kT, const T* vT, const T* gp, const T* lse, const T* delta,
                      T* dq_part, T* dk, T* dv_out, int64_t B, int64_t N, int64_t M, int64_t Np, int64_t Mp, int64_t d,
                      int64_t dp, int64_t dv, int64_t dvp, int64_t chunk_keys, int64_t chunks, T scale) {
-  using KV = KeyVec<T>;
-  using FV = FeatVec<T, FB>;
-  constexpr int64_t BK = kKeyVecs * KV::lanes;
+  constexpr int64_t BK = kKeyVecs * KeyVec<T>::lanes;
   at::parallel_for(0, B * chunks, 1, [&](int64_t u0, int64_t u1) {
     std::vector<T> dkb(BK * dp), dvb(BK * dvp), p(kRows * BK), ds(kRows * BK);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t b = u / chunks, ch = u % chunks;
       const int64_t k0 = ch * chunk_keys, k1 = std::min(Mp, k0 + chunk_keys);
-      T* dq = dq_part + (ch * B + b) * Np * dp;
-      std::fill(dq, dq + Np * dp, T(0));
-      const T* qb = qp + b * Np * dp;
-      const T* gb = gp + b * Np * dvp;
-      const T* kb = kp + b * Mp * dp;
-      const T* ktb = kT + b * d * Mp;
-      const T* vtb = vT + b * dv * Mp;
-      for (int64_t j0 = k0; j0 < k1; j0 += BK) {
-        const int64_t valid = M - j0;
+      BwdBatch<T> x{qp + b * Np * dp, gp + b * Np * dvp, kp + b * Mp * dp, kT + b * d * Mp, vT + b * dv * Mp,
+                    lse + b * Np, delta + b * Np, dq_part + (ch * B + b) * Np * dp, dkb.data(), dvb.data(),
+                    p.data(), ds.data()};
+      std::fill(x.dq, x.dq + Np * dp, T(0));
+      for_key_blocks<T>(k0, k1, [&](int64_t j0, auto nv) {
         std::fill(dkb.begin(), dkb.end(), T(0));
         std::fill(dvb.begin(), dvb.end(), T(0));
-        for (int64_t r0 = 0; r0 < Np; r0 += kRows) {
-          typename KV::type s[kRows][kKeyVecs], dpr[kRows][kKeyVecs];
-          block_scores<T, KV>(s, qb + r0 * dp, dp, ktb + j0, Mp, d, scale);
-          block_scores<T, KV>(dpr, gb + r0 * dvp, dvp, vtb + j0, Mp, dv, T(1));
-          for (int r = 0; r < kRows; ++r) {
-            const int64_t i = b * Np + r0 + r;
-            for (int jv = 0; jv < kKeyVecs; ++jv) {
-              const typename KV::type e = vexp<kVecBytes>(s[r][jv] - lse[i]);
-              s[r][jv] = e;
-              dpr[r][jv] = e * (dpr[r][jv] - delta[i]);
-            }
-            if (r0 + r >= N) {  // padding rows: no contribution, whatever the keys hold
-              mask_keys<KV>(s[r], 0, T(0));
-              mask_keys<KV>(dpr[r], 0, T(0));
-            } else if (valid < BK) {
-              mask_keys<KV>(s[r], valid, T(0));
-              mask_keys<KV>(dpr[r], valid, T(0));
-            }
-            for (int jv = 0; jv < kKeyVecs; ++jv) {
-              store<KV>(p.data() + r * BK + jv * KV::lanes, s[r][jv]);
-              store<KV>(ds.data() + r * BK + jv * KV::lanes, dpr[r][jv]);
-            }
-          }
-          accumulate_keys<T, FV, BK>(dvb.data(), p.data(), gb + r0 * dvp, dvp);
-          accumulate_keys<T, FV, BK>(dkb.data(), ds.data(), qb + r0 * dp, dp);
-          for (int64_t f0 = 0; f0 < dp; f0 += FV::lanes) {
-            typename FV::type acc[kRows];
-            for (int r = 0; r < kRows; ++r) acc[r] = load<FV>(dq + (r0 + r) * dp + f0);
-            for (int64_t j = 0; j < BK; ++j) {
-              const typename FV::type x = load<FV>(kb + (j0 + j) * dp + f0);
-              for (int r = 0; r < kRows; ++r) acc[r] += ds[r * BK + j] * x;
-            }
-            for (int r = 0; r < kRows; ++r) store<FV>(dq + (r0 + r) * dp + f0, acc[r]);
-          }
-        }
+        backward_block<T, FB, decltype(nv)::value>(x, j0, N, Np, Mp, d, dp, dv, dvp, M - j0, scale);
         for (int64_t j = 0; j < BK && j0 + j < M; ++j) {
           T* dkr = dk + (b * M + j0 + j) * d;
           T* dvr = dv_out + (b * M + j0 + j) * dv;
           for (int64_t c = 0; c < d; ++c) dkr[c] = dkb[j * dp + c] * scale;
           for (int64_t c = 0; c < dv; ++c) dvr[c] = dvb[j * dvp + c];
         }
-      }
+      });
     }
   });
 }
