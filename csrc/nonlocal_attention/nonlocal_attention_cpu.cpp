@@ -101,11 +101,9 @@ Isa isa() {
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// Feature vectors of 32 bytes when both head dims fit in one (d = 8 in float32), else 64.
-template <typename T>
-int feature_bytes(int64_t d, int64_t dv) {
-  return std::max(d, dv) * int64_t(sizeof(T)) <= 32 ? 32 : 64;
-}
+// Feature dims are padded to 64 bytes, the widest vector (narrower feature vectors for d ≤ 8 made
+// GCC keep the AVX-512 kernels' accumulators on the stack: d = 8 ran 1.5x slower).
+constexpr int kFeatureBytes = 64;
 
 // t [B, rows, cols] → contiguous [B, rows_to, cols_to], zero-padded at the end of both dims.
 at::Tensor pad(const at::Tensor& t, int64_t rows_to, int64_t cols_to) {
@@ -142,23 +140,16 @@ std::tuple<at::Tensor, at::Tensor> nonlocal_attention_fwd_cpu(const at::Tensor& 
   if (out.numel() == 0) return {out, lse.fill_(M == 0 ? -std::numeric_limits<double>::infinity() : 0.0)};
   TORCH_CHECK_VALUE(M > 0, "srops::", op, ": k must have at least one key, got shape ", k.sizes());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nonlocal_attention_fwd_cpu", [&] {
-    const int fb = feature_bytes<scalar_t>(d, dv);
-    const int64_t fl = fb / int64_t(sizeof(scalar_t));
+    const int64_t fl = kFeatureBytes / int64_t(sizeof(scalar_t));
     const int64_t Np = round_up(N, kRows), Mp = round_up(M, group_keys<scalar_t>());
     const int64_t dp = round_up(d, fl), dvp = round_up(dv, fl);
     const at::Tensor qp = pad(q, Np, dp);
     const at::Tensor kT = pad(k, Mp, d).transpose(1, 2).contiguous();
     const at::Tensor vp = pad(v, Mp, dvp);
     const auto s = static_cast<scalar_t>(scale);
-    if (fb == 32) {
-      SROPS_NL_CALL(forward_kernel<scalar_t SROPS_NL_COMMA 32>, qp.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(),
-                    vp.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), B, N, M, Np, Mp, d,
-                    dp, dv, dvp, s);
-    } else {
-      SROPS_NL_CALL(forward_kernel<scalar_t SROPS_NL_COMMA 64>, qp.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(),
-                    vp.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), B, N, M, Np, Mp, d,
-                    dp, dv, dvp, s);
-    }
+    SROPS_NL_CALL(forward_kernel<scalar_t SROPS_NL_COMMA kFeatureBytes>, qp.data_ptr<scalar_t>(),
+                  kT.data_ptr<scalar_t>(), vp.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                  lse.data_ptr<scalar_t>(), B, N, M, Np, Mp, d, dp, dv, dvp, s);
   });
   return {out, lse};
 }
@@ -184,8 +175,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
   at::Tensor dvt = at::zeros_like(v, at::MemoryFormat::Contiguous);
   if (B == 0 || N == 0 || M == 0) return {dq, dk, dvt};
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nonlocal_attention_bwd_cpu", [&] {
-    const int fb = feature_bytes<scalar_t>(d, dv);
-    const int64_t fl = fb / int64_t(sizeof(scalar_t)), bk = block_keys<scalar_t>();
+    const int64_t fl = kFeatureBytes / int64_t(sizeof(scalar_t)), bk = block_keys<scalar_t>();
     const int64_t Np = round_up(N, kRows), Mp = round_up(M, group_keys<scalar_t>());
     const int64_t dp = round_up(d, fl), dvp = round_up(dv, fl);
     const at::Tensor qp = pad(q, Np, dp);
@@ -202,19 +192,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
     const int64_t chunks = (Mp + chunk_keys - 1) / chunk_keys;
     at::Tensor dq_part = at::empty({chunks, B, Np, dp}, q.options());
     const auto s = static_cast<scalar_t>(scale);
-    if (fb == 32) {
-      SROPS_NL_CALL(backward_kernel<scalar_t SROPS_NL_COMMA 32>, qp.data_ptr<scalar_t>(), kp.data_ptr<scalar_t>(),
-                    kT.data_ptr<scalar_t>(), vT.data_ptr<scalar_t>(), gp.data_ptr<scalar_t>(),
-                    lsep.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), dq_part.data_ptr<scalar_t>(),
-                    dk.data_ptr<scalar_t>(), dvt.data_ptr<scalar_t>(), B, N, M, Np, Mp, d, dp, dv, dvp, chunk_keys,
-                    chunks, s);
-    } else {
-      SROPS_NL_CALL(backward_kernel<scalar_t SROPS_NL_COMMA 64>, qp.data_ptr<scalar_t>(), kp.data_ptr<scalar_t>(),
-                    kT.data_ptr<scalar_t>(), vT.data_ptr<scalar_t>(), gp.data_ptr<scalar_t>(),
-                    lsep.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), dq_part.data_ptr<scalar_t>(),
-                    dk.data_ptr<scalar_t>(), dvt.data_ptr<scalar_t>(), B, N, M, Np, Mp, d, dp, dv, dvp, chunk_keys,
-                    chunks, s);
-    }
+    SROPS_NL_CALL(backward_kernel<scalar_t SROPS_NL_COMMA kFeatureBytes>, qp.data_ptr<scalar_t>(),
+                  kp.data_ptr<scalar_t>(), kT.data_ptr<scalar_t>(), vT.data_ptr<scalar_t>(), gp.data_ptr<scalar_t>(),
+                  lsep.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), dq_part.data_ptr<scalar_t>(),
+                  dk.data_ptr<scalar_t>(), dvt.data_ptr<scalar_t>(), B, N, M, Np, Mp, d, dp, dv, dvp, chunk_keys,
+                  chunks, s);
     // dq = scale · Σ_chunks dq_part, in chunk order.
     const scalar_t* part = dq_part.data_ptr<scalar_t>();
     scalar_t* dqo = dq.data_ptr<scalar_t>();

@@ -55,18 +55,42 @@ inline typename V::type splat(T s) {
   return x + s;
 }
 
+// Lane i's partner i ^ w, for a butterfly reduction over w = lanes/2, lanes/4, ..., 1.
+template <typename V, int W>
+inline typename V::type swap_lanes(typename V::type x) {
+  typename V::mask idx;
+  for (int i = 0; i < V::lanes; ++i) idx[i] = i ^ W;
+  return __builtin_shuffle(x, idx);
+}
+
+template <typename V, int W = V::lanes / 2>
+inline typename V::type butterfly_max(typename V::type x) {
+  if constexpr (W == 0) {
+    return x;
+  } else {
+    const typename V::type y = swap_lanes<V, W>(x);
+    return butterfly_max<V, W / 2>(y > x ? y : x);
+  }
+}
+
+template <typename V, int W = V::lanes / 2>
+inline typename V::type butterfly_sum(typename V::type x) {
+  if constexpr (W == 0) {
+    return x;
+  } else {
+    return butterfly_sum<V, W / 2>(x + swap_lanes<V, W>(x));
+  }
+}
+
+// The largest lane (a NaN lane may or may not win; the kernels' exp then makes the row NaN anyway).
 template <typename V, typename T>
 inline T hmax(typename V::type x) {
-  T m = x[0];
-  for (int i = 1; i < V::lanes; ++i) m = x[i] > m ? x[i] : m;
-  return m;
+  return butterfly_max<V>(x)[0];
 }
 
 template <typename V, typename T>
 inline T hsum(typename V::type x) {
-  T s = 0;
-  for (int i = 0; i < V::lanes; ++i) s += x[i];
-  return s;
+  return butterfly_sum<V>(x)[0];
 }
 
 // exp of each lane. float: Cephes' expf polynomial on x − n·ln2 with 2ⁿ built in the exponent bits
@@ -147,6 +171,28 @@ inline void for_key_blocks(int64_t j0, int64_t j1, F&& fn) {
 }
 static_assert(kKeyVecs * kVecBytes == 4 * kGroupBytes, "a key block is four 64-byte groups");
 
+// o[r][:] = o[r][:] · alpha[r] + Σ_j w[r][j] · x[j][:] for kRows rows of o (row stride ldo; alpha
+// null: 1) and BK rows of x (row stride ldx), one feature vector wide; w is [kRows, BK]. The four
+// accumulators are named so that they stay in registers.
+template <typename T, typename FV, int64_t BK>
+inline void rows_times_block(T* o, int64_t ldo, const T* alpha, const T* w, const T* x, int64_t ldx) {
+  static_assert(kRows == 4, "written out for four rows");
+  typename FV::type a0 = load<FV>(o), a1 = load<FV>(o + ldo), a2 = load<FV>(o + 2 * ldo), a3 = load<FV>(o + 3 * ldo);
+  if (alpha != nullptr) a0 *= alpha[0], a1 *= alpha[1], a2 *= alpha[2], a3 *= alpha[3];
+#pragma GCC unroll 4
+  for (int64_t j = 0; j < BK; ++j) {
+    const typename FV::type xj = load<FV>(x + j * ldx);
+    a0 += w[j] * xj;
+    a1 += w[BK + j] * xj;
+    a2 += w[2 * BK + j] * xj;
+    a3 += w[3 * BK + j] * xj;
+  }
+  store<FV>(o, a0);
+  store<FV>(o + ldo, a1);
+  store<FV>(o + 2 * ldo, a2);
+  store<FV>(o + 3 * ldo, a3);
+}
+
 // One key block (NV vectors from kT's column j0) for `rows` queries of a forward unit: updates
 // their running output o [rows, dvp], row max m and row sum l; p is scratch [kRows, NV·lanes].
 template <typename T, int FB, int NV>
@@ -167,7 +213,7 @@ inline void forward_block(const T* q, int64_t dp, const T* kT, int64_t Mp, const
       const T m_old = m[r0 + r], block_max = hmax<KV, T>(mx);
       const T m_new = block_max > m_old ? block_max : m_old;  // a NaN score: its exp below is NaN
       const T shift = m_new == -inf ? T(0) : m_new;          // no −inf − (−inf) while a row is all −inf
-      alpha[r] = std::exp(m_old - shift);
+      alpha[r] = m_new == m_old ? T(1) : std::exp(m_old - shift);  // 1 also for a row still all −inf
       typename KV::type sum = {};
       for (int jv = 0; jv < NV; ++jv) {
         const typename KV::type e = vexp<kVecBytes>(s[r][jv] - shift);
@@ -177,15 +223,8 @@ inline void forward_block(const T* q, int64_t dp, const T* kT, int64_t Mp, const
       l[r0 + r] = l[r0 + r] * alpha[r] + hsum<KV, T>(sum);
       m[r0 + r] = m_new;
     }
-    for (int64_t f0 = 0; f0 < dvp; f0 += FV::lanes) {
-      typename FV::type acc[kRows];
-      for (int r = 0; r < kRows; ++r) acc[r] = load<FV>(o + (r0 + r) * dvp + f0) * alpha[r];
-      for (int64_t j = 0; j < BK; ++j) {
-        const typename FV::type x = load<FV>(v + j * dvp + f0);
-        for (int r = 0; r < kRows; ++r) acc[r] += p[r * BK + j] * x;
-      }
-      for (int r = 0; r < kRows; ++r) store<FV>(o + (r0 + r) * dvp + f0, acc[r]);
-    }
+    for (int64_t f0 = 0; f0 < dvp; f0 += FV::lanes)
+      rows_times_block<T, FV, BK>(o + r0 * dvp + f0, dvp, alpha, p, v + f0, dvp);
   }
 }
 
@@ -220,12 +259,17 @@ void forward_kernel(const T* qp, const T* kT, const T* vp, T* out, T* lse, int64
 // dv += pᵀ·grad and dk += dsᵀ·q.
 template <typename T, typename FV, int64_t BK>
 inline void accumulate_keys(T* acc, const T* w, const T* x, int64_t ld) {
+  static_assert(kRows == 4, "written out for four rows");
   for (int64_t f0 = 0; f0 < ld; f0 += FV::lanes) {
-    typename FV::type xr[kRows];
-    for (int r = 0; r < kRows; ++r) xr[r] = load<FV>(x + r * ld + f0);
+    const typename FV::type x0 = load<FV>(x + f0), x1 = load<FV>(x + ld + f0);
+    const typename FV::type x2 = load<FV>(x + 2 * ld + f0), x3 = load<FV>(x + 3 * ld + f0);
+#pragma GCC unroll 4
     for (int64_t j = 0; j < BK; ++j) {
       typename FV::type a = load<FV>(acc + j * ld + f0);
-      for (int r = 0; r < kRows; ++r) a += w[r * BK + j] * xr[r];
+      a += w[j] * x0;
+      a += w[BK + j] * x1;
+      a += w[2 * BK + j] * x2;
+      a += w[3 * BK + j] * x3;
       store<FV>(acc + j * ld + f0, a);
     }
   }
@@ -271,15 +315,8 @@ inline void backward_block(const BwdBatch<T>& x, int64_t j0, int64_t N, int64_t 
     }
     accumulate_keys<T, FV, BK>(x.dvb, x.p, x.g + r0 * dvp, dvp);
     accumulate_keys<T, FV, BK>(x.dkb, x.ds, x.q + r0 * dp, dp);
-    for (int64_t f0 = 0; f0 < dp; f0 += FV::lanes) {
-      typename FV::type acc[kRows];
-      for (int r = 0; r < kRows; ++r) acc[r] = load<FV>(x.dq + (r0 + r) * dp + f0);
-      for (int64_t j = 0; j < BK; ++j) {
-        const typename FV::type kj = load<FV>(x.k + (j0 + j) * dp + f0);
-        for (int r = 0; r < kRows; ++r) acc[r] += x.ds[r * BK + j] * kj;
-      }
-      for (int r = 0; r < kRows; ++r) store<FV>(x.dq + (r0 + r) * dp + f0, acc[r]);
-    }
+    for (int64_t f0 = 0; f0 < dp; f0 += FV::lanes)
+      rows_times_block<T, FV, BK>(x.dq + r0 * dp + f0, dp, nullptr, x.ds, x.k + j0 * dp + f0, dp);
   }
 }
 
