@@ -107,6 +107,7 @@ constexpr int kFeatureBytes = 64;
 
 // t [B, rows, cols] → contiguous [B, rows_to, cols_to], zero-padded at the end of both dims.
 at::Tensor pad(const at::Tensor& t, int64_t rows_to, int64_t cols_to) {
+  if (rows_to == t.size(1) && cols_to == t.size(2)) return t.contiguous();  // no copy when none is needed
   return at::constant_pad_nd(t, {0, cols_to - t.size(2), 0, rows_to - t.size(1)}, 0).contiguous();
 }
 
@@ -170,10 +171,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
   check_shape(op, "grad", grad, {B, N, dv});
   check_shape(op, "out", out, {B, N, dv});
   check_shape(op, "lse", lse, {B, N});
-  at::Tensor dq = at::zeros_like(q, at::MemoryFormat::Contiguous);
-  at::Tensor dk = at::zeros_like(k, at::MemoryFormat::Contiguous);
-  at::Tensor dvt = at::zeros_like(v, at::MemoryFormat::Contiguous);
-  if (B == 0 || N == 0 || M == 0) return {dq, dk, dvt};
+  at::Tensor dq = at::empty_like(q, at::MemoryFormat::Contiguous);
+  at::Tensor dk = at::empty_like(k, at::MemoryFormat::Contiguous);
+  at::Tensor dvt = at::empty_like(v, at::MemoryFormat::Contiguous);
+  if (B == 0 || N == 0 || M == 0) return {dq.zero_(), dk.zero_(), dvt.zero_()};
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nonlocal_attention_bwd_cpu", [&] {
     const int64_t fl = kFeatureBytes / int64_t(sizeof(scalar_t)), bk = block_keys<scalar_t>();
     const int64_t Np = round_up(N, kRows), Mp = round_up(M, group_keys<scalar_t>());
@@ -184,8 +185,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
     const at::Tensor vT = pad(v, Mp, dv).transpose(1, 2).contiguous();
     const at::Tensor gp = pad(grad, Np, dvp);
     // Δ = rowsum(grad ∘ out); padding rows get lse = Δ = 0 (their probabilities are masked anyway).
-    const at::Tensor delta = at::constant_pad_nd((grad * out).sum(-1), {0, Np - N}, 0).contiguous();
-    const at::Tensor lsep = at::constant_pad_nd(lse, {0, Np - N}, 0).contiguous();
+    at::Tensor delta = at::zeros({B, Np}, q.options());
+    at::Tensor lsep = Np == N ? lse.contiguous() : at::constant_pad_nd(lse, {0, Np - N}, 0).contiguous();
+    {
+      const at::Tensor oc = out.contiguous();
+      const scalar_t* o = oc.data_ptr<scalar_t>();
+      const scalar_t* gr = gp.data_ptr<scalar_t>();
+      scalar_t* de = delta.data_ptr<scalar_t>();
+      at::parallel_for(0, B * N, 256, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t b = r / N, i = r % N;
+          const scalar_t* gi = gr + (b * Np + i) * dvp;
+          const scalar_t* oi = o + r * dv;
+          scalar_t total = 0;
+          for (int64_t c = 0; c < dv; ++c) total += gi[c] * oi[c];
+          de[b * Np + i] = total;
+        }
+      });
+    }
     const int64_t key_blocks = (Mp + bk - 1) / bk;
     const int64_t want = std::min(key_blocks, (kMinUnits + B - 1) / B);
     const int64_t chunk_keys = (key_blocks + want - 1) / want * bk;
