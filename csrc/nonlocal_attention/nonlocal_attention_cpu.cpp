@@ -192,7 +192,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
       const scalar_t* o = oc.data_ptr<scalar_t>();
       const scalar_t* gr = gp.data_ptr<scalar_t>();
       scalar_t* de = delta.data_ptr<scalar_t>();
-      at::parallel_for(0, B * N, 256, [&](int64_t r0, int64_t r1) {
+      at::parallel_for(0, B * N, at::internal::GRAIN_SIZE / std::max<int64_t>(dv, 1) + 1, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           const int64_t b = r / N, i = r % N;
           const scalar_t* gi = gr + (b * Np + i) * dvp;
@@ -217,7 +217,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
     // dq = scale · Σ_chunks dq_part, in chunk order.
     const scalar_t* part = dq_part.data_ptr<scalar_t>();
     scalar_t* dqo = dq.data_ptr<scalar_t>();
-    at::parallel_for(0, B * N, 64, [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, B * N, at::internal::GRAIN_SIZE / (d * chunks) + 1, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / N, i = r % N;
         for (int64_t c = 0; c < d; ++c) {

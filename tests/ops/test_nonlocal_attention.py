@@ -88,11 +88,12 @@ def test_sdpa_on_cpu_computes_half_precision_in_float32_rounded_once(dtype, auto
         assert torch.equal(a, b.to(dtype)), name
 
 
-def test_default_dispatch_on_cpu_is_sdpa():
-    from srops import _backend
+def test_default_dispatch_on_cpu_is_the_cpu_kernel_else_sdpa():
+    from srops import _backend, _ext
 
     q, k, v = make(1, 4, 4, 8, 8)
-    assert _backend.select("nonlocal_attention", (q, k, v)).name == "sdpa"
+    want = "cpu" if _ext.has_kernel("nonlocal_attention_fwd", "CPU") else "sdpa"
+    assert _backend.select("nonlocal_attention", (q, k, v)).name == want
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import srops.functional as F
-from srops import _ext
+from srops import _backend, _ext
 from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
 from srops.testing import assert_close, assert_low_precision_close
 
@@ -255,3 +255,9 @@ def test_portable_instruction_set_paths(capability):
 def test_bad_input_to_the_op(args, exc, match):
     with pytest.raises(exc, match=r"srops::nonlocal_attention_fwd: .*" + match):
         torch.ops.srops.nonlocal_attention_fwd(*args, 1.0)
+
+
+def test_cpu_backend_is_registered_and_first_on_cpu():
+    q = torch.zeros(1, 4, 8)
+    assert _backend._OPS["nonlocal_attention"].backends["cpu"].reason((q, q, q)) is None
+    assert _backend.select("nonlocal_attention", (q, q, q)).name == "cpu"
