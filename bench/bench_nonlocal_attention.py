@@ -7,6 +7,7 @@ import torch
 import srops.functional as F
 from bench.common import COMPILED, backend_params, compiled, make_callable, run_benchmark, select_shape
 from bench.shapes import NONLOCAL_CPU, NONLOCAL_GPU, NONLOCAL_SMOKE
+from srops import _ext
 from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
 
 OP = "nonlocal_attention"
@@ -48,16 +49,18 @@ AMMS_REGION = dict(B=32, N=144, M=36, d=16)
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("backend", ["sdpa", "torch-sdpa-bf16"])
+@pytest.mark.parametrize("backend", ["cpu", "sdpa", "reference", "torch-sdpa-bf16"])
 def test_nonlocal_attention_cpu_bf16(benchmark, smoke, backend, mode):
-    """bf16 on CPU: srops' sdpa backend (float32 inside, one rounding) against PyTorch's SDPA called on the
-    bf16 tensors as they are."""
+    """bf16 on CPU: srops' cpu and sdpa backends (float32 inside, one rounding) and the reference (bf16
+    matmuls) against PyTorch's SDPA called on the bf16 tensors as they are."""
     s = NONLOCAL_SMOKE["smoke"] if smoke else AMMS_REGION
     grad = mode == "fwd+bwd"
     q, k, v = (torch.randn(s["B"], n, s["d"], dtype=torch.bfloat16, requires_grad=grad)
                for n in (s["N"], s["M"], s["M"]))
-    if backend == "sdpa":
-        fn = lambda a, b, c: F.nonlocal_attention(a, b, c, 1.0, backend="sdpa")  # noqa: E731
+    if backend in ("cpu", "sdpa", "reference"):
+        if backend == "cpu" and not _ext.has_kernel("nonlocal_attention_fwd", "CPU"):
+            pytest.skip("srops._C has no CPU nonlocal_attention kernel")
+        fn = lambda a, b, c: F.nonlocal_attention(a, b, c, 1.0, backend=backend)  # noqa: E731
     else:
         fn = lambda a, b, c: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
             a.unsqueeze(1), b.unsqueeze(1), c.unsqueeze(1), scale=1.0).squeeze(1)

@@ -33,6 +33,12 @@ TORCH_LIBRARY(srops, m) {
   m.def("cbam_input_backward(Tensor grad, Tensor? c, Tensor? s, Tensor? grad_pooled, Tensor? spatial_argmax,"
         " Tensor? grad_stats, Tensor? channel_argmax, bool avg, bool max) -> Tensor");
 
+  // Flash non-local attention (csrc/nonlocal_attention/nonlocal_attention.h): q [B, N, d], k [B, M, d],
+  // v [B, M, dv] -> out [B, N, dv] and the row log-sum-exp [B, N] the backward recomputes from.
+  m.def("nonlocal_attention_fwd(Tensor q, Tensor k, Tensor v, float scale) -> (Tensor out, Tensor lse)");
+  m.def("nonlocal_attention_bwd(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, float scale)"
+        " -> (Tensor dq, Tensor dk, Tensor dv)");
+
   // Build facts (no tensors: catch-all kernels).
   m.def("_compiled_with_cuda() -> bool", &srops::compiled_with_cuda);
   m.def("_cuda_compile_version() -> int", &srops::cuda_compile_version);

@@ -38,9 +38,9 @@ def test_env_var_selects_backend(monkeypatch):
 
 
 def test_env_var_request_that_cannot_run_raises(monkeypatch):
-    monkeypatch.setenv("SROPS_BACKEND", "nonlocal_attention=cpu")
+    monkeypatch.setenv("SROPS_BACKEND", "nonlocal_attention=cuda")
     q = torch.randn(1, 4, 8)
-    with pytest.raises(BackendUnavailableError, match=r"backend 'cpu' \(SROPS_BACKEND\)"):
+    with pytest.raises(BackendUnavailableError, match=r"backend 'cuda' \(SROPS_BACKEND\)"):
         F.nonlocal_attention(q, q, q)
 
 

@@ -96,11 +96,12 @@ def test_sdpa_on_cpu_computes_half_precision_in_float32_rounded_once(dtype, auto
         assert torch.equal(a, b.to(dtype)), name
 
 
-def test_default_dispatch_on_cpu_is_sdpa():
-    from srops import _backend
+def test_default_dispatch_on_cpu_is_the_cpu_kernel_else_sdpa():
+    from srops import _backend, _ext
 
     q, k, v = make(1, 4, 4, 8, 8)
-    assert _backend.select("nonlocal_attention", (q, k, v)).name == "sdpa"
+    want = "cpu" if _ext.has_kernel("nonlocal_attention_fwd", "CPU") else "sdpa"
+    assert _backend.select("nonlocal_attention", (q, k, v)).name == want
 
 
 @pytest.mark.parametrize(
@@ -128,8 +129,8 @@ def test_bad_scale_and_backend_names():
         F.nonlocal_attention(q, k, v, float("nan"))
     with pytest.raises(ValueError, match="backend must be one of"):
         F.nonlocal_attention(q, k, v, backend="fastest")
-    with pytest.raises(BackendUnavailableError, match="'cpu'.*not implemented for this op"):
-        F.nonlocal_attention(q, k, v, backend="cpu")
+    with pytest.raises(BackendUnavailableError, match="'cuda'.*not implemented for this op"):
+        F.nonlocal_attention(q, k, v, backend="cuda")
 
 
 def test_sdpa_on_strided_views_does_not_store_the_score_matrix():

@@ -1,0 +1,263 @@
+"""nonlocal_attention's ``cpu`` backend (C++ flash kernels) against the reference and a float64 oracle."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import srops.functional as F
+from srops import _backend, _ext
+from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
+from srops.testing import assert_close, assert_low_precision_close
+
+pytestmark = pytest.mark.skipif(not _ext.has_kernel("nonlocal_attention_fwd", "CPU"),
+                                reason="srops._C has no CPU nonlocal_attention kernel")
+
+# (B, N, M, d, dv): N, M on and off every block size (4 query rows, 64/32 keys), d, dv across the
+# feature padding (8 and 16 float lanes, 4 and 8 double lanes).
+SHAPES = [(1, 1, 1, 1, 1), (2, 7, 7, 8, 8), (3, 17, 19, 24, 40), (2, 17 * 19, 65, 40, 24), (1, 577, 130, 8, 3),
+          (2, 33, 577, 128, 128), (1, 5, 64, 1, 17)]
+NAMES = ("out", "dq", "dk", "dv")
+
+
+def _inputs(b, n, m, d, dv, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v, g = (torch.randn(b, r, c, generator=gen, dtype=torch.float64)
+                  for r, c in ((n, d), (m, d), (m, dv), (n, dv)))
+    return [t.to(dtype) for t in (q, k, v, g)]
+
+
+def _run(fn, q, k, v, g, scale):
+    """Output and the three input gradients of fn(q, k, v, scale) for the output gradient g."""
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    out = fn(q, k, v, scale)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), g)
+    return out.detach(), dq, dk, dv
+
+
+def _cpu(q, k, v, scale):
+    return F.nonlocal_attention(q, k, v, scale, backend="cpu")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("scale", [1.0, 0.3])
+def test_float64_matches_reference(shape, scale):
+    q, k, v, g = _inputs(*shape)
+    got = _run(_cpu, q, k, v, g, scale)
+    want = _run(nonlocal_attention_ref, q, k, v, g, scale)
+    for name, a, e in zip(NAMES, got, want):
+        assert a.dtype == torch.float64
+        assert_close(a, e, name)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_low_precision_within_twice_the_reference_error(shape, dtype):
+    """DESIGN.md §6: against a float64 oracle, at most 2× the reference's own error in that dtype
+    (plus an absolute floor of 1e-6 for results the reference gets exactly)."""
+    q, k, v, g = _inputs(*shape, seed=1)
+    scale = shape[3] ** -0.5
+    oracle = _run(nonlocal_attention_ref, q, k, v, g, scale)
+    low = [t.to(dtype) for t in (q, k, v, g)]
+    got = _run(_cpu, *low, scale)
+    same = _run(nonlocal_attention_ref, *low, scale)
+    for name, a, s, o in zip(NAMES, got, same, oracle):
+        assert a.dtype == dtype, name
+        assert_low_precision_close(a, s, o, name)
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.8, -3.0])
+def test_zero_and_negative_scale(scale):
+    q, k, v, g = _inputs(2, 9, 70, 8, 5)
+    for name, a, e in zip(NAMES, _run(_cpu, q, k, v, g, scale), _run(nonlocal_attention_ref, q, k, v, g, scale)):
+        assert_close(a, e, name)
+
+
+def test_large_logits_are_stable():
+    q, k, v, g = _inputs(2, 20, 90, 16, 16, seed=2)
+    q = q * 30  # scores in the hundreds: exp overflows without the running max
+    for name, a, e in zip(NAMES, _run(_cpu, q, k, v, g, 1.0), _run(nonlocal_attention_ref, q, k, v, g, 1.0)):
+        assert torch.isfinite(a).all(), name
+        assert_close(a, e, name)
+
+
+def test_strided_inputs_and_grad():
+    """Transposed [B, d, N] maps (NonLocal2d's layout), a sliced batch and a non-contiguous gradient."""
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 24, 37, dtype=torch.float64, generator=gen).transpose(1, 2)
+    k = torch.randn(4, 24, 70, dtype=torch.float64, generator=gen).transpose(1, 2)[::2]
+    v = torch.randn(2, 70, 30, dtype=torch.float64, generator=gen)[:, :, ::3]
+    g = torch.randn(2, 10, 37, dtype=torch.float64, generator=gen).transpose(1, 2)
+    assert not any(t.is_contiguous() for t in (q, k, v, g))
+    got = _run(_cpu, q, k, v, g, 0.5)
+    want = _run(nonlocal_attention_ref, q.contiguous(), k.contiguous(), v.contiguous(), g.contiguous(), 0.5)
+    for name, a, e in zip(NAMES, got, want):
+        assert_close(a, e, name)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("-inf"), float("inf")])
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+def test_non_finite_input_gives_what_the_reference_gives(value, where):
+    """A NaN or ±inf in a row: the same NaN pattern (and finite values) as the reference, outputs and
+    gradients, never zeros where the reference has NaN."""
+    q, k, v, g = _inputs(2, 9, 70, 8, 5, seed=5)
+    target = {"q": q, "k": k, "v": v}[where]
+    target[0, 3, :] = value  # a whole row
+    target[1, 2, 1] = value  # one element
+    got = _run(_cpu, q, k, v, g, 0.7)
+    want = _run(nonlocal_attention_ref, q, k, v, g, 0.7)
+    for name, a, e in zip(NAMES, got, want):
+        assert torch.equal(a.isnan(), e.isnan()), f"{name}: NaN where the reference has none, or the reverse"
+        torch.testing.assert_close(a, e, equal_nan=True, atol=1e-10, rtol=1e-8, msg=name)
+    if where == "q" and value != value:
+        assert got[0][0, 3].isnan().all()
+
+
+def test_gradcheck_and_gradgradcheck():
+    q, k, v = (t.requires_grad_() for t in _inputs(2, 5, 7, 3, 2)[:3])
+    fn = lambda a, b, c: F.nonlocal_attention(a, b, c, 0.7, backend="cpu")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k, v))
+    assert torch.autograd.gradgradcheck(fn, (q, k, v))
+
+
+def test_float32_double_backward_matches_reference():
+    def penalty_grads(backend):
+        q, k, v = (t.requires_grad_() for t in _inputs(1, 6, 5, 4, 4, dtype=torch.float32, seed=3)[:3])
+        out = F.nonlocal_attention(q, k, v, 0.5, backend=backend)
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v), create_graph=True)
+        return torch.autograd.grad(sum(g.square().sum() for g in grads), (q, k, v))
+
+    for a, b in zip(penalty_grads("cpu"), penalty_grads("reference")):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck(dtype):
+    q, k, v, g = _inputs(2, 9, 70, 8, 5, dtype=dtype)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    torch.library.opcheck(torch.ops.srops.nonlocal_attention_fwd, (q, k, v, 0.7))
+    out, lse = torch.ops.srops.nonlocal_attention_fwd(q, k, v, 0.7)
+    args = (g, q.detach(), k.detach(), v.detach(), out.detach(), lse)
+    torch.library.opcheck(torch.ops.srops.nonlocal_attention_bwd, args + (0.7,))
+
+
+def test_backward_is_deterministic_and_independent_of_threads():
+    q, k, v, g = _inputs(2, 300, 700, 32, 32, dtype=torch.float32, seed=6)  # several key chunks per batch
+    threads = torch.get_num_threads()
+    try:
+        runs = [_run(_cpu, q, k, v, g, 0.2) for _ in range(2)]
+        torch.set_num_threads(1)
+        runs.append(_run(_cpu, q, k, v, g, 0.2))
+    finally:
+        torch.set_num_threads(threads)
+    for name, a, b, c in zip(NAMES, *runs):
+        assert torch.equal(a, b), name
+        assert torch.equal(a, c), name
+
+
+def test_memory_is_linear_not_quadratic():
+    """Forward and backward never hold the N×M score matrix the reference stores (the backward's
+    per-key-chunk dq partials are at most 8·N·d)."""
+    from srops.profiling import peak_memory_mb
+
+    n, m, d = 4096, 8192, 32
+    q = torch.randn(1, d, n).transpose(1, 2).requires_grad_()  # NonLocal2d's layout
+    k = torch.randn(1, d, m).transpose(1, 2).requires_grad_()
+    scores_mb = n * m * 4 / 2**20
+
+    def fwd_bwd(backend):
+        out = F.nonlocal_attention(q, k, k, backend=backend)
+        out.backward(torch.ones_like(out))
+
+    assert peak_memory_mb(lambda: fwd_bwd("reference"), "cpu") >= scores_mb  # the measurement sees it
+    assert peak_memory_mb(lambda: fwd_bwd("cpu"), "cpu") < scores_mb / 4
+    with torch.no_grad():
+        assert peak_memory_mb(lambda: F.nonlocal_attention(q, k, k, backend="cpu"), "cpu") < scores_mb / 8
+
+
+def test_compile_fullgraph():
+    torch._dynamo.reset()
+    q, k, v, g = _inputs(2, 17, 19, 8, 8, dtype=torch.float32)
+    fn = torch.compile(lambda a, b, c: F.nonlocal_attention(a, b, c, 0.5, backend="cpu").tanh(), fullgraph=True)
+    got = _run(lambda a, b, c, s: fn(a, b, c), q, k, v, g, 0.5)
+    want = _run(lambda a, b, c, s: nonlocal_attention_ref(a, b, c, s).tanh(), q, k, v, g, 0.5)
+    for name, a, e in zip(NAMES, got, want):
+        assert_close(a, e, name)
+
+
+def test_nonlocal2d_compiled_dynamic_over_sizes():
+    """NonLocal2d on the cpu backend under torch.compile(dynamic=True): maps whose pooled φ/g are 1×1
+    (2×2, 3×3) up to uneven regions; output and input gradient equal eager's."""
+    from srops.nn import NonLocal2d
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    module = NonLocal2d(8, inter_channels=4, bn=True, backend="cpu").eval()
+    with torch.no_grad():
+        module.bn.weight.fill_(0.7)
+    compiled = torch.compile(module, dynamic=True)
+    for b, h, w in [(2, 2, 2), (1, 3, 3), (2, 12, 10), (1, 9, 13)]:
+        x = torch.randn(b, 8, h, w, requires_grad=True)
+        xc = x.detach().clone().requires_grad_()
+        y, yc = module(x), compiled(xc)
+        torch.testing.assert_close(yc, y, atol=1e-5, rtol=1e-4)
+        gy = torch.randn_like(y)
+        y.backward(gy)
+        yc.backward(gy)
+        torch.testing.assert_close(xc.grad, x.grad, atol=1e-5, rtol=1e-4)
+
+
+_ISA_SCRIPT = textwrap.dedent("""
+    import torch
+    import srops.functional as F
+    from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref as ref
+    torch.manual_seed(0)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+        for b, n, m, d, dv in ((2, 17, 19, 8, 8), (1, 70, 130, 40, 24)):
+            q, k, v = (torch.randn(b, r, c, dtype=dtype, requires_grad=True) for r, c in ((n, d), (m, d), (m, dv)))
+            g = torch.randn(b, n, dv, dtype=dtype)
+            def run(fn):
+                out = fn(q, k, v, 0.6)
+                return [out.detach()] + list(torch.autograd.grad(out, (q, k, v), g))
+            got = run(lambda *a: F.nonlocal_attention(*a, backend="cpu"))
+            want = run(ref)
+            for a, e in zip(got, want):
+                err = (a - e).abs().max().item()
+                assert err <= tol * max(1.0, e.abs().max().item()), (dtype, b, n, m, d, dv, err)
+    print(torch.backends.cpu.get_cpu_capability())
+""")
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_portable_instruction_set_paths(capability):
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    res = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip() == capability.upper()
+
+
+@pytest.mark.parametrize(
+    "args, exc, match",
+    [
+        ((torch.randn(2, 3, 8, dtype=torch.float16),) * 3, TypeError, "q must be float32 or float64"),
+        ((torch.randn(2, 3, 8), torch.randn(2, 4, 8, dtype=torch.float64), torch.randn(2, 4, 8)), TypeError,
+         "k must have dtype Float"),
+        ((torch.randn(2, 3), torch.randn(2, 4, 8), torch.randn(2, 4, 8)), ValueError, "q must be a 3-D tensor"),
+        ((torch.randn(2, 3, 8), torch.randn(2, 4, 7), torch.randn(2, 4, 8)), ValueError, "head dim"),
+        ((torch.randn(2, 3, 8), torch.randn(2, 4, 8), torch.randn(2, 5, 8)), ValueError, "key count"),
+        ((torch.randn(2, 3, 8), torch.randn(2, 0, 8), torch.randn(2, 0, 8)), ValueError, "at least one key"),
+    ],
+)
+def test_bad_input_to_the_op(args, exc, match):
+    with pytest.raises(exc, match=r"srops::nonlocal_attention_fwd: .*" + match):
+        torch.ops.srops.nonlocal_attention_fwd(*args, 1.0)
+
+
+def test_cpu_backend_is_registered_and_first_on_cpu():
+    q = torch.zeros(1, 4, 8)
+    assert _backend._OPS["nonlocal_attention"].backends["cpu"].reason((q, q, q)) is None
+    assert _backend.select("nonlocal_attention", (q, q, q)).name == "cpu"
