@@ -41,7 +41,8 @@ CpuIsa cpu_isa() {
 }
 
 std::string cpu_kernel_paths() {
-  return std::string("cbam=") + cbam_cpu_path() + " covpool=" + covpool_cpu_path();
+  return std::string("cbam=") + cbam_cpu_path() + " covpool=" + covpool_cpu_path() +
+         " nonlocal_attention=" + nonlocal_cpu_path();
 }
 
 }  // namespace srops

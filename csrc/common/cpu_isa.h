@@ -14,9 +14,10 @@ enum class CpuIsa : int { base = 0, avx2 = 1, avx512 = 2 };
 // Other architectures: base.
 CpuIsa cpu_isa();
 
-// The paths in use, e.g. "cbam=avx2 covpool=avx512" (defined beside the kernels).
+// The paths in use, e.g. "cbam=avx2 covpool=avx512 nonlocal_attention=avx512" (defined beside the kernels).
 const char* cbam_cpu_path();
 const char* covpool_cpu_path();
+const char* nonlocal_cpu_path();
 std::string cpu_kernel_paths();
 
 }  // namespace srops

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/cpu_isa.h"
 #include "nonlocal_attention/nonlocal_attention.h"
 
 #define SROPS_NL_COMMA ,
@@ -75,15 +76,23 @@ constexpr int64_t group_keys() {
 
 enum class Isa { base, avx2, avx512 };
 
+// ATen's capability, capped by srops' own level (common/cpu_isa.h: SROPS_CPU_NO_AVX512, SROPS_CPU_NO_AVX2).
 Isa isa() {
   static const Isa chosen = [] {
+    Isa level = Isa::base;
 #ifdef SROPS_NL_X86
     const std::string cap = at::get_cpu_capability();
-    if (cap == "AVX512" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return Isa::avx512;
-    if ((cap == "AVX512" || cap == "AVX2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return Isa::avx2;
+    if (cap == "AVX512" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
+      level = Isa::avx512;
+    } else if ((cap == "AVX512" || cap == "AVX2") && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma")) {
+      level = Isa::avx2;
+    }
 #endif
-    return Isa::base;
+    const CpuIsa cap_srops = cpu_isa();
+    if (cap_srops == CpuIsa::base) return Isa::base;
+    if (cap_srops == CpuIsa::avx2 && level == Isa::avx512) return Isa::avx2;
+    return level;
   }();
   return chosen;
 }
@@ -234,6 +243,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
 TORCH_LIBRARY_IMPL(srops, CPU, m) {
   m.impl("nonlocal_attention_fwd", &nonlocal_attention_fwd_cpu);
   m.impl("nonlocal_attention_bwd", &nonlocal_attention_bwd_cpu);
+}
+
+const char* nonlocal_cpu_path() {
+  switch (isa()) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "base";
+  }
 }
 
 }  // namespace srops

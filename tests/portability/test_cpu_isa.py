@@ -1,7 +1,7 @@
 """Every x86 path of the C++ CPU kernels can be selected from the environment.
 
 The CBAM kernels are compiled for baseline x86-64 and for AVX2, the covariance row loops for baseline, AVX2 and
-AVX-512 (their products are ATen's BLAS); the CPU decides, capped by ``SROPS_CPU_NO_AVX512=1``, ``SROPS_CPU_NO_AVX2=1`` and
+AVX-512 (their products are ATen's BLAS), the non-local flash kernels for SSE2, AVX2 and AVX-512; the CPU decides, capped by ``SROPS_CPU_NO_AVX512=1``, ``SROPS_CPU_NO_AVX2=1`` and
 ``ATEN_CPU_CAPABILITY`` (``avx2``, ``default``), read once per process. ``torch.ops.srops._cpu_kernel_paths``
 says which paths run; the suite's portable CI legs rely on these variables.
 """
@@ -63,5 +63,7 @@ def test_environment_caps_the_kernel_paths(tmp_path: Path, knobs: dict, cap: str
         "cbam": "avx2" if "avx2" in flags and level >= 1 else "base",
         "covpool": ("avx512" if {"avx512f", "fma"} <= flags and level >= 2
                     else "avx2" if "avx2" in flags and level >= 1 else "base"),
+        "nonlocal_attention": ("avx512" if {"avx512f", "fma"} <= flags and level >= 2
+                               else "avx2" if {"avx2", "fma"} <= flags and level >= 1 else "base"),
     }
     assert _paths(tmp_path, **knobs) == want, knobs
