@@ -1,8 +1,9 @@
 """Full-image inference memory of AMMS with a global non-local block (``regions=1``).
 
-Peak resident memory is measured in a fresh subprocess (``resource.getrusage``:
-``ru_maxrss`` of the child itself), because torch's allocations are invisible to
-tracemalloc. The child first runs a tiny warm-up forward and records its peak,
+Peak resident memory is measured in a fresh subprocess (``VmHWM`` of ``/proc/self/status``:
+the high-water mark of the child's own address space), because torch's allocations are
+invisible to tracemalloc. ``ru_maxrss`` would not do: Linux carries the parent's resident
+size at fork over exec into it, so a large test process inflates the child's baseline. The child first runs a tiny warm-up forward and records its peak,
 then runs the measured forward; the increase of the peak is what the big input cost.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import pytest
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import torch
 import srops.models as M
 
@@ -26,7 +27,8 @@ for p in net.parameters():  # non-zero W so that the attention output matters
     torch.nn.init.normal_(p, std=0.02)
 
 def peak_bytes():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    with open("/proc/self/status") as fh:  # VmHWM: this address space's peak, in kB
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:")) * 1024
 
 with torch.no_grad():
     net(torch.rand(1, 3, 8, 8) * 255)
