@@ -140,7 +140,9 @@ class PairedImages:
         for f in self.files:
             st = f.stat()
             key.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        key.update(f"scale={self.scale}|v1".encode())
+        # v2: images are decoded upright (EXIF orientation) and 16-bit colour at 16 bits; v1 caches hold the
+        # older decoding and are not reused
+        key.update(f"scale={self.scale}|v2".encode())
         return Path(cache_dir) / f"pairs_x{self.scale}_{key.hexdigest()[:16]}.pt"
 
     def _load_cache(self, cache_dir) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
