@@ -156,12 +156,19 @@ def test_errors():
         NonLocal2d(4, sub_sample="sometimes")
 
 
+# torch 2.11 only (strict, so that a 2.11 that compiles it is noticed); passes on torch 2.14
+_INDUCTOR_1X1_BUG = pytest.mark.xfail(
+    torch.__version__.startswith("2.11."), strict=True,
+    reason="torch 2.11's Inductor cannot order the strides of a saved view with symbolic sides when a global "
+           "block's pooled keys are 1x1 (pytorch/pytorch#185510: 'cannot determine truth value of Relational')")
+
+
 @pytest.mark.parametrize("dynamic", [True, pytest.param(None, marks=pytest.mark.slow)],
                          ids=["dynamic", "automatic_dynamic"])
 @pytest.mark.parametrize(
     "regions, sizes",
-    [(2, [(2, 4, 4), (1, 6, 6), (2, 8, 8)]), (1, [(2, 2, 2), (1, 3, 3), (2, 4, 4)])],
-    ids=["regions2", "global"],
+    [pytest.param(2, [(2, 4, 4), (1, 6, 6), (2, 8, 8)], id="regions2"),
+     pytest.param(1, [(2, 2, 2), (1, 3, 3), (2, 4, 4)], id="global", marks=_INDUCTOR_1X1_BUG)],
 )
 def test_sdpa_compiles_with_one_pooled_key_per_region(regions, sizes, dynamic):
     """torch.compile with dynamic shapes where φ and g pool to 1×1 per region (4×4 and 6×6 maps in 2×2

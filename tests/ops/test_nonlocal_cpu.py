@@ -189,6 +189,10 @@ def test_compile_fullgraph():
         assert_close(a, e, name)
 
 
+@pytest.mark.xfail(  # torch 2.11 only (strict, so that a 2.11 that compiles it is noticed); passes on 2.14
+    torch.__version__.startswith("2.11."), strict=True,
+    reason="torch 2.11's Inductor cannot order the strides of a saved view with symbolic sides when a global "
+           "block's pooled keys are 1x1 (pytorch/pytorch#185510: 'cannot determine truth value of Relational')")
 def test_nonlocal2d_compiled_dynamic_over_sizes():
     """NonLocal2d on the cpu backend under torch.compile(dynamic=True): maps whose pooled φ/g are 1×1
     (2×2, 3×3) up to uneven regions; output and input gradient equal eager's."""
