@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from srops.models.runstate import pid_running
+
 #: Files whose presence marks a folder as holding an earlier run.
 RUN_FILES = ("last.pt", "best.pt", "log.csv")
 LOCK_NAME = "train.lock"
@@ -76,18 +78,6 @@ def refuse_earlier_run(out: Path, found: list[str]) -> RunDirError:
         f"{out.name}_archived_<time> and start afresh with --archive")
 
 
-def _pid_running(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _read_pid(path: Path) -> int | None:
     try:
         text = path.read_text().split()
@@ -141,7 +131,7 @@ class RunLock:
                 return self
             pid = _read_pid(self.path)
             ours = pid == os.getpid() and self.path.resolve() not in RunLock._held
-            if pid is not None and _pid_running(pid) and not ours:
+            if pid is not None and pid_running(pid) and not ours:
                 raise RunDirError(f"{WHO}: output folder {str(self.out)!r} is in use by another training run "
                                   f"(PID {pid}, lock file {str(self.path)!r}); wait for it to end, choose "
                                   f"another folder, or remove the lock file if PID {pid} is not a training run")

@@ -102,9 +102,10 @@ def save_atomic(obj: Any, path: Path) -> None:
             tmp.unlink()
 
 
-def _running(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a file of ours that survived is stale by definition (we write one at a time)
+def pid_running(pid: int) -> bool:
+    """Whether a process with this PID exists (one of another user counts); False for PIDs <= 0."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -112,6 +113,11 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _running(pid: int) -> bool:
+    # a file of ours that survived is stale by definition (we write one at a time)
+    return pid != os.getpid() and pid_running(pid)
 
 
 def clean_stale_temporaries(folder: Path) -> list[Path]:
