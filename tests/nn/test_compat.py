@@ -140,6 +140,17 @@ def san_crop(x: torch.Tensor, limit: int = 1000) -> torch.Tensor:
     return x[..., top : top + limit, left : left + limit]
 
 
+def san_newton_schulz(sigma: torch.Tensor, tr: torch.Tensor) -> torch.Tensor:
+    """SAN's 5 Newton–Schulz steps on Σ / tr: Y ≈ (Σ / tr)^½ (``tr`` is ``[B, 1, 1]``)."""
+    eye3 = 3 * torch.eye(sigma.shape[-1], dtype=sigma.dtype)
+    a = sigma / tr
+    y, z = a @ (0.5 * (eye3 - a)), 0.5 * (eye3 - a)
+    for _ in range(3):
+        t = 0.5 * (eye3 - z @ y)
+        y, z = y @ t, t @ z
+    return 0.5 * y @ (eye3 - z @ y)
+
+
 class PeerSOCA(nn.Module):
     """SAN's SOCA with its key names: covariance through the centring matrix, 5 Newton–Schulz steps."""
 
@@ -154,13 +165,7 @@ class PeerSOCA(nn.Module):
         ihat = (torch.eye(m, dtype=x.dtype) - 1.0 / m) / m
         sigma = X @ ihat @ X.transpose(1, 2)
         tr = sigma.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]
-        eye3 = 3 * torch.eye(c, dtype=x.dtype)
-        a = sigma / tr
-        y, z = a @ (0.5 * (eye3 - a)), 0.5 * (eye3 - a)
-        for _ in range(3):
-            t = 0.5 * (eye3 - z @ y)
-            y, z = y @ t, t @ z
-        y = 0.5 * y @ (eye3 - z @ y)
+        y = san_newton_schulz(sigma, tr)
         s = (y * tr.sqrt()).mean(dim=1)
         return x * self.conv_du(s[:, :, None, None])
 

@@ -18,7 +18,7 @@ from torch import nn
 import srops
 from srops.nn import compat
 from srops.testing import assert_close
-from tests.nn.test_compat import PeerNonLocal, PeerSOCA, randomise, san_quadrants
+from tests.nn.test_compat import PeerNonLocal, PeerSOCA, randomise, san_newton_schulz, san_quadrants
 from tests.nn.test_compat_cbam import OfficialCBAM, RcanCALayer, TimmCbam
 
 
@@ -42,13 +42,7 @@ def _soca_with_eps(m: PeerSOCA, x: torch.Tensor, eps: float) -> torch.Tensor:
     ihat = (torch.eye(n, dtype=x.dtype) - 1.0 / n) / n
     sigma = X @ ihat @ X.transpose(1, 2)
     tr = sigma.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None] + eps
-    eye3 = 3 * torch.eye(c, dtype=x.dtype)
-    a = sigma / tr
-    y, z = a @ (0.5 * (eye3 - a)), 0.5 * (eye3 - a)
-    for _ in range(3):
-        t = 0.5 * (eye3 - z @ y)
-        y, z = y @ t, t @ z
-    y = 0.5 * y @ (eye3 - z @ y)
+    y = san_newton_schulz(sigma, tr)
     s = (y * tr.sqrt()).mean(dim=1)
     return x * m.conv_du(s[:, :, None, None])
 

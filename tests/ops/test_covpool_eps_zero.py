@@ -11,6 +11,7 @@ import torch
 import srops.functional as F
 from srops import SecondOrderAttention, _ext
 from srops.ops.covpool.reference import covpool_sqrtm_ref
+from tests.nn.test_compat import san_newton_schulz
 
 BACKENDS = ["reference"] + (["cpu"] if _ext.HAS_EXT else [])
 
@@ -43,13 +44,7 @@ def test_eps_zero_matches_the_formula_without_eps(backend):
     xc = x - x.mean(2, keepdim=True)
     sigma = xc @ xc.transpose(1, 2) / 40
     tr = sigma.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]
-    eye3 = 3 * torch.eye(9, dtype=torch.float64)
-    a = sigma / tr
-    y, z = a @ (0.5 * (eye3 - a)), 0.5 * (eye3 - a)
-    for _ in range(3):
-        t = 0.5 * (eye3 - z @ y)
-        y, z = y @ t, t @ z
-    y = 0.5 * y @ (eye3 - z @ y)
+    y = san_newton_schulz(sigma, tr)
     torch.testing.assert_close(F.covpool_sqrtm(x, 5, 0.0, backend=backend), y * tr.sqrt())
 
 
