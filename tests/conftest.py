@@ -64,6 +64,26 @@ def inductor_cache_dir() -> str:
     return INDUCTOR_CACHE_DIR
 
 
+@pytest.fixture
+def make_read_only(monkeypatch: pytest.MonkeyPatch):
+    """``make_read_only(folder)``: creating anything directly under ``folder`` fails with EROFS, as on a
+    read-only file system (``os.open`` with ``O_CREAT`` is refused; reads still work)."""
+    import errno
+    from pathlib import Path
+
+    def apply(folder) -> None:
+        real_open = os.open
+
+        def read_only(path, flags, *a, **k):
+            if Path(os.fspath(path)).parent == Path(folder) and flags & os.O_CREAT:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+            return real_open(path, flags, *a, **k)
+
+        monkeypatch.setattr(os, "open", read_only)
+
+    return apply
+
+
 requires_ext = pytest.mark.skipif(not _ext.HAS_EXT, reason=f"srops._C not available: {_ext.EXT_ERROR}")
 
 

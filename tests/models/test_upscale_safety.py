@@ -161,17 +161,10 @@ def test_out_naming_a_file_is_refused(tmp_path: Path, folder: Path, ck: Path, ca
 
 
 def test_unwritable_output_folder_is_refused_before_work(tmp_path: Path, folder: Path, ck: Path, monkeypatch,
-                                                         capsys) -> None:
+                                                         capsys, make_read_only) -> None:
     out = tmp_path / "ro"
     out.mkdir()
-    real_open = os.open
-
-    def read_only(path, flags, *a, **k):  # a read-only file system: creating anything under `out` fails
-        if Path(os.fspath(path)).parent == out and flags & os.O_CREAT:
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
-        return real_open(path, flags, *a, **k)
-
-    monkeypatch.setattr(os, "open", read_only)
+    make_read_only(out)  # a read-only file system: creating anything under `out` fails
     import srops.models.upscale as upscale
 
     ran = []

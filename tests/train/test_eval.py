@@ -171,22 +171,13 @@ def test_image_too_small_for_the_network(tmp_path: Path, capsys) -> None:
     assert list(csv.reader(open(out / "results_x2.csv")))[1] == ["amms", "2", "n/a", "n/a"]
 
 
-def test_unwritable_out_is_refused_before_work(tmp_path: Path, tiny_val: Path, monkeypatch, capsys) -> None:
-    import errno
-    import os
-
+def test_unwritable_out_is_refused_before_work(tmp_path: Path, tiny_val: Path, monkeypatch, capsys,
+                                               make_read_only) -> None:
     import srops.models.test as evaluation
 
     out = tmp_path / "res"
     out.mkdir()
-    real_open = os.open
-
-    def read_only(path, flags, *a, **k):  # a read-only file system: creating anything under `out` fails
-        if Path(os.fspath(path)).parent == out and flags & os.O_CREAT:
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
-        return real_open(path, flags, *a, **k)
-
-    monkeypatch.setattr(os, "open", read_only)
+    make_read_only(out)  # a read-only file system: creating anything under `out` fails
     ran = []
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: ran.append(a))
     assert main(["--model", "bicubic", "--scale", "2", str(tiny_val), "--out", str(out)]) == 1
