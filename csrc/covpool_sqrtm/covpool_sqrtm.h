@@ -32,7 +32,8 @@ at::Tensor covpool_sqrtm_bwd_cpu(const at::Tensor& grad, const at::Tensor& x, co
 
 // The CPU building blocks, shared with plain covariance pooling (covpool_cpu.cpp); x [B, C, M] contiguous,
 // float32 or float64, on the CPU; the row means [B, C] are summed in double (a constant row centres to
-// exactly zero). x is centred in cache-sized column chunks that ATen's batched GEMM reads at once.
+// exactly zero). x is centred in cache-sized chunks (by sample, or by column chunk across a small batch) that
+// ATen's GEMM reads at once.
 // centred_gram_cpu: Σ = (X − μ1ᵀ)(X − μ1ᵀ)ᵀ / M [B, C, C], exactly symmetric, and the means into mean.
 // centred_product_cpu: dx = gx (X − μ1ᵀ) [B, C, M] for gx [B, C, C].
 at::Tensor row_means_cpu(const at::Tensor& x);

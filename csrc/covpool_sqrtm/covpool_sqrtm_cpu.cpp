@@ -4,9 +4,10 @@
 // Every O(C²M) and O(C³) product is ATen's batched GEMM (at::bmm), i.e. the platform BLAS that the
 // reference's torch.bmm runs on (MKL / oneDNN / OpenBLAS, whichever PyTorch was built with), so no product
 // is slower than the reference's on any CPU. What is fused or saved around them:
-//   - x is centred in cache-sized column chunks that the GEMM reads at once (the reference writes the centred
-//     copy of x to memory and reads it back), with row means summed in double (a constant row centres to
-//     exactly zero);
+//   - x is centred in cache-sized chunks that the GEMM reads at once (the reference writes the centred copy
+//     of x to memory and reads it back), with row means summed in double (a constant row centres to exactly
+//     zero): by sample where every thread gets one (the sample's means, centring and GEMMs in one task, Σ's
+//     upper part at 3/4 of the full product's work), else by column chunk across the batch;
 //   - the Newton–Schulz iterates are the ones the backward reads (no recomputation, no autograd graph);
 //   - the backward runs the analytic chain (sqrtm_bmm.cpp) and one GEMM, dx = gx (X − μ1ᵀ), where autograd
 //     through the reference runs two.
@@ -134,12 +135,74 @@ void for_centred_chunks(const at::Tensor& x, const at::Tensor& mean, const Chunk
   });
 }
 
+// fn(b, m0, w, xc [C, w]) for each sample b and column chunk of it, xc = x[b, :, m0:m0+w] − μ, with the
+// batch split into contiguous runs, one task each, in one parallel region (each task centres into its own
+// cache-sized buffer and runs its GEMMs itself, single-threaded). A sample's chunks run in order in one task,
+// so its products can be accumulated in place; each chunk is as long as a 1 MB buffer allows (the whole row
+// for C <= 64 at 48² maps), so every GEMM has a long inner dimension. Used when there are at least as many
+// samples as threads; the column-chunk plan above serves small batches. With fill_mean, the task first
+// writes the sample's row means into mean (x[b] is then read from memory once, the centring reads it from
+// cache).
+template <typename T, typename F>
+void for_centred_sample_chunks(const at::Tensor& x, at::Tensor& mean, bool fill_mean, const F& fn) {
+  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
+  constexpr int64_t kChunkElems = int64_t(1) << 18;
+  const int64_t L = std::min(M, std::max<int64_t>(256, (kChunkElems / C) / 64 * 64));
+  const T* xp = x.data_ptr<T>();
+  T* mp = mean.data_ptr<T>();
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    at::Tensor buf = at::empty({C, L}, x.options());
+    T* bp = buf.data_ptr<T>();
+    for (int64_t b = begin; b < end; ++b) {
+      if (fill_mean)
+        for (int64_t r = 0; r < C; ++r) mp[b * C + r] = row_mean(xp + (b * C + r) * M, M);
+      for (int64_t m0 = 0; m0 < M; m0 += L) {
+        const int64_t w = std::min(L, M - m0);
+        for (int64_t r = 0; r < C; ++r) subtract(xp + (b * C + r) * M + m0, mp[b * C + r], bp + r * L, w);
+        fn(b, m0, w, w == L ? buf : buf.narrow(1, 0, w));
+      }
+    }
+  });
+}
+
+// acc [C, C] := beta·acc + xc xcᵀ on and above the diagonal (the rest is left as is; scale_and_mirror fills
+// it): rows [0, h) against all rows, rows [h, C) against themselves, 3/4 of the full product's work in two
+// GEMMs that keep a long inner dimension (splitting further shortens them more than it saves). Below 64
+// rows the halves are too thin for the BLAS's blocking to pay, and the full product is faster.
+void add_upper_gram(const at::Tensor& acc, const at::Tensor& xc, int beta) {
+  const int64_t C = xc.size(0);
+  if (C < 64) {
+    acc.addmm_(xc, xc.t(), beta);
+    return;
+  }
+  const int64_t h = C / 2;
+  const at::Tensor top = xc.narrow(0, 0, h), bottom = xc.narrow(0, h, C - h);
+  acc.narrow(0, 0, h).addmm_(top, xc.t(), beta);
+  acc.narrow(0, h, C - h).narrow(1, h, C - h).addmm_(bottom, bottom.t(), beta);
+}
+
+// By sample when every thread gets a sample, or when the column plan would run one task anyway (one chunk,
+// or one thread): then the sample's GEMMs are the 3/4-work split of add_upper_gram, free to use every thread.
+bool split_by_sample(int64_t B, int64_t C, int64_t M) {
+  return B >= at::get_num_threads() || chunk_plan(B, C, M).parts == 1;
+}
+
 // Σ·M = Σ_chunks xc xcᵀ for x [B, C, M] contiguous and its row means, x centred chunk by chunk in cache (the
-// reference writes the centred copy of x to memory and reads it back); each task adds its chunks' products
-// into its own partial sum (baddbmm), the partials are added in task order.
+// reference writes the centred copy of x to memory and reads it back). By sample: each sample's chunk
+// products are added into its own Σ in order. By column chunk: each task adds its chunks' products into its
+// own partial sum (baddbmm), the partials are added in task order.
 template <typename T>
-at::Tensor chunked_gram(const at::Tensor& x, const at::Tensor& mean) {
+at::Tensor chunked_gram(const at::Tensor& x, at::Tensor& mean) {
   const int64_t B = x.size(0), C = x.size(1);
+  if (split_by_sample(B, C, x.size(2))) {
+    at::Tensor gram = at::empty({B, C, C}, x.options());
+    mean = at::empty({B, C}, x.options());
+    for_centred_sample_chunks<T>(x, mean, /*fill_mean=*/true, [&](int64_t b, int64_t m0, int64_t, const at::Tensor& xc) {
+      add_upper_gram(gram.select(0, b), xc, /*beta=*/m0 == 0 ? 0 : 1);
+    });
+    return gram;
+  }
+  mean = row_means_cpu(x);
   const ChunkPlan plan = chunk_plan(B, C, x.size(2));
   at::Tensor part_sums = at::empty({plan.parts, B, C, C}, x.options());
   std::vector<char> started(plan.parts, 0);
@@ -158,7 +221,13 @@ at::Tensor chunked_gram(const at::Tensor& x, const at::Tensor& mean) {
 // dx = gx (X − μ1ᵀ) for x [B, C, M] contiguous, gx [B, C, C], mean [B, C]: x centred chunk by chunk in cache,
 // each chunk's product written straight into its columns of dx.
 template <typename T>
-void chunked_centred_product(const at::Tensor& gx, const at::Tensor& x, const at::Tensor& mean, at::Tensor& dx) {
+void chunked_centred_product(const at::Tensor& gx, const at::Tensor& x, at::Tensor mean, at::Tensor& dx) {
+  if (split_by_sample(x.size(0), x.size(1), x.size(2))) {
+    for_centred_sample_chunks<T>(x, mean, /*fill_mean=*/false, [&](int64_t b, int64_t m0, int64_t w, const at::Tensor& xc) {
+      dx.select(0, b).narrow(1, m0, w).addmm_(gx.select(0, b), xc, /*beta=*/0);
+    });
+    return;
+  }
   const ChunkPlan plan = chunk_plan(x.size(0), x.size(1), x.size(2));
   for_centred_chunks<T>(x, mean, plan, [&](int64_t m0, int64_t w, const at::Tensor& xc, int64_t) {
     dx.narrow(2, m0, w).baddbmm_(gx, xc, /*beta=*/0);
@@ -214,7 +283,6 @@ at::Tensor centred_product_cpu(const at::Tensor& gx, const at::Tensor& x, const 
 at::Tensor centred_gram_cpu(const at::Tensor& x, at::Tensor& mean) {
   at::Tensor g;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "covpool_gram_cpu", [&] {
-    mean = row_means_cpu(x);
     g = chunked_gram<scalar_t>(x, mean);
     scale_and_mirror<scalar_t>(g.data_ptr<scalar_t>(), g.size(0), g.size(1), static_cast<double>(x.size(2)));
   });

@@ -1,6 +1,10 @@
-"""The CPU covariance forward centres x in column chunks of L = max(256, 2^18 / (B·C) rounded down to 64)
-and adds the chunks' Gram matrices: several chunks and a short last one, checked against a float64 oracle
-(DESIGN §6: at most 2× the reference's float32 error, plus a floor) and in float64 against the reference."""
+"""The CPU covariance code centres x in cache-sized chunks and adds the chunks' Gram matrices, by one of two
+plans: by sample (at least as many samples as threads, or one task anyway: chunks of one sample of
+L = max(256, 2^18 / C rounded down to 64) columns, the Gram's upper part in two GEMMs from C = 64 rows) or by
+column chunk across the batch (L = max(256, 2^18 / (B·C)), one partial sum per task). Each plan with several
+chunks and a short last one, at 1 and 2 threads, odd channel counts on both sides of the 64-row split, checked
+against a float64 oracle (DESIGN §6: at most 2× the reference's float32 error, plus a floor) and in float64
+against the reference."""
 from __future__ import annotations
 
 import pytest
@@ -16,8 +20,18 @@ OPS = {
     "covpool_sqrtm": lambda x, backend: F.covpool_sqrtm(x, 5, 1e-5, backend=backend),
     "covpool_sqrtm_row_mean": lambda x, backend: F.covpool_sqrtm(x, 3, 0.0, row_mean=True, backend=backend),
 }
-# (B, C, M): L = 1024 with 2 full chunks and 77 columns; L = 256 with 5 chunks and 3 columns; one chunk of 4096
-SHAPES = [(4, 64, 2 * 1024 + 77), (16, 80, 5 * 256 + 3), (1, 64, 4096)]
+# (B, C, M) at 2 threads: by column chunk (B = 1 < 2 threads, L = 4096: 2 full chunks and 77 columns), by sample
+# with L = 3264 (C = 80: 2 chunks and 5 columns), by sample with L = 4096 in one chunk and C = 65 (halves of 32
+# and 33 rows), by sample with C = 16 (one full product); at 1 thread each runs by sample.
+SHAPES = [(1, 64, 2 * 4096 + 77), (2, 80, 2 * 3264 + 5), (3, 65, 4096), (4, 16, 2 * 1024 + 77)]
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"{n}thread")
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
 
 
 def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -26,7 +40,7 @@ def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("op", list(OPS))
-def test_chunked_forward_float32_within_twice_the_reference(op, shape):
+def test_chunked_forward_float32_within_twice_the_reference(op, shape, threads):
     x = 5 + torch.randn(*shape, generator=torch.Generator().manual_seed(11))  # an offset: centring matters
     oracle = OPS[op](x.double(), "reference")
     err_ref = _max_rel(OPS[op](x, "reference"), oracle)
@@ -36,7 +50,7 @@ def test_chunked_forward_float32_within_twice_the_reference(op, shape):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("op", list(OPS))
-def test_chunked_forward_and_backward_float64(op, shape):
+def test_chunked_forward_and_backward_float64(op, shape, threads):
     x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
     outs = []
     for backend in ("cpu", "reference"):
@@ -48,6 +62,7 @@ def test_chunked_forward_and_backward_float64(op, shape):
     torch.testing.assert_close(outs[0][1], outs[1][1])
 
 
-def test_constant_rows_give_an_exactly_zero_covariance_across_chunks():
-    x = torch.full((4, 64, 2 * 1024 + 77), 0.1) * torch.arange(1, 65, dtype=torch.float32)[None, :, None]
+@pytest.mark.parametrize("batch", [1, 4])
+def test_constant_rows_give_an_exactly_zero_covariance_across_chunks(batch, threads):
+    x = torch.full((batch, 64, 2 * 4096 + 77), 0.1) * torch.arange(1, 65, dtype=torch.float32)[None, :, None]
     assert F.covpool(x, backend="cpu").abs().max().item() == 0.0
