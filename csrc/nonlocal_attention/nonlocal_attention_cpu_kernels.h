@@ -145,12 +145,20 @@ inline void block_scores(typename KV::type (&s)[kRows][NV], const T* q, int64_t 
   }
 }
 
-// The keys of a block at or past `valid` (the padding after M) are masked to `fill`.
+// The keys of a block at or past `valid` (the padding after M) are masked to `fill`: one compare and blend
+// per vector against the lanes' key numbers (constants).
 template <typename KV, int NV, typename T>
 inline void mask_keys(typename KV::type (&s)[NV], int64_t valid, T fill) {
-  for (int jv = 0; jv < NV; ++jv)
-    for (int i = 0; i < KV::lanes; ++i)
-      if (jv * KV::lanes + i >= valid) s[jv][i] = fill;
+  using I = typename KV::mask;
+  using L = std::remove_reference_t<decltype(std::declval<I>()[0])>;
+  const typename KV::type f = splat<KV>(fill);
+  I lim = {};
+  lim += static_cast<L>(valid);
+  for (int jv = 0; jv < NV; ++jv) {
+    I key;
+    for (int i = 0; i < KV::lanes; ++i) key[i] = static_cast<L>(jv * KV::lanes + i);
+    s[jv] = key < lim ? s[jv] : f;
+  }
 }
 
 // Calls FN<NV>() for the NV key vectors of the block at j0: whole blocks, then a last one of the
@@ -213,7 +221,8 @@ inline void forward_block(const T* q, int64_t dp, const T* kT, int64_t Mp, const
       const T m_old = m[r0 + r], block_max = hmax<KV, T>(mx);
       const T m_new = block_max > m_old ? block_max : m_old;  // a NaN score: its exp below is NaN
       const T shift = m_new == -inf ? T(0) : m_new;          // no −inf − (−inf) while a row is all −inf
-      alpha[r] = m_new == m_old ? T(1) : std::exp(m_old - shift);  // 1 also for a row still all −inf
+      // 1 also for a row still all −inf; 0 on a row's first finite block (o and l are still 0: no exp)
+      alpha[r] = m_new == m_old ? T(1) : (m_old == -inf ? T(0) : std::exp(m_old - shift));
       typename KV::type sum = {};
       for (int jv = 0; jv < NV; ++jv) {
         const typename KV::type e = vexp<kVecBytes>(s[r][jv] - shift);

@@ -22,6 +22,18 @@ pytestmark = pytest.mark.skipif(not _ext.has_kernel("nonlocal_attention_fwd", "C
 SHAPES = [(1, 1, 1, 1, 1), (2, 7, 7, 8, 8), (3, 17, 19, 24, 40), (2, 17 * 19, 65, 40, 24), (1, 577, 130, 8, 3),
           (2, 33, 577, 128, 128), (1, 5, 64, 1, 17)]
 NAMES = ("out", "dq", "dk", "dv")
+# The kernel pairs (csrc/nonlocal_attention/nonlocal_attention_cpu.cpp): the shape rule, and each pair forced
+# on every shape, so that both are checked on all of them whichever the rule picks.
+KERNELS = ("rule", "lanes", "rows")
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request, monkeypatch):
+    if request.param == "rule":
+        monkeypatch.delenv("SROPS_NL_CPU_KERNEL", raising=False)
+    else:
+        monkeypatch.setenv("SROPS_NL_CPU_KERNEL", request.param)
+    return request.param
 
 
 def _inputs(b, n, m, d, dv, dtype=torch.float64, seed=0):
@@ -45,7 +57,7 @@ def _cpu(q, k, v, scale):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("scale", [1.0, 0.3])
-def test_float64_matches_reference(shape, scale):
+def test_float64_matches_reference(shape, scale, kernel):
     q, k, v, g = _inputs(*shape)
     got = _run(_cpu, q, k, v, g, scale)
     want = _run(nonlocal_attention_ref, q, k, v, g, scale)
@@ -56,7 +68,7 @@ def test_float64_matches_reference(shape, scale):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_low_precision_within_twice_the_reference_error(shape, dtype):
+def test_low_precision_within_twice_the_reference_error(shape, dtype, kernel):
     """DESIGN.md §6: against a float64 oracle, at most 2× the reference's own error in that dtype
     (plus an absolute floor of 1e-6 for results the reference gets exactly)."""
     q, k, v, g = _inputs(*shape, seed=1)
@@ -71,13 +83,13 @@ def test_low_precision_within_twice_the_reference_error(shape, dtype):
 
 
 @pytest.mark.parametrize("scale", [0.0, -0.8, -3.0])
-def test_zero_and_negative_scale(scale):
+def test_zero_and_negative_scale(scale, kernel):
     q, k, v, g = _inputs(2, 9, 70, 8, 5)
     for name, a, e in zip(NAMES, _run(_cpu, q, k, v, g, scale), _run(nonlocal_attention_ref, q, k, v, g, scale)):
         assert_close(a, e, name)
 
 
-def test_large_logits_are_stable():
+def test_large_logits_are_stable(kernel):
     q, k, v, g = _inputs(2, 20, 90, 16, 16, seed=2)
     q = q * 30  # scores in the hundreds: exp overflows without the running max
     for name, a, e in zip(NAMES, _run(_cpu, q, k, v, g, 1.0), _run(nonlocal_attention_ref, q, k, v, g, 1.0)):
@@ -85,7 +97,7 @@ def test_large_logits_are_stable():
         assert_close(a, e, name)
 
 
-def test_strided_inputs_and_grad():
+def test_strided_inputs_and_grad(kernel):
     """Transposed [B, d, N] maps (NonLocal2d's layout), a sliced batch and a non-contiguous gradient."""
     gen = torch.Generator().manual_seed(4)
     q = torch.randn(2, 24, 37, dtype=torch.float64, generator=gen).transpose(1, 2)
@@ -101,7 +113,7 @@ def test_strided_inputs_and_grad():
 
 @pytest.mark.parametrize("value", [float("nan"), float("-inf"), float("inf")])
 @pytest.mark.parametrize("where", ["q", "k", "v"])
-def test_non_finite_input_gives_what_the_reference_gives(value, where):
+def test_non_finite_input_gives_what_the_reference_gives(value, where, kernel):
     """A NaN or ±inf in a row: the same NaN pattern (and finite values) as the reference, outputs and
     gradients, never zeros where the reference has NaN."""
     q, k, v, g = _inputs(2, 9, 70, 8, 5, seed=5)
@@ -117,7 +129,7 @@ def test_non_finite_input_gives_what_the_reference_gives(value, where):
         assert got[0][0, 3].isnan().all()
 
 
-def test_gradcheck_and_gradgradcheck():
+def test_gradcheck_and_gradgradcheck(kernel):
     q, k, v = (t.requires_grad_() for t in _inputs(2, 5, 7, 3, 2)[:3])
     fn = lambda a, b, c: F.nonlocal_attention(a, b, c, 0.7, backend="cpu")  # noqa: E731
     assert torch.autograd.gradcheck(fn, (q, k, v))
@@ -136,7 +148,7 @@ def test_float32_double_backward_matches_reference():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_opcheck(dtype):
+def test_opcheck(dtype, kernel):
     q, k, v, g = _inputs(2, 9, 70, 8, 5, dtype=dtype)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
     torch.library.opcheck(torch.ops.srops.nonlocal_attention_fwd, (q, k, v, 0.7))
@@ -145,7 +157,7 @@ def test_opcheck(dtype):
     torch.library.opcheck(torch.ops.srops.nonlocal_attention_bwd, args + (0.7,))
 
 
-def test_backward_is_deterministic_and_independent_of_threads():
+def test_backward_is_deterministic_and_independent_of_threads(kernel):
     q, k, v, g = _inputs(2, 300, 700, 32, 32, dtype=torch.float32, seed=6)  # several key chunks per batch
     threads = torch.get_num_threads()
     try:
@@ -216,11 +228,14 @@ def test_nonlocal2d_compiled_dynamic_over_sizes():
 
 
 _ISA_SCRIPT = textwrap.dedent("""
+    import itertools, os
     import torch
     import srops.functional as F
     from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref as ref
     torch.manual_seed(0)
-    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+    for kernel, (dtype, tol) in itertools.product(
+            ("lanes", "rows"), ((torch.float64, 1e-10), (torch.float32, 2e-5))):
+        os.environ["SROPS_NL_CPU_KERNEL"] = kernel
         for b, n, m, d, dv in ((2, 17, 19, 8, 8), (1, 70, 130, 40, 24)):
             q, k, v = (torch.randn(b, r, c, dtype=dtype, requires_grad=True) for r, c in ((n, d), (m, d), (m, dv)))
             g = torch.randn(b, n, dv, dtype=dtype)

@@ -1,0 +1,198 @@
+// The query-lane forward kernel of nonlocal_attention_cpu.cpp, included there once per instruction set after
+// nonlocal_attention_cpu_kernels.h, inside the same `namespace SROPS_NL_ISA` (it uses that file's vectors,
+// vexp and constants). Include nothing here.
+//
+// One vector holds one score of R = KeyVec<T>::lanes queries (16 float queries with AVX-512), so the online
+// softmax's row statistics (max, sum, rescale factor) are vectors too: no horizontal reductions, no scalar
+// exp per row and block, no masking of padded keys (keys are walked one at a time, in chunks of kLaneKeys).
+// Per R queries and key: d + dv fused multiply-adds and one vector exp, whatever d and M are, which is what
+// small heads and few keys need (the row-tile kernel pays per row and key block overheads that there cost
+// more than the products). Layouts: q [B, N, d], k [B, M, d] and v [B, M, dv] contiguous; per task the
+// scratch qT [d, R] (a tile's queries transposed, zero past N) and oT [dv, R].
+//
+// The backward in the same layout (FlashAttention-2's recomputation from the row log-sum-exp): a work unit
+// is (batch b, a run of key chunks); for each chunk of KC keys it walks every tile of the sample, recomputes
+// the probabilities P and dS = P ∘ (dP − Δ) as vectors over R queries, adds dS·k into the unit's transposed dq
+// partial and keeps P and dS of the chunk ([KC, Np], in cache); then dk = scale·dSᵀq and dv = Pᵀg of the
+// chunk's keys, R queries per vector with one horizontal sum per key and feature at the end. Layouts:
+// qT [B, d, Np], gT [B, dv, Np] (zero past N), qp [B, N, dp] and gp [B, N, dvp] (zero-padded to whole feature
+// vectors), lse and delta [B, Np]; dq_part [units of b, B, d, Np].
+// NOLINTBEGIN
+namespace SROPS_NL_ISA {
+
+constexpr int kLaneKeys = 8;  // keys of a chunk: their scores stay in registers
+
+// One chunk of KC keys (from key j0) for the R queries of qt (column offset into qT, row stride ldq):
+// updates the running max m, sum l and output oT [dv, R].
+template <typename T, int KC>
+inline void lane_chunk(const T* qt, int64_t ldq, const T* k, const T* v, int64_t d, int64_t dv, T scale,
+                       typename KeyVec<T>::type& m, typename KeyVec<T>::type& l, T* oT) {
+  using V = KeyVec<T>;
+  using VT = typename V::type;
+  constexpr int R = V::lanes;
+  const T inf = std::numeric_limits<T>::infinity();
+  VT s[KC] = {};
+  for (int64_t c = 0; c < d; ++c) {
+    const VT qv = load<V>(qt + c * ldq);
+#pragma GCC unroll 8
+    for (int jj = 0; jj < KC; ++jj) s[jj] += qv * k[jj * d + c];
+  }
+  VT mx = s[0] * scale;
+  s[0] = mx;
+  for (int jj = 1; jj < KC; ++jj) {
+    s[jj] *= scale;
+    mx = s[jj] > mx ? s[jj] : mx;  // a NaN score never wins: its exp below makes the row NaN
+  }
+  const VT ninf = splat<V>(-inf), zero = splat<V>(T(0)), one = splat<V>(T(1));
+  const VT m_new = mx > m ? mx : m;
+  const VT shift = m_new == ninf ? zero : m_new;  // no −inf − (−inf) while a row is all −inf
+  // 1 where the max stays (also a row still all −inf), 0 on a row's first finite chunk (o and l still 0)
+  const VT alpha = m_new == m ? one : (m == ninf ? zero : vexp<kVecBytes>(m - shift));
+  VT psum = zero;
+  for (int jj = 0; jj < KC; ++jj) {
+    s[jj] = vexp<kVecBytes>(s[jj] - shift);
+    psum += s[jj];
+  }
+  l = l * alpha + psum;
+  m = m_new;
+  for (int64_t f = 0; f < dv; ++f) {
+    VT acc = load<V>(oT + f * R) * alpha;
+#pragma GCC unroll 8
+    for (int jj = 0; jj < KC; ++jj) acc += s[jj] * v[jj * dv + f];
+    store<V>(oT + f * R, acc);
+  }
+}
+
+// Forward over tiles of R queries: a work unit is (batch b, tile), which meets every key in turn.
+template <typename T>
+void lane_forward_kernel(const T* q, const T* k, const T* v, T* out, T* lse, int64_t B, int64_t N, int64_t M,
+                         int64_t d, int64_t dv, T scale) {
+  using V = KeyVec<T>;
+  using VT = typename V::type;
+  constexpr int R = V::lanes;
+  const int64_t tiles = (N + R - 1) / R;
+  at::parallel_for(0, B * tiles, 1, [&](int64_t u0, int64_t u1) {
+    std::vector<T> qT(d * R), oT(dv * R);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t b = u / tiles, i0 = (u % tiles) * R, rows = std::min<int64_t>(R, N - i0);
+      const T* qb = q + (b * N + i0) * d;
+      const T* kb = k + b * M * d;
+      const T* vb = v + b * M * dv;
+      for (int64_t c = 0; c < d; ++c)
+        for (int r = 0; r < R; ++r) qT[c * R + r] = r < rows ? qb[r * d + c] : T(0);
+      std::fill(oT.begin(), oT.end(), T(0));
+      VT m = splat<V>(-std::numeric_limits<T>::infinity()), l = splat<V>(T(0));
+      int64_t j0 = 0;
+      for (; j0 + kLaneKeys <= M; j0 += kLaneKeys)
+        lane_chunk<T, kLaneKeys>(qT.data(), R, kb + j0 * d, vb + j0 * dv, d, dv, scale, m, l, oT.data());
+      switch (M - j0) {  // the last 1 to kLaneKeys − 1 keys
+#define SROPS_NL_TAIL(n) \
+  case n: lane_chunk<T, n>(qT.data(), R, kb + j0 * d, vb + j0 * dv, d, dv, scale, m, l, oT.data()); break;
+        SROPS_NL_TAIL(1) SROPS_NL_TAIL(2) SROPS_NL_TAIL(3) SROPS_NL_TAIL(4) SROPS_NL_TAIL(5) SROPS_NL_TAIL(6)
+        SROPS_NL_TAIL(7)
+#undef SROPS_NL_TAIL
+        default: break;
+      }
+      static_assert(kLaneKeys == 8, "the tail's cases are written out for chunks of 8 keys");
+      for (int64_t f = 0; f < dv; ++f) store<V>(oT.data() + f * R, load<V>(oT.data() + f * R) / l);
+      for (int64_t r = 0; r < rows; ++r) {
+        T* y = out + (b * N + i0 + r) * dv;
+        for (int64_t f = 0; f < dv; ++f) y[f] = oT[f * R + r];
+        lse[b * N + i0 + r] = m[r] + std::log(l[r]);
+      }
+    }
+  });
+}
+
+// One chunk of KC keys (from key j0: k and v point at it) against every tile of the sample (see above).
+template <typename T, int KC>
+inline void lane_backward_chunk(const T* qT, const T* gT, const T* qp, const T* gp, const T* lse, const T* delta,
+                                const T* k, const T* v, int64_t N, int64_t Np, int64_t d, int64_t dp, int64_t dv,
+                                int64_t dvp, T scale, T* dqT, T* P, T* DS, T* dk, T* dvo) {
+  using V = KeyVec<T>;
+  using VT = typename V::type;
+  constexpr int R = V::lanes;
+  for (int64_t i0 = 0; i0 < Np; i0 += R) {
+    VT s[KC] = {}, dp[KC] = {};
+    for (int64_t c = 0; c < d; ++c) {
+      const VT qv = load<V>(qT + c * Np + i0);
+#pragma GCC unroll 8
+      for (int jj = 0; jj < KC; ++jj) s[jj] += qv * k[jj * d + c];
+    }
+    for (int64_t f = 0; f < dv; ++f) {
+      const VT gv = load<V>(gT + f * Np + i0);
+#pragma GCC unroll 8
+      for (int jj = 0; jj < KC; ++jj) dp[jj] += gv * v[jj * dv + f];
+    }
+    // Lanes past N hold junk (their dq is dropped, and dk, dv below sum over the first N queries only).
+    const VT lv = load<V>(lse + i0), dlt = load<V>(delta + i0);
+    for (int jj = 0; jj < KC; ++jj) {
+      s[jj] = vexp<kVecBytes>(s[jj] * scale - lv);
+      dp[jj] = s[jj] * (dp[jj] - dlt);
+      store<V>(P + jj * Np + i0, s[jj]);
+      store<V>(DS + jj * Np + i0, dp[jj]);
+    }
+    for (int64_t c = 0; c < d; ++c) {
+      VT acc = load<V>(dqT + c * Np + i0);
+#pragma GCC unroll 8
+      for (int jj = 0; jj < KC; ++jj) acc += dp[jj] * k[jj * d + c];
+      store<V>(dqT + c * Np + i0, acc);
+    }
+  }
+  // dk = scale · Σ_i dS[i, j] q[i, :], dv = Σ_i P[i, j] g[i, :]: features in lanes (q and g row-major,
+  // padded to whole feature vectors), one vector of each key's gradient in a register over all queries.
+  using FV = FeatVec<T, kFeatureBytes>;
+  auto keys_times_rows = [&](const T* W, const T* x, int64_t ldx, int64_t width, T mul, T* dst) {
+    for (int64_t f0 = 0; f0 < ldx; f0 += FV::lanes) {
+      typename FV::type acc[KC] = {};
+      for (int64_t i = 0; i < N; ++i) {
+        const typename FV::type xv = load<FV>(x + i * ldx + f0);
+#pragma GCC unroll 8
+        for (int jj = 0; jj < KC; ++jj) acc[jj] += W[jj * Np + i] * xv;
+      }
+      for (int jj = 0; jj < KC; ++jj)
+        for (int64_t c = f0; c < std::min<int64_t>(f0 + FV::lanes, width); ++c) dst[jj * width + c] = acc[jj][c - f0] * mul;
+    }
+  };
+  keys_times_rows(DS, qp, dp, d, scale, dk);
+  keys_times_rows(P, gp, dvp, dv, T(1), dvo);
+}
+
+// Backward units: (batch b, key chunks [c0, c1) of kLaneKeys keys, the last one shorter), one dq partial
+// per unit's part index (dq_part [parts, B, d, Np], each zeroed by its unit).
+template <typename T>
+void lane_backward_kernel(const T* qT, const T* gT, const T* qp, const T* gp, const T* lse, const T* delta, const T* k,
+                          const T* v, T* dq_part, T* dk, T* dvo, int64_t B, int64_t N, int64_t M, int64_t Np, int64_t d,
+                          int64_t dp, int64_t dv, int64_t dvp, int64_t parts, T scale) {
+  const int64_t chunks = (M + kLaneKeys - 1) / kLaneKeys;
+  at::parallel_for(0, B * parts, 1, [&](int64_t u0, int64_t u1) {
+    std::vector<T> P(kLaneKeys * Np), DS(kLaneKeys * Np);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t b = u / parts, part = u % parts;
+      const int64_t c0 = part * chunks / parts, c1 = (part + 1) * chunks / parts;
+      const T *qb = qT + b * d * Np, *gb = gT + b * dv * Np, *lb = lse + b * Np, *db = delta + b * Np;
+      const T *qpb = qp + b * N * dp, *gpb = gp + b * N * dvp;
+      T* dqb = dq_part + (part * B + b) * d * Np;
+      std::fill(dqb, dqb + d * Np, T(0));
+      for (int64_t ch = c0; ch < c1; ++ch) {
+        const int64_t j0 = ch * kLaneKeys, n = std::min<int64_t>(kLaneKeys, M - j0);
+        const T *kj = k + (b * M + j0) * d, *vj = v + (b * M + j0) * dv;
+        T *dkj = dk + (b * M + j0) * d, *dvj = dvo + (b * M + j0) * dv;
+        switch (n) {
+#define SROPS_NL_TAIL(n)                                                                                    \
+  case n:                                                                                                   \
+    lane_backward_chunk<T, n>(qb, gb, qpb, gpb, lb, db, kj, vj, N, Np, d, dp, dv, dvp, scale, dqb, P.data(), \
+                              DS.data(), dkj, dvj);                                                          \
+    break;
+          SROPS_NL_TAIL(1) SROPS_NL_TAIL(2) SROPS_NL_TAIL(3) SROPS_NL_TAIL(4) SROPS_NL_TAIL(5) SROPS_NL_TAIL(6)
+          SROPS_NL_TAIL(7) SROPS_NL_TAIL(8)
+#undef SROPS_NL_TAIL
+          default: break;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace SROPS_NL_ISA
+// NOLINTEND
