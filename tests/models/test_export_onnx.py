@@ -27,10 +27,6 @@ SMALL = {  # constructor overrides that keep each network's attention blocks at 
     "srgan_attention": dict(n_blocks=1, n_feats=32), "srresnet": dict(n_blocks=1, n_feats=16),
     "srresnet_cbam": dict(n_blocks=1, n_feats=16),
 }
-FIXED_SIZE = {
-    "bicubic": "MATLAB imresize computes its weights from Python integers of the input size (and trims zero "
-               "columns by their values): its program is fixed to the example's size",
-}
 SIZES = [(31, 17), (16, 33), (40, 40)]
 
 
@@ -44,8 +40,6 @@ def _run(sess, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", srops.models.list_models())
 def test_every_network_exports_with_dynamic_sizes(name):
-    if name in FIXED_SIZE:
-        pytest.xfail(f"{name}: {FIXED_SIZE[name]}")
     import onnxruntime as ort
 
     torch.manual_seed(0)
