@@ -8,6 +8,8 @@ program nor fix it to the example's region tiling. Also ``python -m srops.models
 from __future__ import annotations
 
 import importlib.util
+import os
+import stat
 import warnings
 
 import pytest
@@ -77,6 +79,9 @@ def test_export_command_writes_a_model_onnxruntime_runs(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "opset 18" in said and "max error" in said
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # a normal new file, not a private temporary's 0600
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = torch.rand(1, 3, 23, 18)
     with torch.no_grad():
