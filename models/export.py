@@ -18,7 +18,6 @@ import importlib.util
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -67,19 +66,15 @@ def check_with_onnxruntime(model_bytes: bytes, net: nn.Module, size: tuple[int, 
 
 
 def write_atomically(data: bytes, dst: Path, overwrite: bool) -> None:
-    """``data`` to ``dst`` through a temporary file in its folder and ``os.replace``."""
+    """``data`` to ``dst`` through a temporary file in its folder and ``os.replace`` (the file gets the
+    usual permissions, 0o666 less the umask)."""
+    from srops.image.files import write_atomic
+
     if dst.exists() and not overwrite:
         raise ValueError(f"'{dst}' exists; pass --overwrite to replace it")
     if not dst.parent.is_dir():
         raise ValueError(f"the folder of '{dst}' does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(dst, lambda fh: fh.write(data))
 
 
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, opset: int = OPSET, overwrite: bool = False,

@@ -3,7 +3,9 @@
 The reference row of every SR results table ("Bicubic"): the LR input is
 upscaled by ``scale`` with :func:`srops.image.imresize` (cubic a = -0.5,
 mirror borders). Used to check the evaluation protocol against the published
-baselines and as a trivial model for pipeline smoke tests.
+baselines and as a trivial model for pipeline smoke tests. An integer factor
+takes imresize's per-phase path, which builds nothing from the input's size,
+so the network exports (torch.export, ONNX) with dynamic height and width.
 """
 from __future__ import annotations
 

@@ -14,10 +14,16 @@ Reproduces MATLAB's ``imresize(I, scale, 'bicubic')`` and
 * separable: one pass per spatial dimension, the dimension with the smaller
   scale first (MATLAB sorts the scales stably, so rows first on a tie).
 
-The weights are computed once per (length, scale) in float64 on the CPU and
-moved to the input's device and dtype; the resampling itself is a sum of
-``index_select`` terms, so it runs on any device and is differentiable with
-respect to the input.
+An integer factor ``s`` (upscaling, or 1) takes a shorter path with the same
+maths: output ``o = s * k + p`` sits at input position ``k + (p + 0.5) / s -
+0.5``, so its weights depend on the phase ``p`` alone and span the five inputs
+``k - 2 .. k + 2`` (one of them, or two, with weight 0). The pass mirror-pads
+the input by two samples per side and sums five shifted slices times
+per-phase weights, interleaving the ``s`` phases by a reshape. It holds no
+table whose size depends on the input's, so ``torch.export`` keeps H and W
+dynamic. Other factors compute the weights once per (length, scale) in float64
+on the CPU; that resampling is a sum of ``index_select`` terms. Both run on any
+device and are differentiable with respect to the input.
 
 Convention: images are RGB (or any channels) float tensors in [0, 1] laid out
 ``[B, C, H, W]`` (``[C, H, W]`` and ``[H, W]`` work too; only the last two
@@ -98,6 +104,54 @@ def output_size(in_size: Sequence[int], scale: Sequence[float]) -> tuple[int, in
     return tuple(int(math.ceil(s * n)) for s, n in zip(scale, in_size))  # type: ignore[return-value]
 
 
+def _cubic_scalar(t: float) -> float:
+    """:func:`_cubic` on one Python float, with the same operations in the same order."""
+    absx = abs(t)
+    absx2 = absx * absx
+    absx3 = absx2 * absx
+    if absx <= 1:
+        return 1.5 * absx3 - 2.5 * absx2 + 1.0
+    if absx <= 2:
+        return -0.5 * absx3 + 2.5 * absx2 - 4.0 * absx + 2.0
+    return 0.0
+
+
+@functools.lru_cache(maxsize=32)
+def _phase_weights(scale: int) -> tuple[tuple[float, ...], ...]:
+    """``[scale][5]`` float64 weights: row ``p`` weighs inputs ``k - 2 .. k + 2`` for output ``scale * k + p``.
+
+    Plain Python floats, so that a trace (torch.export) never caches a tensor of its own.
+    """
+    rows = []
+    for p in range(scale):
+        offset = (p + 0.5) / scale - 0.5  # in (-0.5, 0.5)
+        w = [_cubic_scalar(offset - d) for d in range(-2, 3)]
+        total = sum(w)
+        rows.append(tuple(v / total for v in w))
+    return tuple(rows)
+
+
+def _slice(x: torch.Tensor, dim: int, start: int | None, stop: int | None) -> torch.Tensor:
+    return x[..., start:stop, :] if dim == -2 else x[..., start:stop]
+
+
+def _upscale_dim(x: torch.Tensor, dim: int, scale: int) -> torch.Tensor:
+    """Upscale ``x`` along ``dim`` (-2 or -1) by the integer ``scale`` >= 2 (MATLAB's weights and borders)."""
+    w = torch.tensor(_phase_weights(scale), dtype=x.dtype, device=x.device)  # [scale, 5], rounded once
+    # Mirror by two samples, the edge repeated: [x1, x0 | x0 .. x(n-1) | x(n-1), x(n-2)]. Going through the
+    # edge-replicated [x0 | x | x(n-1)] makes a 1-sample input come out as five copies (MATLAB's fold).
+    edged = torch.cat([_slice(x, dim, 0, 1), x, _slice(x, dim, -1, None)], dim)
+    padded = torch.cat([_slice(edged, dim, 2, 3), edged, _slice(edged, dim, -3, -2)], dim)
+    phase_shape = (scale, 1) if dim == -2 else (scale,)
+    out = None
+    for t in range(5):  # input offset t - 2, ascending: the order the index tables sum in
+        tap = _slice(padded, dim, t, t - 4 if t < 4 else None).unsqueeze(dim)  # a phase axis of 1 after dim
+        term = tap * w[:, t].reshape(phase_shape)
+        out = term if out is None else out + term
+    assert out is not None
+    return out.flatten(-3, -2) if dim == -2 else out.flatten(-2)
+
+
 def _resize_dim(x: torch.Tensor, dim: int, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Resample ``x`` along ``dim`` (-2 or -1): ``out[o] = sum_p w[o, p] * x[idx[o, p]]``."""
     w = weights.to(device=x.device, dtype=x.dtype)
@@ -169,13 +223,12 @@ def imresize(
         raise TypeError(f"srops.{_OP}: 'antialias' must be a bool, got {type(antialias).__name__}")
     if (scale is None) == (size is None):
         raise ValueError(f"srops.{_OP}: give exactly one of 'scale' and 'size', got scale={scale!r}, size={size!r}")
-    in_size = (int(x.shape[-2]), int(x.shape[-1]))
+    out_size: tuple[int, int] | None = None
     if scale is not None:
         scales = _parse_pair(scale, "scale", float)
-        out_size = output_size(in_size, scales)
     else:
         out_size = _parse_pair(size, "size", int)
-        scales = (out_size[0] / in_size[0], out_size[1] / in_size[1])
+        scales = (out_size[0] / int(x.shape[-2]), out_size[1] / int(x.shape[-1]))  # a fixed size: Python ints
 
     orig_dtype = x.dtype
     if orig_dtype in (torch.float16, torch.bfloat16):
@@ -184,9 +237,13 @@ def imresize(
     order = (0, 1) if scales[0] <= scales[1] else (1, 0)
     out = x
     for d in order:
-        if scales[d] == 1.0 and out_size[d] == in_size[d]:
-            continue  # weights are the identity
-        w, i = _contributions_cached(in_size[d], out_size[d], scales[d], antialias)
+        if scales[d].is_integer():  # an integer factor: output = scale * input along d, phase weights
+            if scales[d] != 1.0:  # 1: the identity
+                out = _upscale_dim(out, d - 2, int(scales[d]))
+            continue
+        n_in = int(x.shape[d - 2])  # only here: sizes become Python ints (fixed under torch.export)
+        n_out = out_size[d] if out_size is not None else output_size((n_in,), (scales[d],))[0]
+        w, i = _contributions_cached(n_in, n_out, scales[d], antialias)
         out = _resize_dim(out, d - 2, w, i)
     if out is x:
         out = x.clone()

@@ -82,7 +82,7 @@ def test_half_downscale_hand_values(antialias: bool) -> None:
 @pytest.mark.parametrize(
     "shape,scale",
     [((7, 5), 2), ((7, 5), 3), ((13, 10), 0.5), ((17, 11), 1 / 3), ((16, 9), 0.25), ((9, 14), 1.5),
-     ((12, 12), (0.75, 2.5)), ((5, 6), 0.3)],
+     ((12, 12), (0.75, 2.5)), ((5, 6), 0.3), ((1, 2), 3), ((2, 1), 4), ((2, 3), (2, 3)), ((1, 1), 2), ((8, 3), 4)],
 )
 def test_matches_dense_oracle(shape: tuple[int, int], scale) -> None:
     x = torch.rand(2, 3, *shape, dtype=torch.float64)
@@ -172,6 +172,61 @@ def test_float32_matches_float64() -> None:
         y32 = imresize(x, s)
         assert y32.dtype == torch.float32
         assert_close_to_oracle(y32, _dense_in(x, s), y64, f"x{s}", floor=ulp_floor(torch.float32, y64))
+
+
+def _by_index_tables(x: torch.Tensor, scale: tuple[int, int]) -> torch.Tensor:
+    """Integer upscaling through the general path's per-output index tables (:func:`contributions`),
+    summed in the tables' column order in ``x``'s dtype, dimensions in MATLAB's order."""
+    out = x
+    for d in sorted((0, 1), key=lambda d: scale[d]):  # stable: rows first on a tie
+        if scale[d] == 1:
+            continue
+        n = out.shape[d - 2]
+        w, idx = contributions(n, n * scale[d], float(scale[d]))
+        w = w.to(x.dtype)
+        shape = (-1, 1) if d == 0 else (-1,)
+        out = sum(out.index_select(d - 2, idx[:, p]) * w[:, p].reshape(shape) for p in range(w.shape[1]))
+    return out
+
+
+INTEGER_CASES = [((h, w), s) for h, w in ((1, 1), (1, 2), (2, 1), (2, 2), (3, 5), (7, 4), (16, 9), (31, 17))
+                 for s in ((2, 2), (3, 3), (4, 4))] + [((5, 6), (2, 3)), ((6, 5), (4, 1)), ((9, 2), (1, 3))]
+
+
+@pytest.mark.parametrize("shape,scale", INTEGER_CASES)
+def test_integer_upscale_matches_the_index_tables(shape, scale) -> None:
+    """Integer factors use per-phase weights on a mirror-padded input; the general path's per-output
+    tables (whose weights carry the rounding of each output's position) give the same image."""
+    x = torch.rand(2, 3, *shape, dtype=torch.float64)
+    y = imresize(x, scale)
+    assert y.shape == (2, 3, shape[0] * scale[0], shape[1] * scale[1])
+    assert_close(y, _by_index_tables(x, scale), name=f"{shape} x{scale}")
+    if scale[0] == scale[1]:
+        size = (shape[0] * scale[0], shape[1] * scale[1])
+        assert torch.equal(imresize(x, size=size), y)  # the size= form takes the same path
+
+
+@pytest.mark.parametrize("shape,scale", INTEGER_CASES)
+def test_integer_upscale_float32_against_float64(shape, scale) -> None:
+    x = torch.rand(2, 3, *shape, dtype=torch.float64).float()
+    y32 = imresize(x, scale)
+    oracle = _by_index_tables(x.double(), scale)
+    assert_close_to_oracle(y32, _by_index_tables(x, scale), oracle, f"{shape} x{scale}",
+                           floor=ulp_floor(torch.float32, oracle))
+
+
+def test_integer_upscale_exports_with_dynamic_height_and_width() -> None:
+    """No table depends on the input's size, so torch.export keeps H and W symbolic."""
+
+    class Up(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return imresize(x, (2, 3))
+
+    dims = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    prog = torch.export.export(Up(), (torch.rand(1, 3, 12, 10),), dynamic_shapes=(dims,)).module()
+    for shape in ((2, 2), (7, 3), (31, 17)):
+        x = torch.rand(1, 3, *shape)
+        assert_close(prog(x), imresize(x, (2, 3)), name=str(shape), atol=0, rtol=0)
 
 
 def test_half_precision_inputs() -> None:
