@@ -241,23 +241,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
   if (use_lane_backward(N, d, dv)) {
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nonlocal_attention_bwd_cpu_lanes", [&] {
       const int64_t Np = round_up(N, lane_queries<scalar_t>());
-      const at::Tensor qT = pad(q, Np, d).transpose(1, 2).contiguous();
-      const at::Tensor gT = pad(grad, Np, dv).transpose(1, 2).contiguous();
-      const at::Tensor lsep = pad(lse.unsqueeze(2), Np, 1);
-      const at::Tensor delta = pad((grad * out).sum(2, /*keepdim=*/true), Np, 1);
-      const int64_t fl = kFeatureBytes / int64_t(sizeof(scalar_t)), dp = round_up(d, fl), dvp = round_up(dv, fl);
-      const at::Tensor qp = pad(q, N, dp), gp = pad(grad, N, dvp);
+      const at::Tensor qc = q.contiguous(), gc = grad.contiguous(), oc = out.contiguous(), lc = lse.contiguous();
       const at::Tensor kc = k.contiguous(), vc = v.contiguous();
       const int64_t chunks = (M + 7) / 8;
       const int64_t parts = std::min(chunks, (kMinUnits + B - 1) / B);
-      at::Tensor dq_part = at::empty({parts, B, d, Np}, q.options());
-      SROPS_NL_CALL(lane_backward_kernel<scalar_t>, qT.data_ptr<scalar_t>(), gT.data_ptr<scalar_t>(),
-                    qp.data_ptr<scalar_t>(), gp.data_ptr<scalar_t>(), lsep.data_ptr<scalar_t>(),
-                    delta.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(),
-                    dq_part.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(), dvt.data_ptr<scalar_t>(), B, N, M, Np, d,
-                    dp, dv, dvp, parts, static_cast<scalar_t>(scale));
-      const at::Tensor dqT = parts == 1 ? dq_part.select(0, 0) : dq_part.sum(0);
-      dq.copy_(dqT.narrow(2, 0, N).transpose(1, 2)).mul_(scale);
+      at::Tensor dq_part = at::empty({parts == 1 ? 0 : parts, B, d, Np}, q.options());
+      SROPS_NL_CALL(lane_backward_kernel<scalar_t>, qc.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
+                    oc.data_ptr<scalar_t>(), lc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(),
+                    dq.data_ptr<scalar_t>(), dq_part.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(),
+                    dvt.data_ptr<scalar_t>(), B, N, M, Np, d, dv, parts, static_cast<scalar_t>(scale));
+      if (parts > 1) dq.copy_(dq_part.sum(0).narrow(2, 0, N).transpose(1, 2)).mul_(scale);
     });
     return {dq, dk, dvt};
   }

@@ -13,10 +13,8 @@
 // The backward in the same layout (FlashAttention-2's recomputation from the row log-sum-exp): a work unit
 // is (batch b, a run of key chunks); for each chunk of KC keys it walks every tile of the sample, recomputes
 // the probabilities P and dS = P ∘ (dP − Δ) as vectors over R queries, adds dS·k into the unit's transposed dq
-// partial and keeps P and dS of the chunk ([KC, Np], in cache); then dk = scale·dSᵀq and dv = Pᵀg of the
-// chunk's keys, R queries per vector with one horizontal sum per key and feature at the end. Layouts:
-// qT [B, d, Np], gT [B, dv, Np] (zero past N), qp [B, N, dp] and gp [B, N, dvp] (zero-padded to whole feature
-// vectors), lse and delta [B, Np]; dq_part [units of b, B, d, Np].
+// (partial) and keeps P and dS of the chunk ([KC, Np], in cache); then dk = scale·dSᵀq and dv = Pᵀg of the
+// chunk's keys with features in lanes (q and g row-major), one register per key and feature vector.
 // NOLINTBEGIN
 namespace SROPS_NL_ISA {
 
@@ -158,31 +156,51 @@ inline void lane_backward_chunk(const T* qT, const T* gT, const T* qp, const T* 
   keys_times_rows(P, gp, dvp, dv, T(1), dvo);
 }
 
-// Backward units: (batch b, key chunks [c0, c1) of kLaneKeys keys, the last one shorter), one dq partial
-// per unit's part index (dq_part [parts, B, d, Np], each zeroed by its unit).
+// Backward units: (batch b, key chunks [c0, c1) of kLaneKeys keys, the last one shorter). Each unit lays out
+// its sample itself (qT, gT, the feature-padded q and g where d or dv is not a whole number of feature
+// vectors, lse, Δ = rowsum(g ∘ out)), in its own scratch: no whole-batch copies before the kernel. With one
+// part per sample the unit writes dq itself; else its dq partial goes to dq_part [parts, B, d, Np] (zeroed
+// here), which the caller sums in part order. q, g, out [B, N, ·], lse [B, N], k, v [B, M, ·] contiguous.
 template <typename T>
-void lane_backward_kernel(const T* qT, const T* gT, const T* qp, const T* gp, const T* lse, const T* delta, const T* k,
-                          const T* v, T* dq_part, T* dk, T* dvo, int64_t B, int64_t N, int64_t M, int64_t Np, int64_t d,
-                          int64_t dp, int64_t dv, int64_t dvp, int64_t parts, T scale) {
+void lane_backward_kernel(const T* q, const T* g, const T* out, const T* lse, const T* k, const T* v, T* dq,
+                          T* dq_part, T* dk, T* dvo, int64_t B, int64_t N, int64_t M, int64_t Np, int64_t d,
+                          int64_t dv, int64_t parts, T scale) {
+  using FV = FeatVec<T, kFeatureBytes>;
   const int64_t chunks = (M + kLaneKeys - 1) / kLaneKeys;
+  const int64_t dp = (d + FV::lanes - 1) / FV::lanes * FV::lanes, dvp = (dv + FV::lanes - 1) / FV::lanes * FV::lanes;
   at::parallel_for(0, B * parts, 1, [&](int64_t u0, int64_t u1) {
-    std::vector<T> P(kLaneKeys * Np), DS(kLaneKeys * Np);
+    std::vector<T> P(kLaneKeys * Np), DS(kLaneKeys * Np), qT(d * Np, T(0)), gT(dv * Np, T(0)), lv(Np, T(0)),
+        delta(Np, T(0)), dqT(parts == 1 ? d * Np : 0), qpad(dp != d ? N * dp : 0, T(0)),
+        gpad(dvp != dv ? N * dvp : 0, T(0));
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t b = u / parts, part = u % parts;
       const int64_t c0 = part * chunks / parts, c1 = (part + 1) * chunks / parts;
-      const T *qb = qT + b * d * Np, *gb = gT + b * dv * Np, *lb = lse + b * Np, *db = delta + b * Np;
-      const T *qpb = qp + b * N * dp, *gpb = gp + b * N * dvp;
-      T* dqb = dq_part + (part * B + b) * d * Np;
+      const T *qb = q + b * N * d, *gb = g + b * N * dv, *ob = out + b * N * dv;
+      for (int64_t i = 0; i < N; ++i) {
+        T total = 0;
+        for (int64_t c = 0; c < d; ++c) qT[c * Np + i] = qb[i * d + c];
+        for (int64_t f = 0; f < dv; ++f) {
+          gT[f * Np + i] = gb[i * dv + f];
+          total += gb[i * dv + f] * ob[i * dv + f];
+        }
+        delta[i] = total;
+        lv[i] = lse[b * N + i];
+        if (dp != d) std::copy(qb + i * d, qb + (i + 1) * d, qpad.data() + i * dp);
+        if (dvp != dv) std::copy(gb + i * dv, gb + (i + 1) * dv, gpad.data() + i * dvp);
+      }
+      const T* qpb = dp != d ? qpad.data() : qb;
+      const T* gpb = dvp != dv ? gpad.data() : gb;
+      T* dqb = parts == 1 ? dqT.data() : dq_part + (part * B + b) * d * Np;
       std::fill(dqb, dqb + d * Np, T(0));
       for (int64_t ch = c0; ch < c1; ++ch) {
         const int64_t j0 = ch * kLaneKeys, n = std::min<int64_t>(kLaneKeys, M - j0);
         const T *kj = k + (b * M + j0) * d, *vj = v + (b * M + j0) * dv;
         T *dkj = dk + (b * M + j0) * d, *dvj = dvo + (b * M + j0) * dv;
         switch (n) {
-#define SROPS_NL_TAIL(n)                                                                                    \
-  case n:                                                                                                   \
-    lane_backward_chunk<T, n>(qb, gb, qpb, gpb, lb, db, kj, vj, N, Np, d, dp, dv, dvp, scale, dqb, P.data(), \
-                              DS.data(), dkj, dvj);                                                          \
+#define SROPS_NL_TAIL(n)                                                                                       \
+  case n:                                                                                                      \
+    lane_backward_chunk<T, n>(qT.data(), gT.data(), qpb, gpb, lv.data(), delta.data(), kj, vj, N, Np, d, dp, dv, \
+                              dvp, scale, dqb, P.data(), DS.data(), dkj, dvj);                                 \
     break;
           SROPS_NL_TAIL(1) SROPS_NL_TAIL(2) SROPS_NL_TAIL(3) SROPS_NL_TAIL(4) SROPS_NL_TAIL(5) SROPS_NL_TAIL(6)
           SROPS_NL_TAIL(7) SROPS_NL_TAIL(8)
@@ -190,6 +208,9 @@ void lane_backward_kernel(const T* qT, const T* gT, const T* qp, const T* gp, co
           default: break;
         }
       }
+      if (parts == 1)
+        for (int64_t i = 0; i < N; ++i)
+          for (int64_t c = 0; c < d; ++c) dq[(b * N + i) * d + c] = dqT[c * Np + i] * scale;
     }
   });
 }
