@@ -1,0 +1,78 @@
+"""How close the CPU non-local kernels come to the machine's limits, measured on the machine itself.
+
+Peaks (one process, the threads torch uses):
+  - FLOP peak: float32 GEMM through torch.mm (the platform BLAS) at 1024×1024×1024, best of the rounds:
+    what a well-tuned kernel reaches on these cores, not the datasheet's figure;
+  - exp peak: torch.exp (ATen's vectorised exp) over 16,384 float32 values that stay in the L1/L2 cache,
+    best of the rounds, in exps per second.
+The `cpu` backend of nonlocal_attention is then timed forward (median of the rounds) at the SR shapes with
+d = 8 and d = 32; its work is 4·B·N·M·d FLOPs (scores and weighted sum) and B·N·M exps. Reported: the
+achieved FLOP and exp rates as fractions of the peaks, and their sum, the fraction of the time that the
+products and the exps alone would need at peak rate (1.0 = at the limit; they share the same vector units).
+
+    python -m bench.cpu_peaks [--threads 2] [--rounds 15]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import srops.functional as F
+from bench.shapes import NONLOCAL_CPU
+
+SHAPES = {"train-regions-d8": NONLOCAL_CPU["train-regions-d8"], "train-regions": NONLOCAL_CPU["train-regions"],
+          "amms-region": dict(B=32, N=144, M=36, d=16), "train-full": NONLOCAL_CPU["train-full"]}
+
+
+def _times(fn, rounds: int) -> list[float]:
+    fn()
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def flop_peak(rounds: int) -> float:
+    a, b, c = torch.randn(1024, 1024), torch.randn(1024, 1024), torch.empty(1024, 1024)
+    return 2 * 1024 ** 3 / min(_times(lambda: torch.mm(a, b, out=c), rounds))
+
+
+def exp_peak(rounds: int) -> float:
+    x, y = torch.randn(16384) - 3, torch.empty(16384)
+    reps = 200
+
+    def run():
+        for _ in range(reps):
+            torch.exp(x, out=y)
+
+    return reps * x.numel() / min(_times(run, rounds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    peak_f, peak_e = flop_peak(args.rounds), exp_peak(args.rounds)
+    print(f"threads={args.threads} torch={torch.__version__} capability={torch.backends.cpu.get_cpu_capability()}")
+    print(f"FLOP peak (float32 GEMM): {peak_f / 1e9:.1f} GFLOP/s; exp peak (torch.exp): {peak_e / 1e9:.2f} Gexp/s")
+    print(f"{'shape':18} {'ms':>8} {'GFLOP/s':>9} {'of peak':>8} {'Gexp/s':>8} {'of peak':>8} {'sum':>6}")
+    gen = torch.Generator().manual_seed(0)
+    for name, s in SHAPES.items():
+        B, N, M, d = s["B"], s["N"], s["M"], s["d"]
+        q, k, v = (torch.randn(B, r, d, generator=gen) for r in (N, M, M))
+        with torch.no_grad():
+            t = statistics.median(_times(lambda: F.nonlocal_attention(q, k, v, backend="cpu"), args.rounds))
+        flops, exps = 4 * B * N * M * d / t, B * N * M / t
+        print(f"{name:18} {t * 1e3:8.3f} {flops / 1e9:9.1f} {flops / peak_f:8.2f} {exps / 1e9:8.2f} "
+              f"{exps / peak_e:8.2f} {flops / peak_f + exps / peak_e:6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
