@@ -17,6 +17,7 @@
 // 15 iterations).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -116,12 +117,17 @@ ChunkPlan chunk_plan(int64_t B, int64_t C, int64_t M) {
 }
 
 // fn(m0, w, xc [B, C, w] view of the task's buffer, part) for each chunk, xc = x[:, :, m0:m0+w] − μ.
+// Every task that runs ATen ops on the caller's tensors does so under the caller's thread-local state
+// (inference mode, grad mode, dispatch keys): ATen's worker threads start without it, and an in-place
+// product into an inference tensor outside inference mode is refused.
 template <typename T, typename F>
 void for_centred_chunks(const at::Tensor& x, const at::Tensor& mean, const ChunkPlan& plan, const F& fn) {
   const int64_t B = x.size(0), C = x.size(1), M = x.size(2), L = plan.L;
   const T* xp = x.data_ptr<T>();
   const T* mp = mean.data_ptr<T>();
+  const at::ThreadLocalState caller;
   at::parallel_for(0, plan.parts, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard mode(caller);
     at::Tensor buf = at::empty({B, C, L}, x.options());
     T* bp = buf.data_ptr<T>();
     for (int64_t part = begin; part < end; ++part) {
@@ -150,7 +156,9 @@ void for_centred_sample_chunks(const at::Tensor& x, at::Tensor& mean, bool fill_
   const int64_t L = std::min(M, std::max<int64_t>(256, (kChunkElems / C) / 64 * 64));
   const T* xp = x.data_ptr<T>();
   T* mp = mean.data_ptr<T>();
+  const at::ThreadLocalState caller;
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard mode(caller);
     at::Tensor buf = at::empty({C, L}, x.options());
     T* bp = buf.data_ptr<T>();
     for (int64_t b = begin; b < end; ++b) {
@@ -254,7 +262,9 @@ template <typename F>
 void for_batch_parts(int64_t B, const F& fn) {
   const int64_t parts = std::min<int64_t>(at::get_num_threads(), B);
   if (parts <= 1) return fn(0, B);
+  const at::ThreadLocalState caller;
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard mode(caller);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t b0 = p * B / parts, b1 = (p + 1) * B / parts;
       fn(b0, b1 - b0);

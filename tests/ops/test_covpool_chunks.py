@@ -66,3 +66,17 @@ def test_chunked_forward_and_backward_float64(op, shape, threads):
 def test_constant_rows_give_an_exactly_zero_covariance_across_chunks(batch, threads):
     x = torch.full((batch, 64, 2 * 4096 + 77), 0.1) * torch.arange(1, 65, dtype=torch.float32)[None, :, None]
     assert F.covpool(x, backend="cpu").abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 2 * 4096 + 77), (4, 64, 2 * 1024 + 77)])
+@pytest.mark.parametrize("op", list(OPS))
+def test_inference_mode_with_worker_threads(op, shape, threads):
+    """Under torch.inference_mode() (how srops-upscale runs networks) the tensors the op makes are inference
+    tensors; its worker threads must write them under the caller's mode, not fail as 'in-place update to
+    inference tensor outside InferenceMode'."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(13))
+    with torch.inference_mode():
+        got = OPS[op](x, "cpu")
+    want = OPS[op](x.double(), "reference")
+    assert got.shape == want.shape
+    assert _max_rel(got, want) < 1e-4
