@@ -205,9 +205,10 @@ at::Tensor chunked_gram(const at::Tensor& x, at::Tensor& mean) {
   if (split_by_sample(B, C, x.size(2))) {
     at::Tensor gram = at::empty({B, C, C}, x.options());
     mean = at::empty({B, C}, x.options());
-    for_centred_sample_chunks<T>(x, mean, /*fill_mean=*/true, [&](int64_t b, int64_t m0, int64_t, const at::Tensor& xc) {
+    const auto add = [&](int64_t b, int64_t m0, int64_t, const at::Tensor& xc) {
       add_upper_gram(gram.select(0, b), xc, /*beta=*/m0 == 0 ? 0 : 1);
-    });
+    };
+    for_centred_sample_chunks<T>(x, mean, /*fill_mean=*/true, add);
     return gram;
   }
   mean = row_means_cpu(x);
@@ -231,9 +232,10 @@ at::Tensor chunked_gram(const at::Tensor& x, at::Tensor& mean) {
 template <typename T>
 void chunked_centred_product(const at::Tensor& gx, const at::Tensor& x, at::Tensor mean, at::Tensor& dx) {
   if (split_by_sample(x.size(0), x.size(1), x.size(2))) {
-    for_centred_sample_chunks<T>(x, mean, /*fill_mean=*/false, [&](int64_t b, int64_t m0, int64_t w, const at::Tensor& xc) {
+    const auto product = [&](int64_t b, int64_t m0, int64_t w, const at::Tensor& xc) {
       dx.select(0, b).narrow(1, m0, w).addmm_(gx.select(0, b), xc, /*beta=*/0);
-    });
+    };
+    for_centred_sample_chunks<T>(x, mean, /*fill_mean=*/false, product);
     return;
   }
   const ChunkPlan plan = chunk_plan(x.size(0), x.size(1), x.size(2));

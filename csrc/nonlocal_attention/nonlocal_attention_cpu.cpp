@@ -144,8 +144,8 @@ NlKernel forced_kernel() {
   const char* e = std::getenv("SROPS_NL_CPU_KERNEL");
   if (e == nullptr || *e == '\0') return NlKernel::rule;
   const std::string v(e);
-  TORCH_CHECK_VALUE(v == "lanes" || v == "rows", "srops: SROPS_NL_CPU_KERNEL must be 'lanes' or 'rows' (or unset), got '",
-                    v, "'");
+  TORCH_CHECK_VALUE(v == "lanes" || v == "rows",
+                    "srops: SROPS_NL_CPU_KERNEL must be 'lanes' or 'rows' (or unset), got '", v, "'");
   return v == "lanes" ? NlKernel::lanes : NlKernel::rows;
 }
 

@@ -148,8 +148,9 @@ inline void lane_backward_chunk(const T* qT, const T* gT, const T* qp, const T* 
 #pragma GCC unroll 8
         for (int jj = 0; jj < KC; ++jj) acc[jj] += W[jj * Np + i] * xv;
       }
+      const int64_t f1 = std::min<int64_t>(f0 + FV::lanes, width);
       for (int jj = 0; jj < KC; ++jj)
-        for (int64_t c = f0; c < std::min<int64_t>(f0 + FV::lanes, width); ++c) dst[jj * width + c] = acc[jj][c - f0] * mul;
+        for (int64_t c = f0; c < f1; ++c) dst[jj * width + c] = acc[jj][c - f0] * mul;
     }
   };
   keys_times_rows(DS, qp, dp, d, scale, dk);
