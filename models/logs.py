@@ -12,12 +12,15 @@ holds no carriage-return frames).
 from __future__ import annotations
 
 import csv
+import errno
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from srops.models.rundir import WriteError
 
 COLUMNS = ["iteration", "epoch", "seconds", "phase", "metric", "value"]
 
@@ -61,6 +64,7 @@ class RunLog:
                 path.unlink()  # a fresh run in a used folder starts a fresh log
         else:
             header = _truncate_csv(path, resume_from)
+        self.path = path
         self._fh = open(path, "a", newline="")
         self._csv = csv.writer(self._fh)
         if header:
@@ -79,12 +83,18 @@ class RunLog:
                                             purge_step=None if resume_from is None else resume_from + 1)
 
     def scalars(self, phase: str, iteration: int, seconds: float, values: dict[str, float]) -> None:
-        for metric, value in values.items():
-            self._csv.writerow([iteration, f"{iteration / self.ipe:.4g}", f"{seconds:.1f}", phase, metric,
-                                f"{value:.6g}"])
-            if self.writer is not None:
-                self.writer.add_scalar(f"{phase}/{metric}", value, iteration)
-        self._fh.flush()
+        try:
+            for metric, value in values.items():
+                self._csv.writerow([iteration, f"{iteration / self.ipe:.4g}", f"{seconds:.1f}", phase, metric,
+                                    f"{value:.6g}"])
+                if self.writer is not None:
+                    self.writer.add_scalar(f"{phase}/{metric}", value, iteration)
+            self._fh.flush()
+        except OSError as exc:  # a full disk or quota, an I/O error: say which file, and what is kept
+            hint = "; free some space or choose another folder" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise WriteError(exc.errno, f"srops.models.train: cannot write {str(self.path)!r}: "
+                                        f"{exc.strerror or exc}; its earlier rows and the last saved checkpoint "
+                                        f"are kept{hint}") from exc
 
     def image(self, tag: str, img: torch.Tensor, iteration: int) -> None:
         """``img``: float ``[3, H, W]`` in [0, 1]."""

@@ -193,3 +193,32 @@ def test_one_pixel_training_image_is_skipped(tmp_path: Path, tiny_train: Path) -
     cfg["data"]["skip_small"] = True
     trainer, res = run(cfg)
     assert res["iteration"] == 2 and any("skipped 1 of 3" in n for n in trainer.notes)
+
+
+def test_full_disk_while_logging_names_the_log(tmp_path: Path, tiny_train: Path, monkeypatch, capsys) -> None:
+    """log.csv's rows cannot be written (the disk filled between checkpoints): one error line naming log.csv and
+    the cause, the checkpoint of the last save kept, no traceback."""
+    import csv
+    import types
+
+    import srops.models.logs as logs
+
+    class FullAfterHeader:
+        def __init__(self, fh):
+            self.inner, self.rows = csv.writer(fh), 0
+
+        def writerow(self, row):
+            self.rows += 1
+            if self.rows > 1 and row[3] == "train" and int(row[0]) > 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.inner.writerow(row)
+
+    monkeypatch.setattr(logs, "csv", types.SimpleNamespace(writer=FullAfterHeader, reader=csv.reader))
+    out = tmp_path / "run"
+    cfg_path = write_cfg(tmp_path / "c.yml", tiny_cfg(out, tiny_train, None, iters=8, ckpt_every=3))
+    assert main(["-c", cfg_path, "--set", "train.log_every=1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: srops.models.train: cannot write") and "log.csv" in err[-1], err
+    assert "No space left on device" in err[-1] and "Traceback" not in "\n".join(err)
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 3
+    assert not (out / "train.lock").exists()
