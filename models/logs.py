@@ -12,7 +12,6 @@ holds no carriage-return frames).
 from __future__ import annotations
 
 import csv
-import errno
 import sys
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 
-from srops.models.rundir import WriteError
+from srops.models.rundir import write_error
 
 COLUMNS = ["iteration", "epoch", "seconds", "phase", "metric", "value"]
 
@@ -91,10 +90,7 @@ class RunLog:
                     self.writer.add_scalar(f"{phase}/{metric}", value, iteration)
             self._fh.flush()
         except OSError as exc:  # a full disk or quota, an I/O error: say which file, and what is kept
-            hint = "; free some space or choose another folder" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-            raise WriteError(exc.errno, f"srops.models.train: cannot write {str(self.path)!r}: "
-                                        f"{exc.strerror or exc}; its earlier rows and the last saved checkpoint "
-                                        f"are kept{hint}") from exc
+            raise write_error(self.path, exc, kept="its earlier rows and the last saved checkpoint are kept") from exc
 
     def image(self, tag: str, img: torch.Tensor, iteration: int) -> None:
         """``img``: float ``[3, H, W]`` in [0, 1]."""

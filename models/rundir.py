@@ -190,8 +190,10 @@ class WriteError(OSError):
         return str(self.strerror)
 
 
-def write_error(path: Path, exc: OSError) -> WriteError:
-    """A :class:`WriteError` naming ``path``, the cause, and whether an earlier file is kept."""
-    kept = (f"the previous {path.name!r} is unchanged" if path.exists() else f"no {path.name!r} was written")
+def write_error(path: Path, exc: OSError, kept: str | None = None) -> WriteError:
+    """A :class:`WriteError` naming ``path``, the cause, and what is kept: ``kept``, or by default whether an
+    earlier file at ``path`` is unchanged (for files replaced whole)."""
+    if kept is None:
+        kept = (f"the previous {path.name!r} is unchanged" if path.exists() else f"no {path.name!r} was written")
     hint = "; free some space or choose another folder" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
     return WriteError(exc.errno, f"{WHO}: cannot write {str(path)!r}: {exc.strerror or exc}; {kept}{hint}")
