@@ -144,16 +144,15 @@ void for_centred_chunks(const at::Tensor& x, const at::Tensor& mean, const Chunk
 // fn(b, m0, w, xc [C, w]) for each sample b and column chunk of it, xc = x[b, :, m0:m0+w] − μ, with the
 // batch split into contiguous runs, one task each, in one parallel region (each task centres into its own
 // cache-sized buffer and runs its GEMMs itself, single-threaded). A sample's chunks run in order in one task,
-// so its products can be accumulated in place; each chunk is as long as a 1 MB buffer allows (the whole row
+// so its products can be accumulated in place; each chunk is chunk_len of one sample, as long as a 1 MB buffer
+// allows (the whole row
 // for C <= 64 at 48² maps), so every GEMM has a long inner dimension. Used when there are at least as many
 // samples as threads; the column-chunk plan above serves small batches. With fill_mean, the task first
 // writes the sample's row means into mean (x[b] is then read from memory once, the centring reads it from
 // cache).
 template <typename T, typename F>
 void for_centred_sample_chunks(const at::Tensor& x, at::Tensor& mean, bool fill_mean, const F& fn) {
-  const int64_t B = x.size(0), C = x.size(1), M = x.size(2);
-  constexpr int64_t kChunkElems = int64_t(1) << 18;
-  const int64_t L = std::min(M, std::max<int64_t>(256, (kChunkElems / C) / 64 * 64));
+  const int64_t B = x.size(0), C = x.size(1), M = x.size(2), L = chunk_len(1, C, M);
   const T* xp = x.data_ptr<T>();
   T* mp = mean.data_ptr<T>();
   const at::ThreadLocalState caller;

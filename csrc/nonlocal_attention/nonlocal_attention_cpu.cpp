@@ -36,6 +36,9 @@ constexpr int64_t kMinUnits = 8;     // backward: split keys into chunks until B
 // Feature dims are padded to 64 bytes, the widest vector (narrower feature vectors for d ≤ 8 made
 // GCC keep the AVX-512 kernels' accumulators on the stack: d = 8 ran 1.5x slower).
 constexpr int kFeatureBytes = 64;
+constexpr int64_t kLaneKeys = 8;  // query-lane kernels: keys of a chunk, whose scores stay in registers
+
+constexpr int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 template <typename T>
 constexpr int64_t block_keys() {
@@ -118,8 +121,6 @@ Isa isa() {
 #define SROPS_NL_CALL(KERNEL, ...) base::KERNEL(__VA_ARGS__)
 #endif
 
-int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
 // Queries per vector of the chosen instruction set: the query-lane kernels' tile.
 template <typename T>
 int64_t lane_queries() {
@@ -159,7 +160,6 @@ bool use_lane_backward(int64_t N, int64_t d, int64_t dv) {
   const int64_t width = std::max(d, dv);
   return k == NlKernel::rule ? width <= 32 && (N <= 256 || width <= 8) : k == NlKernel::lanes;
 }
-
 
 // t [B, rows, cols] → contiguous [B, rows_to, cols_to], zero-padded at the end of both dims.
 at::Tensor pad(const at::Tensor& t, int64_t rows_to, int64_t cols_to) {
@@ -243,7 +243,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
       const int64_t Np = round_up(N, lane_queries<scalar_t>());
       const at::Tensor qc = q.contiguous(), gc = grad.contiguous(), oc = out.contiguous(), lc = lse.contiguous();
       const at::Tensor kc = k.contiguous(), vc = v.contiguous();
-      const int64_t chunks = (M + 7) / 8;
+      const int64_t chunks = (M + kLaneKeys - 1) / kLaneKeys;
       const int64_t parts = std::min(chunks, (kMinUnits + B - 1) / B);
       at::Tensor dq_part = at::empty({parts == 1 ? 0 : parts, B, d, Np}, q.options());
       SROPS_NL_CALL(lane_backward_kernel<scalar_t>, qc.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),

@@ -1,6 +1,6 @@
-// The query-lane forward kernel of nonlocal_attention_cpu.cpp, included there once per instruction set after
-// nonlocal_attention_cpu_kernels.h, inside the same `namespace SROPS_NL_ISA` (it uses that file's vectors,
-// vexp and constants). Include nothing here.
+// The query-lane kernels (forward and backward) of nonlocal_attention_cpu.cpp, included there once per
+// instruction set after nonlocal_attention_cpu_kernels.h, inside the same `namespace SROPS_NL_ISA` (they use
+// that file's vectors and vexp, and the .cpp's constants). Include nothing here.
 //
 // One vector holds one score of R = KeyVec<T>::lanes queries (16 float queries with AVX-512), so the online
 // softmax's row statistics (max, sum, rescale factor) are vectors too: no horizontal reductions, no scalar
@@ -18,7 +18,22 @@
 // NOLINTBEGIN
 namespace SROPS_NL_ISA {
 
-constexpr int kLaneKeys = 8;  // keys of a chunk: their scores stay in registers
+// Calls fn(std::integral_constant<int, n>()) for a chunk of n = 1 .. kLaneKeys keys (the chunk's size is a
+// template parameter of the kernels, so that its scores stay in registers).
+template <typename F>
+inline void with_chunk_keys(int64_t n, F&& fn) {
+  static_assert(kLaneKeys == 8, "the cases are written out for chunks of up to 8 keys");
+  switch (n) {
+    case 1: fn(std::integral_constant<int, 1>()); break;
+    case 2: fn(std::integral_constant<int, 2>()); break;
+    case 3: fn(std::integral_constant<int, 3>()); break;
+    case 4: fn(std::integral_constant<int, 4>()); break;
+    case 5: fn(std::integral_constant<int, 5>()); break;
+    case 6: fn(std::integral_constant<int, 6>()); break;
+    case 7: fn(std::integral_constant<int, 7>()); break;
+    default: fn(std::integral_constant<int, 8>()); break;
+  }
+}
 
 // One chunk of KC keys (from key j0) for the R queries of qt (column offset into qT, row stride ldq):
 // updates the running max m, sum l and output oT [dv, R].
@@ -81,17 +96,13 @@ void lane_forward_kernel(const T* q, const T* k, const T* v, T* out, T* lse, int
       std::fill(oT.begin(), oT.end(), T(0));
       VT m = splat<V>(-std::numeric_limits<T>::infinity()), l = splat<V>(T(0));
       int64_t j0 = 0;
-      for (; j0 + kLaneKeys <= M; j0 += kLaneKeys)
+      for (; j0 + kLaneKeys <= M; j0 += kLaneKeys)  // whole chunks called directly: the hot loop stays flat
         lane_chunk<T, kLaneKeys>(qT.data(), R, kb + j0 * d, vb + j0 * dv, d, dv, scale, m, l, oT.data());
-      switch (M - j0) {  // the last 1 to kLaneKeys − 1 keys
-#define SROPS_NL_TAIL(n) \
-  case n: lane_chunk<T, n>(qT.data(), R, kb + j0 * d, vb + j0 * dv, d, dv, scale, m, l, oT.data()); break;
-        SROPS_NL_TAIL(1) SROPS_NL_TAIL(2) SROPS_NL_TAIL(3) SROPS_NL_TAIL(4) SROPS_NL_TAIL(5) SROPS_NL_TAIL(6)
-        SROPS_NL_TAIL(7)
-#undef SROPS_NL_TAIL
-        default: break;
+      if (j0 < M) {
+        with_chunk_keys(M - j0, [&](auto kc) {
+          lane_chunk<T, decltype(kc)::value>(qT.data(), R, kb + j0 * d, vb + j0 * dv, d, dv, scale, m, l, oT.data());
+        });
       }
-      static_assert(kLaneKeys == 8, "the tail's cases are written out for chunks of 8 keys");
       for (int64_t f = 0; f < dv; ++f) store<V>(oT.data() + f * R, load<V>(oT.data() + f * R) / l);
       for (int64_t r = 0; r < rows; ++r) {
         T* y = out + (b * N + i0 + r) * dv;
@@ -168,7 +179,7 @@ void lane_backward_kernel(const T* q, const T* g, const T* out, const T* lse, co
                           int64_t dv, int64_t parts, T scale) {
   using FV = FeatVec<T, kFeatureBytes>;
   const int64_t chunks = (M + kLaneKeys - 1) / kLaneKeys;
-  const int64_t dp = (d + FV::lanes - 1) / FV::lanes * FV::lanes, dvp = (dv + FV::lanes - 1) / FV::lanes * FV::lanes;
+  const int64_t dp = round_up(d, FV::lanes), dvp = round_up(dv, FV::lanes);
   at::parallel_for(0, B * parts, 1, [&](int64_t u0, int64_t u1) {
     std::vector<T> P(kLaneKeys * Np), DS(kLaneKeys * Np), qT(d * Np, T(0)), gT(dv * Np, T(0)), lv(Np, T(0)),
         delta(Np, T(0)), dqT(parts == 1 ? d * Np : 0), qpad(dp != d ? N * dp : 0, T(0)),
@@ -197,17 +208,10 @@ void lane_backward_kernel(const T* q, const T* g, const T* out, const T* lse, co
         const int64_t j0 = ch * kLaneKeys, n = std::min<int64_t>(kLaneKeys, M - j0);
         const T *kj = k + (b * M + j0) * d, *vj = v + (b * M + j0) * dv;
         T *dkj = dk + (b * M + j0) * d, *dvj = dvo + (b * M + j0) * dv;
-        switch (n) {
-#define SROPS_NL_TAIL(n)                                                                                       \
-  case n:                                                                                                      \
-    lane_backward_chunk<T, n>(qT.data(), gT.data(), qpb, gpb, lv.data(), delta.data(), kj, vj, N, Np, d, dp, dv, \
-                              dvp, scale, dqb, P.data(), DS.data(), dkj, dvj);                                 \
-    break;
-          SROPS_NL_TAIL(1) SROPS_NL_TAIL(2) SROPS_NL_TAIL(3) SROPS_NL_TAIL(4) SROPS_NL_TAIL(5) SROPS_NL_TAIL(6)
-          SROPS_NL_TAIL(7) SROPS_NL_TAIL(8)
-#undef SROPS_NL_TAIL
-          default: break;
-        }
+        with_chunk_keys(n, [&](auto kc) {
+          lane_backward_chunk<T, decltype(kc)::value>(qT.data(), gT.data(), qpb, gpb, lv.data(), delta.data(), kj, vj,
+                                                      N, Np, d, dp, dv, dvp, scale, dqb, P.data(), DS.data(), dkj, dvj);
+        });
       }
       if (parts == 1)
         for (int64_t i = 0; i < N; ++i)
