@@ -9,6 +9,8 @@
   session, ``TORCHINDUCTOR_CACHE_DIR`` (fixture ``inductor_cache_dir``),
   inherited by subprocesses and removed at the end: a run never reuses code an
   earlier run compiled, perhaps under another ``ATEN_CPU_CAPABILITY`` or torch.
+* ``threads``: each test that takes it runs with torch's intra-op thread count at 1 and at 2 (the kernels'
+  single-task and split plans), restored afterwards.
 """
 from __future__ import annotations
 
@@ -56,6 +58,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"{n}thread")
+def threads(request: pytest.FixtureRequest):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -26,14 +26,6 @@ OPS = {
 SHAPES = [(1, 64, 2 * 4096 + 77), (2, 80, 2 * 3264 + 5), (3, 65, 4096), (4, 16, 2 * 1024 + 77)]
 
 
-@pytest.fixture(params=[1, 2], ids=lambda n: f"{n}thread")
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
@@ -74,9 +66,10 @@ def test_inference_mode_with_worker_threads(op, shape, threads):
     """Under torch.inference_mode() (how srops-upscale runs networks) the tensors the op makes are inference
     tensors; its worker threads must write them under the caller's mode, not fail as 'in-place update to
     inference tensor outside InferenceMode'."""
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(13))
+    x = 5 + torch.randn(*shape, generator=torch.Generator().manual_seed(13))
     with torch.inference_mode():
         got = OPS[op](x, "cpu")
-    want = OPS[op](x.double(), "reference")
-    assert got.shape == want.shape
-    assert _max_rel(got, want) < 1e-4
+    oracle = OPS[op](x.double(), "reference")
+    assert got.shape == oracle.shape
+    err_ref, err_cpu = _max_rel(OPS[op](x, "reference"), oracle), _max_rel(got, oracle)
+    assert err_cpu <= 2 * err_ref + 1e-6, f"{op} {shape}: error {err_cpu:.3e} > 2 × reference {err_ref:.3e}"
