@@ -54,6 +54,10 @@ def _timed(fn, q, k, v, g, mode: str, clock=time.perf_counter) -> float:
 
 def measure(shape: str, dtype: torch.dtype, rounds: int, backends=BACKENDS, clock: str = "wall") -> dict:
     s = SHAPES[shape]
+    # Dynamo caches compiled code per code object: the compile(reference) lambda is one code object for
+    # every case, so without a reset the cases' recompilations add up to the recompile limit and the later
+    # cases silently time the eager reference under the compile(reference) label.
+    torch._dynamo.reset()
     torch.manual_seed(0)
     q, k, v = (torch.randn(s["B"], n, s["d"], dtype=dtype, requires_grad=True) for n in (s["N"], s["M"], s["M"]))
     g = torch.randn(s["B"], s["N"], s["d"], dtype=dtype)

@@ -18,6 +18,12 @@ inline void check_float_or_double(const char* op, const char* arg, const at::Ten
                    " must be float32 or float64, got ", t.scalar_type());
 }
 
+inline void check_floating(const char* op, const char* arg, const at::Tensor& t) {
+  const auto s = t.scalar_type();
+  TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16, "srops::", op, ": ",
+                   arg, " must be a floating-point tensor (float16, bfloat16, float32 or float64), got ", s);
+}
+
 inline void check_same_dtype(const char* op, const char* arg, const at::Tensor& t, const at::Tensor& ref) {
   TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), "srops::", op, ": ", arg, " must have dtype ",
                    ref.scalar_type(), ", got ", t.scalar_type());

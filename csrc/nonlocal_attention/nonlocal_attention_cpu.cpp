@@ -6,6 +6,7 @@
 // lanes, k and v also transposed ([d, M]) for the score products; for the query-lane kernels q and the output
 // gradient transposed ([d, N]) with N padded to the vector's lanes.
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <torch/library.h>
@@ -162,6 +163,8 @@ bool use_lane_backward(int64_t N, int64_t d, int64_t dv) {
 }
 
 // t [B, rows, cols] → contiguous [B, rows_to, cols_to], zero-padded at the end of both dims.
+bool is_half(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
+
 at::Tensor pad(const at::Tensor& t, int64_t rows_to, int64_t cols_to) {
   if (rows_to == t.size(1) && cols_to == t.size(2)) return t.contiguous();  // no copy when none is needed
   return at::constant_pad_nd(t, {0, cols_to - t.size(2), 0, rows_to - t.size(1)}, 0).contiguous();
@@ -171,7 +174,7 @@ void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, cons
   check_dim(op, "q", q, 3, "[B, N, d]");
   check_dim(op, "k", k, 3, "[B, M, d]");
   check_dim(op, "v", v, 3, "[B, M, dv]");
-  check_float_or_double(op, "q", q);
+  check_floating(op, "q", q);
   check_same_dtype(op, "k", k, q);
   check_same_dtype(op, "v", v, q);
   check_device_type(op, "q", q, at::kCPU);
@@ -192,18 +195,28 @@ std::tuple<at::Tensor, at::Tensor> nonlocal_attention_fwd_cpu(const at::Tensor& 
   const char* op = "nonlocal_attention_fwd";
   check_inputs(op, q, k, v);
   const int64_t B = q.size(0), N = q.size(1), M = k.size(1), d = q.size(2), dv = v.size(2);
+  // float16/bfloat16: computed in float32 (the query-lane kernels read the inputs into float32 scratch, the
+  // row-tile ones take float32 copies), the output rounded once; lse is float32.
+  const bool half = is_half(q);
   at::Tensor out = at::empty({B, N, dv}, q.options());
-  at::Tensor lse = at::empty({B, N}, q.options());
+  at::Tensor lse = at::empty({B, N}, q.options().dtype(half ? at::kFloat : q.scalar_type()));
   if (out.numel() == 0) return {out, lse.fill_(M == 0 ? -std::numeric_limits<double>::infinity() : 0.0)};
   TORCH_CHECK_VALUE(M > 0, "srops::", op, ": k must have at least one key, got shape ", k.sizes());
+  if (use_lane_forward(d, dv)) {
+    const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "nonlocal_attention_fwd_cpu_lanes", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      SROPS_NL_CALL(lane_forward_kernel<acc_t SROPS_NL_COMMA scalar_t>, qc.data_ptr<scalar_t>(),
+                    kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(),
+                    B, N, M, d, dv, static_cast<acc_t>(scale));
+    });
+    return {out, lse};
+  }
+  if (half) {
+    auto res = nonlocal_attention_fwd_cpu(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), scale);
+    return {out.copy_(std::get<0>(res)), std::get<1>(res)};
+  }
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nonlocal_attention_fwd_cpu", [&] {
-    if (use_lane_forward(d, dv)) {
-      const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
-      SROPS_NL_CALL(lane_forward_kernel<scalar_t>, qc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(),
-                    vc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), B, N, M, d, dv,
-                    static_cast<scalar_t>(scale));
-      return;
-    }
     const int64_t fl = kFeatureBytes / int64_t(sizeof(scalar_t));
     const int64_t Np = round_up(N, kRows), Mp = round_up(M, group_keys<scalar_t>());
     const int64_t dp = round_up(d, fl), dvp = round_up(dv, fl);
@@ -227,7 +240,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
   const int64_t B = q.size(0), N = q.size(1), M = k.size(1), d = q.size(2), dv = v.size(2);
   check_same_dtype(op, "grad", grad, q);
   check_same_dtype(op, "out", out, q);
-  check_same_dtype(op, "lse", lse, q);
+  const bool half = is_half(q);
+  TORCH_CHECK_TYPE(lse.scalar_type() == (half ? at::kFloat : q.scalar_type()), "srops::", op, ": lse must have dtype ",
+                   half ? at::kFloat : q.scalar_type(), ", got ", lse.scalar_type());
   check_device_type(op, "grad", grad, at::kCPU);
   check_device_type(op, "out", out, at::kCPU);
   check_device_type(op, "lse", lse, at::kCPU);
@@ -239,20 +254,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
   at::Tensor dvt = at::empty_like(v, at::MemoryFormat::Contiguous);
   if (B == 0 || N == 0 || M == 0) return {dq.zero_(), dk.zero_(), dvt.zero_()};
   if (use_lane_backward(N, d, dv)) {
-    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nonlocal_attention_bwd_cpu_lanes", [&] {
-      const int64_t Np = round_up(N, lane_queries<scalar_t>());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "nonlocal_attention_bwd_cpu_lanes", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const int64_t Np = round_up(N, lane_queries<acc_t>());
       const at::Tensor qc = q.contiguous(), gc = grad.contiguous(), oc = out.contiguous(), lc = lse.contiguous();
       const at::Tensor kc = k.contiguous(), vc = v.contiguous();
       const int64_t chunks = (M + kLaneKeys - 1) / kLaneKeys;
       const int64_t parts = std::min(chunks, (kMinUnits + B - 1) / B);
-      at::Tensor dq_part = at::empty({parts == 1 ? 0 : parts, B, d, Np}, q.options());
-      SROPS_NL_CALL(lane_backward_kernel<scalar_t>, qc.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
-                    oc.data_ptr<scalar_t>(), lc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(),
-                    dq.data_ptr<scalar_t>(), dq_part.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(),
-                    dvt.data_ptr<scalar_t>(), B, N, M, Np, d, dv, parts, static_cast<scalar_t>(scale));
-      if (parts > 1) dq.copy_(dq_part.sum(0).narrow(2, 0, N).transpose(1, 2)).mul_(scale);
+      at::Tensor dq_part = at::empty({parts == 1 ? 0 : parts, B, d, Np}, lse.options());
+      SROPS_NL_CALL(lane_backward_kernel<acc_t SROPS_NL_COMMA scalar_t>, qc.data_ptr<scalar_t>(),
+                    gc.data_ptr<scalar_t>(), oc.data_ptr<scalar_t>(), lc.data_ptr<acc_t>(), kc.data_ptr<scalar_t>(),
+                    vc.data_ptr<scalar_t>(), dq.data_ptr<scalar_t>(), dq_part.data_ptr<acc_t>(),
+                    dk.data_ptr<scalar_t>(), dvt.data_ptr<scalar_t>(), B, N, M, Np, d, dv, parts,
+                    static_cast<acc_t>(scale));
+      if (parts > 1) dq.copy_(dq_part.sum(0).narrow(2, 0, N).transpose(1, 2).mul(scale));
     });
     return {dq, dk, dvt};
+  }
+  if (half) {  // the row-tile kernels on float32 copies
+    const auto f = at::kFloat;
+    auto res = nonlocal_attention_bwd_cpu(grad.to(f), q.to(f), k.to(f), v.to(f), out.to(f), lse, scale);
+    return {dq.copy_(std::get<0>(res)), dk.copy_(std::get<1>(res)), dvt.copy_(std::get<2>(res))};
   }
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nonlocal_attention_bwd_cpu", [&] {
     const int64_t fl = kFeatureBytes / int64_t(sizeof(scalar_t)), bk = block_keys<scalar_t>();

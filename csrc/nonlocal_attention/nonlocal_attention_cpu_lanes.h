@@ -76,23 +76,38 @@ inline void lane_chunk(const T* qt, int64_t ldq, const T* k, const T* v, int64_t
   }
 }
 
-// Forward over tiles of R queries: a work unit is (batch b, tile), which meets every key in turn.
-template <typename T>
-void lane_forward_kernel(const T* q, const T* k, const T* v, T* out, T* lse, int64_t B, int64_t N, int64_t M,
+// Forward over tiles of R queries: a work unit is (batch b, tile), which meets every key in turn. In is the
+// tensors' type (T, or float16/bfloat16 with T = float: read into T scratch, the output rounded once; lse T).
+template <typename T, typename In>
+void lane_forward_kernel(const In* q, const In* k, const In* v, In* out, T* lse, int64_t B, int64_t N, int64_t M,
                          int64_t d, int64_t dv, T scale) {
   using V = KeyVec<T>;
   using VT = typename V::type;
   constexpr int R = V::lanes;
+  constexpr bool same = std::is_same_v<T, In>;
   const int64_t tiles = (N + R - 1) / R;
   at::parallel_for(0, B * tiles, 1, [&](int64_t u0, int64_t u1) {
-    std::vector<T> qT(d * R), oT(dv * R);
+    std::vector<T> qT(d * R), oT(dv * R), kf(same ? 0 : M * d), vf(same ? 0 : M * dv);
+    int64_t converted = -1;  // the sample whose k and v kf and vf hold
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t b = u / tiles, i0 = (u % tiles) * R, rows = std::min<int64_t>(R, N - i0);
-      const T* qb = q + (b * N + i0) * d;
-      const T* kb = k + b * M * d;
-      const T* vb = v + b * M * dv;
+      const In* qb = q + (b * N + i0) * d;
+      const T* kb;
+      const T* vb;
+      if constexpr (same) {
+        kb = k + b * M * d;
+        vb = v + b * M * dv;
+      } else {
+        if (converted != b) {
+          std::copy(k + b * M * d, k + (b + 1) * M * d, kf.begin());
+          std::copy(v + b * M * dv, v + (b + 1) * M * dv, vf.begin());
+          converted = b;
+        }
+        kb = kf.data();
+        vb = vf.data();
+      }
       for (int64_t c = 0; c < d; ++c)
-        for (int r = 0; r < R; ++r) qT[c * R + r] = r < rows ? qb[r * d + c] : T(0);
+        for (int r = 0; r < R; ++r) qT[c * R + r] = r < rows ? static_cast<T>(qb[r * d + c]) : T(0);
       std::fill(oT.begin(), oT.end(), T(0));
       VT m = splat<V>(-std::numeric_limits<T>::infinity()), l = splat<V>(T(0));
       int64_t j0 = 0;
@@ -105,8 +120,8 @@ void lane_forward_kernel(const T* q, const T* k, const T* v, T* out, T* lse, int
       }
       for (int64_t f = 0; f < dv; ++f) store<V>(oT.data() + f * R, load<V>(oT.data() + f * R) / l);
       for (int64_t r = 0; r < rows; ++r) {
-        T* y = out + (b * N + i0 + r) * dv;
-        for (int64_t f = 0; f < dv; ++f) y[f] = oT[f * R + r];
+        In* y = out + (b * N + i0 + r) * dv;
+        for (int64_t f = 0; f < dv; ++f) y[f] = static_cast<In>(oT[f * R + r]);
         lse[b * N + i0 + r] = m[r] + std::log(l[r]);
       }
     }
@@ -114,10 +129,10 @@ void lane_forward_kernel(const T* q, const T* k, const T* v, T* out, T* lse, int
 }
 
 // One chunk of KC keys (from key j0: k and v point at it) against every tile of the sample (see above).
-template <typename T, int KC>
+template <typename T, int KC, typename Out>
 inline void lane_backward_chunk(const T* qT, const T* gT, const T* qp, const T* gp, const T* lse, const T* delta,
                                 const T* k, const T* v, int64_t N, int64_t Np, int64_t d, int64_t dp, int64_t dv,
-                                int64_t dvp, T scale, T* dqT, T* P, T* DS, T* dk, T* dvo) {
+                                int64_t dvp, T scale, T* dqT, T* P, T* DS, Out* dk, Out* dvo) {
   using V = KeyVec<T>;
   using VT = typename V::type;
   constexpr int R = V::lanes;
@@ -151,7 +166,7 @@ inline void lane_backward_chunk(const T* qT, const T* gT, const T* qp, const T* 
   // dk = scale · Σ_i dS[i, j] q[i, :], dv = Σ_i P[i, j] g[i, :]: features in lanes (q and g row-major,
   // padded to whole feature vectors), one vector of each key's gradient in a register over all queries.
   using FV = FeatVec<T, kFeatureBytes>;
-  auto keys_times_rows = [&](const T* W, const T* x, int64_t ldx, int64_t width, T mul, T* dst) {
+  auto keys_times_rows = [&](const T* W, const T* x, int64_t ldx, int64_t width, T mul, Out* dst) {
     for (int64_t f0 = 0; f0 < ldx; f0 += FV::lanes) {
       typename FV::type acc[KC] = {};
       for (int64_t i = 0; i < N; ++i) {
@@ -161,7 +176,7 @@ inline void lane_backward_chunk(const T* qT, const T* gT, const T* qp, const T* 
       }
       const int64_t f1 = std::min<int64_t>(f0 + FV::lanes, width);
       for (int jj = 0; jj < KC; ++jj)
-        for (int64_t c = f0; c < f1; ++c) dst[jj * width + c] = acc[jj][c - f0] * mul;
+        for (int64_t c = f0; c < f1; ++c) dst[jj * width + c] = static_cast<Out>(acc[jj][c - f0] * mul);
     }
   };
   keys_times_rows(DS, qp, dp, d, scale, dk);
@@ -173,41 +188,63 @@ inline void lane_backward_chunk(const T* qT, const T* gT, const T* qp, const T* 
 // vectors, lse, Δ = rowsum(g ∘ out)), in its own scratch: no whole-batch copies before the kernel. With one
 // part per sample the unit writes dq itself; else its dq partial goes to dq_part [parts, B, d, Np] (zeroed
 // here), which the caller sums in part order. q, g, out [B, N, ·], lse [B, N], k, v [B, M, ·] contiguous.
-template <typename T>
-void lane_backward_kernel(const T* q, const T* g, const T* out, const T* lse, const T* k, const T* v, T* dq,
-                          T* dq_part, T* dk, T* dvo, int64_t B, int64_t N, int64_t M, int64_t Np, int64_t d,
+// In is the tensors' type (T, or float16/bfloat16 with T = float: read into T scratch, with q and g always
+// in the padded copies, gradients rounded once; lse and dq_part T).
+template <typename T, typename In>
+void lane_backward_kernel(const In* q, const In* g, const In* out, const T* lse, const In* k, const In* v, In* dq,
+                          T* dq_part, In* dk, In* dvo, int64_t B, int64_t N, int64_t M, int64_t Np, int64_t d,
                           int64_t dv, int64_t parts, T scale) {
   using FV = FeatVec<T, kFeatureBytes>;
+  constexpr bool same = std::is_same_v<T, In>;
   const int64_t chunks = (M + kLaneKeys - 1) / kLaneKeys;
   const int64_t dp = round_up(d, FV::lanes), dvp = round_up(dv, FV::lanes);
+  const bool qcopy = !same || dp != d, gcopy = !same || dvp != dv;
   at::parallel_for(0, B * parts, 1, [&](int64_t u0, int64_t u1) {
     std::vector<T> P(kLaneKeys * Np), DS(kLaneKeys * Np), qT(d * Np, T(0)), gT(dv * Np, T(0)), lv(Np, T(0)),
-        delta(Np, T(0)), dqT(parts == 1 ? d * Np : 0), qpad(dp != d ? N * dp : 0, T(0)),
-        gpad(dvp != dv ? N * dvp : 0, T(0));
+        delta(Np, T(0)), dqT(parts == 1 ? d * Np : 0), qpad(qcopy ? N * dp : 0, T(0)),
+        gpad(gcopy ? N * dvp : 0, T(0)), kf(same ? 0 : kLaneKeys * d), vf(same ? 0 : kLaneKeys * dv);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t b = u / parts, part = u % parts;
       const int64_t c0 = part * chunks / parts, c1 = (part + 1) * chunks / parts;
-      const T *qb = q + b * N * d, *gb = g + b * N * dv, *ob = out + b * N * dv;
+      const In *qb = q + b * N * d, *gb = g + b * N * dv, *ob = out + b * N * dv;
       for (int64_t i = 0; i < N; ++i) {
         T total = 0;
-        for (int64_t c = 0; c < d; ++c) qT[c * Np + i] = qb[i * d + c];
+        for (int64_t c = 0; c < d; ++c) qT[c * Np + i] = static_cast<T>(qb[i * d + c]);
         for (int64_t f = 0; f < dv; ++f) {
-          gT[f * Np + i] = gb[i * dv + f];
-          total += gb[i * dv + f] * ob[i * dv + f];
+          gT[f * Np + i] = static_cast<T>(gb[i * dv + f]);
+          total += static_cast<T>(gb[i * dv + f]) * static_cast<T>(ob[i * dv + f]);
         }
         delta[i] = total;
         lv[i] = lse[b * N + i];
-        if (dp != d) std::copy(qb + i * d, qb + (i + 1) * d, qpad.data() + i * dp);
-        if (dvp != dv) std::copy(gb + i * dv, gb + (i + 1) * dv, gpad.data() + i * dvp);
+        if (qcopy) std::copy(qb + i * d, qb + (i + 1) * d, qpad.data() + i * dp);
+        if (gcopy) std::copy(gb + i * dv, gb + (i + 1) * dv, gpad.data() + i * dvp);
       }
-      const T* qpb = dp != d ? qpad.data() : qb;
-      const T* gpb = dvp != dv ? gpad.data() : gb;
+      const T* qpb;
+      const T* gpb;
+      if constexpr (same) {
+        qpb = qcopy ? qpad.data() : qb;
+        gpb = gcopy ? gpad.data() : gb;
+      } else {
+        qpb = qpad.data();
+        gpb = gpad.data();
+      }
       T* dqb = parts == 1 ? dqT.data() : dq_part + (part * B + b) * d * Np;
       std::fill(dqb, dqb + d * Np, T(0));
       for (int64_t ch = c0; ch < c1; ++ch) {
         const int64_t j0 = ch * kLaneKeys, n = std::min<int64_t>(kLaneKeys, M - j0);
-        const T *kj = k + (b * M + j0) * d, *vj = v + (b * M + j0) * dv;
-        T *dkj = dk + (b * M + j0) * d, *dvj = dvo + (b * M + j0) * dv;
+        const In *kin = k + (b * M + j0) * d, *vin = v + (b * M + j0) * dv;
+        const T* kj;
+        const T* vj;
+        if constexpr (same) {
+          kj = kin;
+          vj = vin;
+        } else {
+          std::copy(kin, kin + n * d, kf.begin());
+          std::copy(vin, vin + n * dv, vf.begin());
+          kj = kf.data();
+          vj = vf.data();
+        }
+        In *dkj = dk + (b * M + j0) * d, *dvj = dvo + (b * M + j0) * dv;
         with_chunk_keys(n, [&](auto kc) {
           lane_backward_chunk<T, decltype(kc)::value>(qT.data(), gT.data(), qpb, gpb, lv.data(), delta.data(), kj, vj,
                                                       N, Np, d, dp, dv, dvp, scale, dqb, P.data(), DS.data(), dkj, dvj);
@@ -215,7 +252,7 @@ void lane_backward_kernel(const T* q, const T* g, const T* out, const T* lse, co
       }
       if (parts == 1)
         for (int64_t i = 0; i < N; ++i)
-          for (int64_t c = 0; c < d; ++c) dq[(b * N + i) * d + c] = dqT[c * Np + i] * scale;
+          for (int64_t c = 0; c < d; ++c) dq[(b * N + i) * d + c] = static_cast<In>(dqT[c * Np + i] * scale);
     }
   });
 }

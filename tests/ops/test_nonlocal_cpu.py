@@ -144,7 +144,27 @@ def test_float32_double_backward_matches_reference():
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_is_computed_in_float32_inside_the_op(dtype, kernel):
+    """The op takes float16/bfloat16 itself: the same float32 computation as on float32 copies of the
+    inputs, rounded once to the input dtype (the row statistics stay float32), and autograd records one
+    node, not conversions around a float32 op."""
+    q, k, v, g = _inputs(2, 37, 70, 8, 5, dtype=dtype, seed=7)
+    out, lse = torch.ops.srops.nonlocal_attention_fwd(q, k, v, 0.7)
+    want, want_lse = torch.ops.srops.nonlocal_attention_fwd(q.float(), k.float(), v.float(), 0.7)
+    assert out.dtype == dtype and lse.dtype == torch.float32
+    assert torch.equal(out, want.to(dtype)) and torch.equal(lse, want_lse)
+    grads = torch.ops.srops.nonlocal_attention_bwd(g, q, k, v, out, lse, 0.7)
+    wants = torch.ops.srops.nonlocal_attention_bwd(*(t.float() for t in (g, q, k, v, out)), lse, 0.7)
+    for name, a, e in zip(NAMES[1:], grads, wants):
+        assert a.dtype == dtype, name
+        assert torch.equal(a, e.to(dtype)), name
+    qr, kr, vr = (t.requires_grad_() for t in (q, k, v))
+    node = F.nonlocal_attention(qr, kr, vr, 0.7, backend="cpu").grad_fn
+    assert {type(n).__name__ for n, _ in node.next_functions} == {"AccumulateGrad"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_opcheck(dtype, kernel):
     q, k, v, g = _inputs(2, 9, 70, 8, 5, dtype=dtype)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
@@ -270,7 +290,7 @@ def test_portable_instruction_set_paths(capability):
 @pytest.mark.parametrize(
     "args, exc, match",
     [
-        ((torch.randn(2, 3, 8, dtype=torch.float16),) * 3, TypeError, "q must be float32 or float64"),
+        ((torch.ones(2, 3, 8, dtype=torch.int32),) * 3, TypeError, "q must be a floating-point tensor"),
         ((torch.randn(2, 3, 8), torch.randn(2, 4, 8, dtype=torch.float64), torch.randn(2, 4, 8)), TypeError,
          "k must have dtype Float"),
         ((torch.randn(2, 3), torch.randn(2, 4, 8), torch.randn(2, 4, 8)), ValueError, "q must be a 3-D tensor"),

@@ -3,8 +3,9 @@
 ``nonlocal_attention_fwd(q [B, N, d], k [B, M, d], v [B, M, dv], scale)`` returns ``out [B, N, dv]``
 and the row log-sum-exp ``lse [B, N]`` of the scaled scores; ``nonlocal_attention_bwd`` recomputes
 the probabilities block by block from ``lse`` (see ``csrc/nonlocal_attention/nonlocal_attention.h``).
-Neither stores the N×M scores. The kernels take float32/float64; float16/bfloat16 inputs are
-computed in float32 and the output rounded once to the input dtype.
+Neither stores the N×M scores. float16/bfloat16 inputs go to the ops as they are: computed in float32
+inside (no float32 copies, no conversion nodes in the autograd graph), the output and gradients rounded
+once to the input dtype; ``lse`` is float32 then.
 
 Double backward: under ``create_graph=True`` the backward differentiates the reference, recomputed
 from the saved q, k, v, so higher-order gradients are exact (at the reference's O(B·N·M) memory for
@@ -23,7 +24,8 @@ OPS = ("nonlocal_attention_fwd", "nonlocal_attention_bwd")
 @torch.library.register_fake("srops::nonlocal_attention_fwd")
 def _fwd_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     B, N = q.shape[:2]
-    return q.new_empty(B, N, v.shape[2]), q.new_empty(B, N)
+    lse_dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    return q.new_empty(B, N, v.shape[2]), q.new_empty(B, N, dtype=lse_dtype)
 
 
 @torch.library.register_fake("srops::nonlocal_attention_bwd")
@@ -60,10 +62,5 @@ torch.library.register_autograd("srops::nonlocal_attention_fwd", _backward, setu
 
 def nonlocal_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(q kᵀ · scale) v on the C++ flash kernels; q ``[B, N, d]``, k ``[B, M, d]``, v ``[B, M, dv]``."""
-    dtype = q.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        with torch.autocast("cpu", enabled=False):
-            out, _ = _ops.nonlocal_attention_fwd(q.float(), k.float(), v.float(), float(scale))
-        return out.to(dtype)
     out, _ = _ops.nonlocal_attention_fwd(q, k, v, float(scale))
     return out
