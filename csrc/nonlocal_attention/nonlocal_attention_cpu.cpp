@@ -132,14 +132,25 @@ int64_t lane_queries() {
   }
 }
 
+// The query-lane backward's row length for N queries (qT, gT, dq [·, Np], P and dS [keys, Np]): N rounded up to
+// whole vectors, plus one vector where that is a multiple of 8 cache lines. A backward step reads the same
+// column of up to ~100 such rows; at a stride of 8·64 bytes or a multiple (N = 1024 floats: 4 KiB) they fall
+// into at most 8 of the L1 cache's 64 sets and evict each other (N = 1024, d = 32 ran 1.8x slower than 576).
+template <typename T>
+int64_t lane_stride(int64_t N) {
+  const int64_t lanes = lane_queries<T>(), n = round_up(N, lanes);
+  return (n * int64_t(sizeof(T))) % (8 * 64) == 0 ? n + lanes : n;
+}
+
 // Which kernels run. The query-lane kernels (nonlocal_attention_cpu_lanes.h) pay d + dv products and one exp
 // per query and key, the row-tile kernels (nonlocal_attention_cpu_kernels.h) add per-row costs for each key
 // block (horizontal max and sum, a scalar exp) that small heads and few keys do not amortise, but reuse each
 // loaded key for 4 queries and each block for 64. Measured (AVX-512, one thread, the allocator keeping freed
 // memory): the lane forward 1.4-1.7x faster for d <= 32 at N·M from 144·36 to 16384·4096, 7-10% slower at
 // d = 64 and 128; the lane backward 1.3-1.6x faster at N <= 256 (d 8-32) and 1.1x at d = 8 (N up to 16384),
-// 12-21% slower at d >= 16 with N >= 576. SROPS_NL_CPU_KERNEL=lanes or rows forces one pair (for tests and
-// benchmarks; any other value is refused).
+// 2-11% faster at N = 576 (d 16 and 32, with lane_stride's padding), 10-15% slower at N = 1024 and 6-7% at
+// 2304 (d 16 and 32). SROPS_NL_CPU_KERNEL=lanes or rows forces one pair (for tests and benchmarks; any other
+// value is refused).
 enum class NlKernel { rule, lanes, rows };
 
 NlKernel forced_kernel() {
@@ -159,7 +170,7 @@ bool use_lane_forward(int64_t d, int64_t dv) {
 bool use_lane_backward(int64_t N, int64_t d, int64_t dv) {
   const NlKernel k = forced_kernel();
   const int64_t width = std::max(d, dv);
-  return k == NlKernel::rule ? width <= 32 && (N <= 256 || width <= 8) : k == NlKernel::lanes;
+  return k == NlKernel::rule ? width <= 32 && (N <= 768 || width <= 8) : k == NlKernel::lanes;
 }
 
 // t [B, rows, cols] → contiguous [B, rows_to, cols_to], zero-padded at the end of both dims.
@@ -256,7 +267,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonlocal_attention_bwd_cpu(const 
   if (use_lane_backward(N, d, dv)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "nonlocal_attention_bwd_cpu_lanes", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      const int64_t Np = round_up(N, lane_queries<acc_t>());
+      const int64_t Np = lane_stride<acc_t>(N);
       const at::Tensor qc = q.contiguous(), gc = grad.contiguous(), oc = out.contiguous(), lc = lse.contiguous();
       const at::Tensor kc = k.contiguous(), vc = v.contiguous();
       const int64_t chunks = (M + kLaneKeys - 1) / kLaneKeys;
