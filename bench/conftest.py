@@ -25,8 +25,6 @@ Run from a checkout after a non-editable ``pip install .``, the installed srops
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import os
 import sys
@@ -36,14 +34,11 @@ from typing import Iterator
 
 import pytest
 
-# The process's memory allocation is tuned for timing unless SROPS_BENCH_TUNED_ALLOCATOR=0 (then every
-# backend also pays the page faults of its fresh allocations, as in an untuned program):
-# large CPU tensors on transparent huge pages (read by torch at its first allocation, so set before torch
-# is imported; a fresh 133 MB output otherwise spends most of its time in 4 KiB page faults), and freed
-# memory kept in the process (pytest_configure).
-TUNED_ALLOCATOR = os.environ.get("SROPS_BENCH_TUNED_ALLOCATOR", "1") != "0"
-if TUNED_ALLOCATOR:
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# The process's memory allocation is tuned for timing unless SROPS_BENCH_TUNED_ALLOCATOR=0 (bench/allocator.py):
+# huge pages asked for here, before torch is imported, freed memory kept in the process in pytest_configure.
+from bench import allocator  # noqa: E402  (no torch import)
+
+allocator.prepare()
 
 import torch  # noqa: E402
 
@@ -90,21 +85,9 @@ _import_installed_srops()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Keep freed memory in the process (glibc only): with glibc's defaults a freed tensor of some MB goes back
-    to the OS and the next allocation of that size page-faults it in again, adding milliseconds to random
-    rounds of every backend. Recorded in each result's extra_info as ``allocator``."""
-    allocator = "default"
-    if TUNED_ALLOCATOR and ctypes.util.find_library("c") and sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c"))
-            M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
-            if libc.mallopt(M_TRIM_THRESHOLD, 1 << 30) and libc.mallopt(M_MMAP_THRESHOLD, 32 << 20):
-                allocator = "glibc, trim threshold 1 GiB, mmap threshold 32 MiB"
-        except (OSError, AttributeError):
-            pass
-    if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1":
-        allocator += "; torch THP_MEM_ALLOC_ENABLE=1"
-    os.environ["_SROPS_BENCH_ALLOCATOR"] = allocator
+    """Keep freed memory in the process (bench/allocator.py), recorded in each result's extra_info as
+    ``allocator``."""
+    os.environ["_SROPS_BENCH_ALLOCATOR"] = allocator.keep_freed_memory()
     os.environ["_SROPS_BENCH_FULL"] = "1" if config.getoption("--bench-full") else "0"  # read by run_benchmark
     if not config.getoption("--bench-full"):
         given = config.invocation_params.args

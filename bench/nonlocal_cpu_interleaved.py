@@ -6,7 +6,8 @@ the median over rounds (and the ratio of the better of ``reference`` and ``compi
 
     python -m bench.nonlocal_cpu_interleaved --threads 2 --rounds 15 [--shapes train-regions,...] [--clock cpu]
 
-``--clock cpu`` times with the process's CPU time instead of the wall clock: with one thread it
+The allocator is tuned as in ``make bench`` (bench/allocator.py; ``SROPS_BENCH_TUNED_ALLOCATOR=0`` leaves
+it untuned). ``--clock cpu`` times with the process's CPU time instead of the wall clock: with one thread it
 discounts the time other processes hold the core (on a loaded machine the wall clock mostly measures
 the load); with several threads it counts every thread's time, spinning included.
 """
@@ -17,11 +18,15 @@ import statistics
 import time
 import warnings
 
-import torch
+from bench import allocator
 
-import srops.functional as F
-from bench.shapes import NONLOCAL_CPU
-from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
+allocator.prepare()  # before torch is imported
+
+import torch  # noqa: E402
+
+import srops.functional as F  # noqa: E402
+from bench.shapes import NONLOCAL_CPU  # noqa: E402
+from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref  # noqa: E402
 
 SHAPES = {**NONLOCAL_CPU, "amms-region": dict(B=32, N=144, M=36, d=16)}
 BACKENDS = ("cpu", "sdpa", "reference", "compile(reference)")
@@ -80,11 +85,12 @@ def main() -> None:
     parser.add_argument("--clock", choices=sorted(CLOCK), default="wall")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    memory = allocator.keep_freed_memory()
     cases = [(s, torch.float32) for s in args.shapes.split(",")]
     if args.bf16:
         cases.append(("amms-region", torch.bfloat16))
     print(f"threads={args.threads} rounds={args.rounds} clock={args.clock} "
-          f"capability={torch.backends.cpu.get_cpu_capability()}")
+          f"capability={torch.backends.cpu.get_cpu_capability()} torch={torch.__version__} allocator: {memory}")
     print(f"{'shape':18} {'dtype':9} {'mode':8} " + " ".join(f"{b:>19}" for b in BACKENDS)
           + "   best-ref/cpu  sdpa/cpu")
     for shape, dtype in cases:
