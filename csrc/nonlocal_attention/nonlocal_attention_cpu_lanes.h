@@ -47,11 +47,12 @@ inline void lane_chunk(const T* qt, int64_t ldq, const T* k, const T* v, int64_t
   VT s[KC] = {};
   for (int64_t c = 0; c < d; ++c) {
     const VT qv = load<V>(qt + c * ldq);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int jj = 0; jj < KC; ++jj) s[jj] += qv * k[jj * d + c];
   }
   VT mx = s[0] * scale;
   s[0] = mx;
+#pragma GCC unroll 16
   for (int jj = 1; jj < KC; ++jj) {
     s[jj] *= scale;
     mx = s[jj] > mx ? s[jj] : mx;  // a NaN score never wins: its exp below makes the row NaN
@@ -62,6 +63,7 @@ inline void lane_chunk(const T* qt, int64_t ldq, const T* k, const T* v, int64_t
   // 1 where the max stays (also a row still all −inf), 0 on a row's first finite chunk (o and l still 0)
   const VT alpha = m_new == m ? one : (m == ninf ? zero : vexp<kVecBytes>(m - shift));
   VT psum = zero;
+#pragma GCC unroll 16
   for (int jj = 0; jj < KC; ++jj) {
     s[jj] = vexp<kVecBytes>(s[jj] - shift);
     psum += s[jj];
@@ -70,11 +72,16 @@ inline void lane_chunk(const T* qt, int64_t ldq, const T* k, const T* v, int64_t
   m = m_new;
   for (int64_t f = 0; f < dv; ++f) {
     VT acc = load<V>(oT + f * R) * alpha;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int jj = 0; jj < KC; ++jj) acc += s[jj] * v[jj * dv + f];
     store<V>(oT + f * R, acc);
   }
 }
+
+// The forward's long chunks: 16 keys with 32 vector registers (AVX-512), which halves the per-chunk costs
+// (the running max's rescaling exp and the output's load, rescale and store): 3-5% faster at d = 8-32 than
+// chunks of 8 (one thread, AMD EPYC); else kLaneKeys.
+constexpr int kWideKeys = kVecBytes == 64 ? 2 * kLaneKeys : kLaneKeys;
 
 // Forward over tiles of R queries: a work unit is (batch b, tile), which meets every key in turn. In is the
 // tensors' type (T, or float16/bfloat16 with T = float: read into T scratch, the output rounded once; lse T).
@@ -111,7 +118,10 @@ void lane_forward_kernel(const In* q, const In* k, const In* v, In* out, T* lse,
       std::fill(oT.begin(), oT.end(), T(0));
       VT m = splat<V>(-std::numeric_limits<T>::infinity()), l = splat<V>(T(0));
       int64_t j0 = 0;
-      for (; j0 + kLaneKeys <= M; j0 += kLaneKeys)  // whole chunks called directly: the hot loop stays flat
+      // whole chunks called directly (the hot loop stays flat): kWideKeys where the registers hold their scores
+      for (; j0 + kWideKeys <= M; j0 += kWideKeys)
+        lane_chunk<T, kWideKeys>(qT.data(), R, kb + j0 * d, vb + j0 * dv, d, dv, scale, m, l, oT.data());
+      for (; j0 + kLaneKeys <= M; j0 += kLaneKeys)
         lane_chunk<T, kLaneKeys>(qT.data(), R, kb + j0 * d, vb + j0 * dv, d, dv, scale, m, l, oT.data());
       if (j0 < M) {
         with_chunk_keys(M - j0, [&](auto kc) {
