@@ -129,6 +129,65 @@ inline typename Vec<double, BYTES>::type vexp(typename Vec<double, BYTES>::type 
   return y;
 }
 
+// Natural log of each lane, for the kernels' row sums (0, or at least 1: no subnormal inputs). float: Cephes'
+// logf polynomial on the mantissa taken to [√½, √2) (about 1 ulp); 0 gives −inf, +inf stays, NaN stays NaN.
+// double: the C library's log.
+template <int BYTES>
+inline typename Vec<float, BYTES>::type vlog(typename Vec<float, BYTES>::type x) {
+  using V = Vec<float, BYTES>;
+  using VT = typename V::type;
+  using I = typename V::mask;
+  const I bits = reinterpret_cast<I>(x);
+  VT e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, VT);  // x = m · 2^e with m in [0.5, 1)
+  VT m = reinterpret_cast<VT>((bits & 0x007fffff) | 0x3f000000);
+  const auto low = m < 0.707106781186547524f;
+  e = low ? e - 1.0f : e;
+  m = low ? m + m - 1.0f : m - 1.0f;
+  const VT z = m * m;
+  VT y = splat<V>(7.0376836292e-2f);
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z + e * -2.12194440e-4f - 0.5f * z;
+  VT r = m + y + e * 0.693359375f;
+  r = x == 0.0f ? splat<V>(-std::numeric_limits<float>::infinity()) : r;
+  r = x == std::numeric_limits<float>::infinity() ? x : r;
+  return x != x ? x : r;
+}
+
+template <int BYTES>
+inline typename Vec<double, BYTES>::type vlog(typename Vec<double, BYTES>::type x) {
+  typename Vec<double, BYTES>::type y;
+  for (int i = 0; i < Vec<double, BYTES>::lanes; ++i) y[i] = std::log(x[i]);
+  return y;
+}
+
+// Transposes the lanes×lanes block a (a[i] is row i) in place: one stage per power of two W < lanes, each
+// swapping the off-diagonal W×W blocks of every 2W×2W block with one two-source shuffle per vector.
+template <typename V, int W = V::lanes / 2>
+inline void transpose_block(typename V::type (&a)[V::lanes]) {
+  if constexpr (W > 0) {
+    constexpr int R = V::lanes;
+    typename V::mask lo, hi;
+    for (int k = 0; k < R; ++k) {
+      lo[k] = (k & W) ? R + k - W : k;
+      hi[k] = (k & W) ? R + k : k + W;
+    }
+    for (int i = 0; i < R; ++i) {
+      if (i & W) continue;
+      const typename V::type x = a[i], y = a[i + W];
+      a[i] = __builtin_shuffle(x, y, lo);
+      a[i + W] = __builtin_shuffle(x, y, hi);
+    }
+    transpose_block<V, W / 2>(a);
+  }
+}
+
 // s[r][jv] = scale · Σ_c q[r][c] · kT[c][jv·lanes …], for kRows rows of q (row stride ldq) and NV
 // key vectors of kT (row stride ldk).
 template <typename T, typename KV, int NV>
