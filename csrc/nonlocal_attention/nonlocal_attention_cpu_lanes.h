@@ -247,7 +247,39 @@ void lane_backward_kernel(const In* q, const In* g, const In* out, const T* lse,
       const int64_t b = u / parts, part = u % parts;
       const int64_t c0 = part * chunks / parts, c1 = (part + 1) * chunks / parts;
       const In *qb = q + b * N * d, *gb = g + b * N * dv, *ob = out + b * N * dv;
-      for (int64_t i = 0; i < N; ++i) {
+      // Whole tiles of R float/double rows with d and dv multiples of R (no feature padding then): q, g and out
+      // transposed by R×R blocks with vector shuffles, Δ as R lanes; the rest row by row.
+      int64_t i = 0;
+      if constexpr (same) {
+        using V = KeyVec<T>;
+        using VT = typename V::type;
+        constexpr int R = V::lanes;
+        if (d % R == 0 && dv % R == 0) {
+          for (; i + R <= N; i += R) {
+            VT a[R], o[R], total = {};
+            for (int64_t c0 = 0; c0 < d; c0 += R) {
+              for (int r = 0; r < R; ++r) a[r] = load<V>(qb + (i + r) * d + c0);
+              transpose_block<V>(a);
+              for (int c = 0; c < R; ++c) store<V>(qT.data() + (c0 + c) * Np + i, a[c]);
+            }
+            for (int64_t f0 = 0; f0 < dv; f0 += R) {
+              for (int r = 0; r < R; ++r) {
+                a[r] = load<V>(gb + (i + r) * dv + f0);
+                o[r] = load<V>(ob + (i + r) * dv + f0);
+              }
+              transpose_block<V>(a);
+              transpose_block<V>(o);
+              for (int f = 0; f < R; ++f) {
+                store<V>(gT.data() + (f0 + f) * Np + i, a[f]);
+                total += a[f] * o[f];
+              }
+            }
+            store<V>(delta.data() + i, total);
+            store<V>(lv.data() + i, load<V>(lse + b * N + i));
+          }
+        }
+      }
+      for (; i < N; ++i) {
         T total = 0;
         for (int64_t c = 0; c < d; ++c) qT[c * Np + i] = static_cast<T>(qb[i * d + c]);
         for (int64_t f = 0; f < dv; ++f) {
@@ -290,9 +322,26 @@ void lane_backward_kernel(const In* q, const In* g, const In* out, const T* lse,
                                                       N, Np, d, dp, dv, dvp, scale, dqb, P.data(), DS.data(), dkj, dvj);
         });
       }
-      if (parts == 1)
-        for (int64_t i = 0; i < N; ++i)
+      if (parts == 1) {
+        int64_t i = 0;
+        if constexpr (same) {
+          using V = KeyVec<T>;
+          using VT = typename V::type;
+          constexpr int R = V::lanes;
+          if (d % R == 0) {
+            for (; i + R <= N; i += R) {
+              for (int64_t c0 = 0; c0 < d; c0 += R) {
+                VT a[R];
+                for (int c = 0; c < R; ++c) a[c] = load<V>(dqT.data() + (c0 + c) * Np + i) * scale;
+                transpose_block<V>(a);
+                for (int r = 0; r < R; ++r) store<V>(dq + (b * N + i + r) * d + c0, a[r]);
+              }
+            }
+          }
+        }
+        for (; i < N; ++i)
           for (int64_t c = 0; c < d; ++c) dq[(b * N + i) * d + c] = static_cast<In>(dqT[c * Np + i] * scale);
+      }
     }
   });
 }
