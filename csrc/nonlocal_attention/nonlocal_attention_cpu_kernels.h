@@ -167,6 +167,44 @@ inline typename Vec<double, BYTES>::type vlog(typename Vec<double, BYTES>::type 
   return y;
 }
 
+// n values of a tensor's type In into the compute type T and back: a copy for the same type; bfloat16 as
+// vectors (its 16 bits widened into a float's high half; back rounded to nearest even, NaN to the quiet 0x7FC0,
+// as c10::BFloat16 does), float16 value by value.
+template <typename T, typename In>
+inline void to_compute(const In* src, int64_t n, T* dst) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<In, c10::BFloat16> && std::is_same_v<T, float>) {
+    constexpr int L = kVecBytes / 4;
+    typedef uint16_t H __attribute__((vector_size(L * 2), aligned(2), may_alias));
+    typedef uint32_t W __attribute__((vector_size(L * 4)));
+    for (; i + L <= n; i += L) {
+      const W w = __builtin_convertvector(*reinterpret_cast<const H*>(src + i), W) << 16;
+      store<Vec<float, kVecBytes>>(dst + i, reinterpret_cast<typename Vec<float, kVecBytes>::type>(w));
+    }
+  }
+  for (; i < n; ++i) dst[i] = static_cast<T>(src[i]);
+}
+
+template <typename T, typename In>
+inline void from_compute(const T* src, int64_t n, In* dst) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<In, c10::BFloat16> && std::is_same_v<T, float>) {
+    constexpr int L = kVecBytes / 4;
+    using V = Vec<float, kVecBytes>;
+    typedef uint16_t H __attribute__((vector_size(L * 2), aligned(2), may_alias));
+    typedef uint32_t W __attribute__((vector_size(L * 4)));
+    for (; i + L <= n; i += L) {
+      const typename V::type x = load<V>(src + i);
+      const W bits = reinterpret_cast<W>(x);
+      W r = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+      const W nan = {};
+      r = x != x ? nan + 0x7fc0u : r;
+      *reinterpret_cast<H*>(dst + i) = __builtin_convertvector(r, H);
+    }
+  }
+  for (; i < n; ++i) dst[i] = static_cast<In>(src[i]);
+}
+
 // Transposes the lanes×lanes block a (a[i] is row i) in place: one stage per power of two W < lanes, each
 // swapping the off-diagonal W×W blocks of every 2W×2W block with one two-source shuffle per vector.
 template <typename V, int W = V::lanes / 2>

@@ -94,7 +94,8 @@ void lane_forward_kernel(const In* q, const In* k, const In* v, In* out, T* lse,
   constexpr bool same = std::is_same_v<T, In>;
   const int64_t tiles = (N + R - 1) / R;
   at::parallel_for(0, B * tiles, 1, [&](int64_t u0, int64_t u1) {
-    std::vector<T> qT(d * R), oT(dv * R), kf(same ? 0 : M * d), vf(same ? 0 : M * dv);
+    std::vector<T> qT(d * R), oT(dv * R), kf(same ? 0 : M * d), vf(same ? 0 : M * dv), qrows(same ? 0 : R * d),
+        yrows(same ? 0 : R * dv);
     int64_t converted = -1;  // the sample whose k and v kf and vf hold
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t b = u / tiles, i0 = (u % tiles) * R, rows = std::min<int64_t>(R, N - i0);
@@ -106,30 +107,32 @@ void lane_forward_kernel(const In* q, const In* k, const In* v, In* out, T* lse,
         vb = v + b * M * dv;
       } else {
         if (converted != b) {
-          std::copy(k + b * M * d, k + (b + 1) * M * d, kf.begin());
-          std::copy(v + b * M * dv, v + (b + 1) * M * dv, vf.begin());
+          to_compute(k + b * M * d, M * d, kf.data());
+          to_compute(v + b * M * dv, M * dv, vf.data());
           converted = b;
         }
         kb = kf.data();
         vb = vf.data();
       }
-      // A full tile of float/double with d (dv below) a multiple of R: vector transposes of R×R blocks (the
-      // element-wise copies cost about a third of the forward at N = 144, M = 36, d = 16).
-      bool copied = false;
+      const T* qs;  // the tile's queries in T, row-major
       if constexpr (same) {
-        if (rows == R && d % R == 0) {
-          for (int64_t c0 = 0; c0 < d; c0 += R) {
-            VT a[R];
-            for (int r = 0; r < R; ++r) a[r] = load<V>(qb + r * d + c0);
-            transpose_block<V>(a);
-            for (int c = 0; c < R; ++c) store<V>(qT.data() + (c0 + c) * R, a[c]);
-          }
-          copied = true;
-        }
+        qs = qb;
+      } else {
+        to_compute(qb, rows * d, qrows.data());
+        qs = qrows.data();
       }
-      if (!copied) {
+      // A full tile with d (dv below) a multiple of R: vector transposes of R×R blocks (the element-wise
+      // copies cost about a third of the forward at N = 144, M = 36, d = 16).
+      if (rows == R && d % R == 0) {
+        for (int64_t c0 = 0; c0 < d; c0 += R) {
+          VT a[R];
+          for (int r = 0; r < R; ++r) a[r] = load<V>(qs + r * d + c0);
+          transpose_block<V>(a);
+          for (int c = 0; c < R; ++c) store<V>(qT.data() + (c0 + c) * R, a[c]);
+        }
+      } else {
         for (int64_t c = 0; c < d; ++c)
-          for (int r = 0; r < R; ++r) qT[c * R + r] = r < rows ? static_cast<T>(qb[r * d + c]) : T(0);
+          for (int r = 0; r < R; ++r) qT[c * R + r] = r < rows ? qs[r * d + c] : T(0);
       }
       std::fill(oT.begin(), oT.end(), T(0));
       VT m = splat<V>(-std::numeric_limits<T>::infinity()), l = splat<V>(T(0));
@@ -147,23 +150,25 @@ void lane_forward_kernel(const In* q, const In* k, const In* v, In* out, T* lse,
       const VT lse_v = m + vlog<kVecBytes>(l);
       for (int r = 0; r < rows; ++r) lse[b * N + i0 + r] = lse_v[r];
       In* y = out + (b * N + i0) * dv;
-      copied = false;
+      T* ys;  // the tile's output rows in T
       if constexpr (same) {
-        if (rows == R && dv % R == 0) {
-          for (int64_t f0 = 0; f0 < dv; f0 += R) {
-            VT a[R];
-            for (int f = 0; f < R; ++f) a[f] = load<V>(oT.data() + (f0 + f) * R) / l;
-            transpose_block<V>(a);
-            for (int r = 0; r < R; ++r) store<V>(y + r * dv + f0, a[r]);
-          }
-          copied = true;
-        }
+        ys = y;
+      } else {
+        ys = yrows.data();
       }
-      if (!copied) {
+      if (rows == R && dv % R == 0) {
+        for (int64_t f0 = 0; f0 < dv; f0 += R) {
+          VT a[R];
+          for (int f = 0; f < R; ++f) a[f] = load<V>(oT.data() + (f0 + f) * R) / l;
+          transpose_block<V>(a);
+          for (int r = 0; r < R; ++r) store<V>(ys + r * dv + f0, a[r]);
+        }
+      } else {
         for (int64_t f = 0; f < dv; ++f) store<V>(oT.data() + f * R, load<V>(oT.data() + f * R) / l);
         for (int64_t r = 0; r < rows; ++r)
-          for (int64_t f = 0; f < dv; ++f) y[r * dv + f] = static_cast<In>(oT[f * R + r]);
+          for (int64_t f = 0; f < dv; ++f) ys[r * dv + f] = oT[f * R + r];
       }
+      if constexpr (!same) from_compute(ys, rows * dv, y);
     }
   });
 }
@@ -228,78 +233,78 @@ inline void lane_backward_chunk(const T* qT, const T* gT, const T* qp, const T* 
 // vectors, lse, Δ = rowsum(g ∘ out)), in its own scratch: no whole-batch copies before the kernel. With one
 // part per sample the unit writes dq itself; else its dq partial goes to dq_part [parts, B, d, Np] (zeroed
 // here), which the caller sums in part order. q, g, out [B, N, ·], lse [B, N], k, v [B, M, ·] contiguous.
-// In is the tensors' type (T, or float16/bfloat16 with T = float: read into T scratch, with q and g always
-// in the padded copies, gradients rounded once; lse and dq_part T).
+// In is the tensors' type (T, or float16/bfloat16 with T = float: each unit converts its sample's q, g, out and
+// each chunk's k, v into T scratch, gradients rounded once; lse and dq_part T).
 template <typename T, typename In>
 void lane_backward_kernel(const In* q, const In* g, const In* out, const T* lse, const In* k, const In* v, In* dq,
                           T* dq_part, In* dk, In* dvo, int64_t B, int64_t N, int64_t M, int64_t Np, int64_t d,
                           int64_t dv, int64_t parts, T scale) {
   using FV = FeatVec<T, kFeatureBytes>;
+  using V = KeyVec<T>;
+  using VT = typename V::type;
+  constexpr int R = V::lanes;
   constexpr bool same = std::is_same_v<T, In>;
   const int64_t chunks = (M + kLaneKeys - 1) / kLaneKeys;
   const int64_t dp = round_up(d, FV::lanes), dvp = round_up(dv, FV::lanes);
-  const bool qcopy = !same || dp != d, gcopy = !same || dvp != dv;
+  const bool qcopy = dp != d, gcopy = dvp != dv;
   at::parallel_for(0, B * parts, 1, [&](int64_t u0, int64_t u1) {
     std::vector<T> P(kLaneKeys * Np), DS(kLaneKeys * Np), qT(d * Np, T(0)), gT(dv * Np, T(0)), lv(Np, T(0)),
         delta(Np, T(0)), dqT(parts == 1 ? d * Np : 0), qpad(qcopy ? N * dp : 0, T(0)),
-        gpad(gcopy ? N * dvp : 0, T(0)), kf(same ? 0 : kLaneKeys * d), vf(same ? 0 : kLaneKeys * dv);
+        gpad(gcopy ? N * dvp : 0, T(0)), kf(same ? 0 : kLaneKeys * d), vf(same ? 0 : kLaneKeys * dv),
+        qs_(same ? 0 : N * d), gs_(same ? 0 : N * dv), os_(same ? 0 : N * dv), dqs_(same || parts > 1 ? 0 : N * d);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t b = u / parts, part = u % parts;
       const int64_t c0 = part * chunks / parts, c1 = (part + 1) * chunks / parts;
-      const In *qb = q + b * N * d, *gb = g + b * N * dv, *ob = out + b * N * dv;
-      // Whole tiles of R float/double rows with d and dv multiples of R (no feature padding then): q, g and out
-      // transposed by R×R blocks with vector shuffles, Δ as R lanes; the rest row by row.
-      int64_t i = 0;
+      const T *qs, *gs, *os;  // the sample's q, g and out in T, row-major
       if constexpr (same) {
-        using V = KeyVec<T>;
-        using VT = typename V::type;
-        constexpr int R = V::lanes;
-        if (d % R == 0 && dv % R == 0) {
-          for (; i + R <= N; i += R) {
-            VT a[R], o[R], total = {};
-            for (int64_t c0 = 0; c0 < d; c0 += R) {
-              for (int r = 0; r < R; ++r) a[r] = load<V>(qb + (i + r) * d + c0);
-              transpose_block<V>(a);
-              for (int c = 0; c < R; ++c) store<V>(qT.data() + (c0 + c) * Np + i, a[c]);
-            }
-            for (int64_t f0 = 0; f0 < dv; f0 += R) {
-              for (int r = 0; r < R; ++r) {
-                a[r] = load<V>(gb + (i + r) * dv + f0);
-                o[r] = load<V>(ob + (i + r) * dv + f0);
-              }
-              transpose_block<V>(a);
-              transpose_block<V>(o);
-              for (int f = 0; f < R; ++f) {
-                store<V>(gT.data() + (f0 + f) * Np + i, a[f]);
-                total += a[f] * o[f];
-              }
-            }
-            store<V>(delta.data() + i, total);
-            store<V>(lv.data() + i, load<V>(lse + b * N + i));
+        qs = q + b * N * d, gs = g + b * N * dv, os = out + b * N * dv;
+      } else {
+        to_compute(q + b * N * d, N * d, qs_.data());
+        to_compute(g + b * N * dv, N * dv, gs_.data());
+        to_compute(out + b * N * dv, N * dv, os_.data());
+        qs = qs_.data(), gs = gs_.data(), os = os_.data();
+      }
+      // Whole tiles of R rows with d and dv multiples of R (no feature padding then): q, g and out transposed
+      // by R×R blocks with vector shuffles, Δ as R lanes; the rest row by row.
+      int64_t i = 0;
+      if (d % R == 0 && dv % R == 0) {
+        for (; i + R <= N; i += R) {
+          VT a[R], o[R], total = {};
+          for (int64_t f0 = 0; f0 < d; f0 += R) {
+            for (int r = 0; r < R; ++r) a[r] = load<V>(qs + (i + r) * d + f0);
+            transpose_block<V>(a);
+            for (int c = 0; c < R; ++c) store<V>(qT.data() + (f0 + c) * Np + i, a[c]);
           }
+          for (int64_t f0 = 0; f0 < dv; f0 += R) {
+            for (int r = 0; r < R; ++r) {
+              a[r] = load<V>(gs + (i + r) * dv + f0);
+              o[r] = load<V>(os + (i + r) * dv + f0);
+            }
+            transpose_block<V>(a);
+            transpose_block<V>(o);
+            for (int f = 0; f < R; ++f) {
+              store<V>(gT.data() + (f0 + f) * Np + i, a[f]);
+              total += a[f] * o[f];
+            }
+          }
+          store<V>(delta.data() + i, total);
+          store<V>(lv.data() + i, load<V>(lse + b * N + i));
         }
       }
       for (; i < N; ++i) {
         T total = 0;
-        for (int64_t c = 0; c < d; ++c) qT[c * Np + i] = static_cast<T>(qb[i * d + c]);
+        for (int64_t c = 0; c < d; ++c) qT[c * Np + i] = qs[i * d + c];
         for (int64_t f = 0; f < dv; ++f) {
-          gT[f * Np + i] = static_cast<T>(gb[i * dv + f]);
-          total += static_cast<T>(gb[i * dv + f]) * static_cast<T>(ob[i * dv + f]);
+          gT[f * Np + i] = gs[i * dv + f];
+          total += gs[i * dv + f] * os[i * dv + f];
         }
         delta[i] = total;
         lv[i] = lse[b * N + i];
-        if (qcopy) std::copy(qb + i * d, qb + (i + 1) * d, qpad.data() + i * dp);
-        if (gcopy) std::copy(gb + i * dv, gb + (i + 1) * dv, gpad.data() + i * dvp);
+        if (qcopy) std::copy(qs + i * d, qs + (i + 1) * d, qpad.data() + i * dp);
+        if (gcopy) std::copy(gs + i * dv, gs + (i + 1) * dv, gpad.data() + i * dvp);
       }
-      const T* qpb;
-      const T* gpb;
-      if constexpr (same) {
-        qpb = qcopy ? qpad.data() : qb;
-        gpb = gcopy ? gpad.data() : gb;
-      } else {
-        qpb = qpad.data();
-        gpb = gpad.data();
-      }
+      const T* qpb = qcopy ? qpad.data() : qs;
+      const T* gpb = gcopy ? gpad.data() : gs;
       T* dqb = parts == 1 ? dqT.data() : dq_part + (part * B + b) * d * Np;
       std::fill(dqb, dqb + d * Np, T(0));
       for (int64_t ch = c0; ch < c1; ++ch) {
@@ -311,8 +316,8 @@ void lane_backward_kernel(const In* q, const In* g, const In* out, const T* lse,
           kj = kin;
           vj = vin;
         } else {
-          std::copy(kin, kin + n * d, kf.begin());
-          std::copy(vin, vin + n * dv, vf.begin());
+          to_compute(kin, n * d, kf.data());
+          to_compute(vin, n * dv, vf.data());
           kj = kf.data();
           vj = vf.data();
         }
@@ -322,25 +327,27 @@ void lane_backward_kernel(const In* q, const In* g, const In* out, const T* lse,
                                                       N, Np, d, dp, dv, dvp, scale, dqb, P.data(), DS.data(), dkj, dvj);
         });
       }
-      if (parts == 1) {
-        int64_t i = 0;
+      if (parts == 1) {  // dq = scale · dqT transposed (whole tiles by R×R blocks), rows in T, then to In
+        T* dqr;
         if constexpr (same) {
-          using V = KeyVec<T>;
-          using VT = typename V::type;
-          constexpr int R = V::lanes;
-          if (d % R == 0) {
-            for (; i + R <= N; i += R) {
-              for (int64_t c0 = 0; c0 < d; c0 += R) {
-                VT a[R];
-                for (int c = 0; c < R; ++c) a[c] = load<V>(dqT.data() + (c0 + c) * Np + i) * scale;
-                transpose_block<V>(a);
-                for (int r = 0; r < R; ++r) store<V>(dq + (b * N + i + r) * d + c0, a[r]);
-              }
+          dqr = dq + b * N * d;
+        } else {
+          dqr = dqs_.data();
+        }
+        int64_t i = 0;
+        if (d % R == 0) {
+          for (; i + R <= N; i += R) {
+            for (int64_t c0 = 0; c0 < d; c0 += R) {
+              VT a[R];
+              for (int c = 0; c < R; ++c) a[c] = load<V>(dqT.data() + (c0 + c) * Np + i) * scale;
+              transpose_block<V>(a);
+              for (int r = 0; r < R; ++r) store<V>(dqr + (i + r) * d + c0, a[r]);
             }
           }
         }
         for (; i < N; ++i)
-          for (int64_t c = 0; c < d; ++c) dq[(b * N + i) * d + c] = static_cast<In>(dqT[c * Np + i] * scale);
+          for (int64_t c = 0; c < d; ++c) dqr[i * d + c] = dqT[c * Np + i] * scale;
+        if constexpr (!same) from_compute(dqr, N * d, dq + b * N * d);
       }
     }
   });

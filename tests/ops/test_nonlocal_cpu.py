@@ -146,21 +146,27 @@ def test_float32_double_backward_matches_reference():
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(2, 37, 70, 8, 5), (8, 37, 20, 16, 32)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_is_computed_in_float32_inside_the_op(dtype, kernel):
+def test_half_precision_is_computed_in_float32_inside_the_op(dtype, shape, kernel):
     """The op takes float16/bfloat16 itself: the same float32 computation as on float32 copies of the
-    inputs, rounded once to the input dtype (the row statistics stay float32), and autograd records one
-    node, not conversions around a float32 op."""
-    q, k, v, g = _inputs(2, 37, 70, 8, 5, dtype=dtype, seed=7)
+    inputs, rounded once to the input dtype as torch rounds (NaN included; the row statistics stay
+    float32), and autograd records one node, not conversions around a float32 op."""
+    q, k, v, g = _inputs(*shape, dtype=dtype, seed=7)
+    q[1, 3] = float("nan")
+    same = dict(rtol=0, atol=0, equal_nan=True)
     out, lse = torch.ops.srops.nonlocal_attention_fwd(q, k, v, 0.7)
     want, want_lse = torch.ops.srops.nonlocal_attention_fwd(q.float(), k.float(), v.float(), 0.7)
     assert out.dtype == dtype and lse.dtype == torch.float32
-    assert torch.equal(out, want.to(dtype)) and torch.equal(lse, want_lse)
+    assert out[1, 3].isnan().all()
+    torch.testing.assert_close(out, want.to(dtype), **same)
+    torch.testing.assert_close(lse, want_lse, **same)
     grads = torch.ops.srops.nonlocal_attention_bwd(g, q, k, v, out, lse, 0.7)
     wants = torch.ops.srops.nonlocal_attention_bwd(*(t.float() for t in (g, q, k, v, out)), lse, 0.7)
     for name, a, e in zip(NAMES[1:], grads, wants):
         assert a.dtype == dtype, name
-        assert torch.equal(a, e.to(dtype)), name
+        torch.testing.assert_close(a, e.to(dtype), **same, msg=name)
+    q[1, 3] = 0.0
     qr, kr, vr = (t.requires_grad_() for t in (q, k, v))
     node = F.nonlocal_attention(qr, kr, vr, 0.7, backend="cpu").grad_fn
     assert {type(n).__name__ for n, _ in node.next_functions} == {"AccumulateGrad"}
