@@ -168,8 +168,9 @@ def test_half_precision_is_computed_in_float32_inside_the_op(dtype, shape, kerne
         torch.testing.assert_close(a, e.to(dtype), **same, msg=name)
     q[1, 3] = 0.0
     qr, kr, vr = (t.requires_grad_() for t in (q, k, v))
-    node = F.nonlocal_attention(qr, kr, vr, 0.7, backend="cpu").grad_fn
-    assert {type(n).__name__ for n, _ in node.next_functions} == {"AccumulateGrad"}
+    # the output is kept alive: on torch 2.11 the node of a dropped output can no longer be read
+    attended = F.nonlocal_attention(qr, kr, vr, 0.7, backend="cpu")
+    assert {type(n).__name__ for n, _ in attended.grad_fn.next_functions} == {"AccumulateGrad"}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
