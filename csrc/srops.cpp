@@ -1,6 +1,7 @@
 // The one list of srops operator schemas. Kernels register against these names
 // with TORCH_LIBRARY_IMPL in csrc/<op>/<op>_{cpu.cpp,cuda.cu}; autograd and fake
-// (meta) implementations are attached in Python (srops/ops/<op>/ext_impl.py).
+// (meta) implementations are attached in Python (srops/ops/<op>/ext_impl.py), except the autograd of
+// nonlocal_attention_fwd, which is C++ (csrc/nonlocal_attention/nonlocal_attention_autograd.cpp).
 #include <Python.h>
 #include <torch/library.h>
 

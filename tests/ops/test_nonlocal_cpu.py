@@ -146,6 +146,34 @@ def test_float32_double_backward_matches_reference():
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+def test_autograd_is_a_cpp_node_and_the_backward_runs_no_python(kernel):
+    """The op's autograd is registered in C++: torch.library's Python autograd wrapper cost about 0.15 ms
+    per forward+backward on a 2-core EPYC, as much as an eighth of the kernels' time at the AMMS region
+    shape. A first-order backward through it calls no Python function (double backward still goes
+    through the reference, see test_float32_double_backward_matches_reference)."""
+    q, k, v, g = _inputs(2, 5, 7, 3, 2, seed=4)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out, lse = torch.ops.srops.nonlocal_attention_fwd(q, k, v, 0.7)
+    assert not lse.requires_grad  # the row statistics are not differentiable
+    assert "NonlocalAttention" in out.grad_fn.name(), out.grad_fn.name()
+    called = []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            called.append(f"{frame.f_code.co_filename}:{frame.f_code.co_name}")
+
+    sys.setprofile(profile)
+    try:
+        grads = torch.autograd.grad(out, (q, k, v), g)
+    finally:
+        sys.setprofile(None)
+    ours = [c for c in called if "srops" in c or "_library" in c or "autograd/function.py" in c]
+    assert not ours, ours
+    assert called  # the hook saw torch.autograd.grad's own Python frames
+    for a, e in zip(grads, _run(nonlocal_attention_ref, q.detach(), k.detach(), v.detach(), g, 0.7)[1:]):
+        torch.testing.assert_close(a, e, atol=1e-12, rtol=1e-10)
+
+
 @pytest.mark.parametrize("shape", [(2, 37, 70, 8, 5), (8, 37, 20, 16, 32)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_is_computed_in_float32_inside_the_op(dtype, shape, kernel):
