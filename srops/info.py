@@ -27,12 +27,23 @@ def triton_version() -> str | None:
 
 
 def device_name() -> str:
-    """The CUDA device's name if one is visible, else the CPU's, as a folder-safe slug."""
+    """The CUDA device's name if one is visible, else the CPU's and the x86 path of srops' non-local
+    kernels (``cpu-amd-epyc-avx2``: one model name covers CPUs with and without AVX-512), as a
+    folder-safe slug."""
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
     else:
-        name = "cpu-" + (_cpu_model() or platform.machine())
+        name = f"cpu-{_cpu_model() or platform.machine()}-{_cpu_path()}"
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+
+
+def _cpu_path() -> str:
+    """The path srops' non-local CPU kernels take (``avx512``, ``avx2``, ``base``), else ATen's capability."""
+    for item in _cpu_kernel_paths().split():
+        op, _, path = item.partition("=")
+        if op == "nonlocal_attention" and path:
+            return path
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def _cpu_model() -> str | None:

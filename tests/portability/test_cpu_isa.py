@@ -67,3 +67,19 @@ def test_environment_caps_the_kernel_paths(tmp_path: Path, knobs: dict, cap: str
                                else "avx2" if {"avx2", "fma"} <= flags and level >= 1 else "base"),
     }
     assert _paths(tmp_path, **knobs) == want, knobs
+
+
+def test_results_folder_names_the_kernel_path(tmp_path: Path) -> None:
+    """CPUs of one model name differ in instruction sets (2-core "AMD EPYC" machines with and without
+    AVX-512 have both run this suite): the benchmark results folder (``srops.info.device_name``) names the
+    non-local kernels' path, so one machine's figures do not land in, or overwrite, the other's."""
+    env = {k: v for k, v in os.environ.items() if k not in KNOBS}
+    env["PYTHONPATH"] = str(Path(srops.__file__).parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    code = "import srops.info as i, torch; print(i.device_name(), torch.ops.srops._cpu_kernel_paths())"
+    for knobs in ({}, {"SROPS_CPU_NO_AVX512": "1"}, {"SROPS_CPU_NO_AVX2": "1"}):
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, **knobs},
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        name, *paths = out.stdout.split()
+        path = dict(item.split("=") for item in paths)["nonlocal_attention"]
+        assert name.startswith("cpu-") and name.endswith("-" + path), (knobs, name, path)
