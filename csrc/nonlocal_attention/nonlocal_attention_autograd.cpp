@@ -63,7 +63,9 @@ class NonlocalAttentionFunction : public torch::autograd::Function<NonlocalAtten
     if (at::GradMode::is_enabled()) {  // create_graph=True: a differentiable backward through the reference
       variable_list wrt, taken;
       for (int i = 0; i < 3; ++i) {
-        wrt.push_back(saved[i].requires_grad() ? saved[i] : saved[i].detach().requires_grad_());
+        // inputs that need no gradient enter as constants, so a gradient that does not depend on the
+        // differentiated inputs does not require grad (as the reference's does not)
+        wrt.push_back(need[i] && !saved[i].requires_grad() ? saved[i].detach().requires_grad_() : saved[i]);
         if (need[i]) taken.push_back(wrt[i]);
       }
       const at::Tensor ref = at::bmm(at::softmax(at::bmm(wrt[0], wrt[1].transpose(1, 2)).mul(scale), -1), wrt[2]);
