@@ -9,6 +9,9 @@
   session, ``TORCHINDUCTOR_CACHE_DIR`` (fixture ``inductor_cache_dir``),
   inherited by subprocesses and removed at the end: a run never reuses code an
   earlier run compiled, perhaps under another ``ATEN_CPU_CAPABILITY`` or torch.
+* ``compile`` marks the tests that run torch.compile; a run that deselects them (``-m "not compile"``,
+  as ``.ci/portable`` does) makes ``torch.compile`` raise, so a test that compiles without the mark fails
+  there instead of quietly costing the leg its time.
 * ``threads``: each test that takes it runs with torch's intra-op thread count at 1 and at 2 (the kernels'
   single-task and split plans), restored afterwards.
 """
@@ -34,6 +37,15 @@ from srops import _ext  # noqa: E402
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "not compile" in (config.option.markexpr or ""):
+        def refuse(*args, **kwargs):
+            raise RuntimeError("this test calls torch.compile but is not marked `compile` (pytest.mark.compile), "
+                               "and this run deselects the compile tests")
+
+        torch.compile = refuse
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -15,6 +15,8 @@ import srops.functional as F
 from srops import CBAM, NonLocal2d, SecondOrderAttention, SpatialAttention, ChannelAttention, _ext
 from srops.testing import assert_close_to_oracle, ulp_floor
 
+pytestmark = pytest.mark.compile
+
 SIZES = [(2, 12, 10), (1, 9, 13), (3, 16, 16)]
 
 
@@ -55,7 +57,8 @@ def _compare_compiled(module: torch.nn.Module, dynamic: bool | None, fullgraph: 
         assert_close_to_oracle(xc.grad, x.grad, xo.grad, "x.grad", floor=ulp_floor(torch.float32, xo.grad))
 
 
-# (module, backend) pairs whose backends register ops with torch.library, plus NonLocal2d's.
+# (module, backend) pairs whose backends register ops with torch.library, plus NonLocal2d's. NonLocal2d on
+# sdpa with dynamic=True over even, uneven and 1×1-pooled regions: tests/nn/test_nonlocal2d.py.
 CASES = [("NonLocal2d", "sdpa"), ("NonLocal2d", "reference")]
 if _ext.HAS_EXT:
     CASES += [("SecondOrderAttention", "cpu"), ("CBAM", "cpu"), ("ChannelAttention", "cpu"),
@@ -66,12 +69,6 @@ FAST = {("SecondOrderAttention", "cpu")}
 @pytest.mark.parametrize("name, backend", sorted(FAST & set(CASES)))
 def test_compile_dynamic_true_fast(name, backend):
     _check(name, backend, dynamic=True)
-
-
-def test_compile_dynamic_true_nonlocal2d_sdpa():
-    """Even (12×10, 16×16) and uneven (9×13) 2×2 regions: no 4-D view with symbolic sides is saved for
-    backward (Inductor cannot order its strides, pytorch/pytorch#185510; see regions.unfold)."""
-    _check("NonLocal2d", "sdpa", dynamic=True)
 
 
 @pytest.mark.slow

@@ -163,17 +163,20 @@ _INDUCTOR_1X1_BUG = pytest.mark.xfail(
            "block's pooled keys are 1x1 (pytorch/pytorch#185510: 'cannot determine truth value of Relational')")
 
 
+@pytest.mark.compile
 @pytest.mark.parametrize("dynamic", [True, pytest.param(None, marks=pytest.mark.slow)],
                          ids=["dynamic", "automatic_dynamic"])
 @pytest.mark.parametrize(
     "regions, sizes",
-    [pytest.param(2, [(2, 4, 4), (1, 6, 6), (2, 8, 8)], id="regions2"),
+    [pytest.param(2, [(2, 4, 4), (1, 6, 6), (2, 12, 10), (1, 9, 13)], id="regions2"),
      pytest.param(1, [(2, 2, 2), (1, 3, 3), (2, 4, 4)], id="global", marks=_INDUCTOR_1X1_BUG)],
 )
 def test_sdpa_compiles_with_one_pooled_key_per_region(regions, sizes, dynamic):
     """torch.compile with dynamic shapes where φ and g pool to 1×1 per region (4×4 and 6×6 maps in 2×2
-    regions, 2×2 and 3×3 maps in a global block), then a larger map; ``dynamic=None`` recompiles with
-    dynamic shapes at the second size. Output and input gradient against eager, through a float64 oracle."""
+    regions, 2×2 and 3×3 maps in a global block), then larger maps: 2×2 regions even (12×10) and uneven
+    (9×13), where no 4-D view with symbolic sides may be saved for backward (Inductor cannot order its
+    strides, pytorch/pytorch#185510; see regions.unfold). ``dynamic=None`` recompiles with dynamic shapes at
+    the second size. Output and input gradient against eager, through a float64 oracle."""
     import copy
 
     import torch._dynamo

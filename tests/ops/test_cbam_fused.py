@@ -143,6 +143,7 @@ def test_non_contiguous_input():
     _compare_modules(ref, fused, x.contiguous(memory_format=torch.channels_last))
 
 
+@pytest.mark.compile
 @pytest.mark.slow
 def test_torch_compile_fullgraph():
     ref, fused = _pair("cbam", 17, POOLS[0], True, True, False, True, torch.float64)

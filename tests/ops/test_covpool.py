@@ -87,6 +87,7 @@ def test_opcheck_registered_ops():
     torch.library.opcheck(torch.ops.srops.covpool_bwd.default, (torch.randn(2, 5, 5, dtype=torch.float64), x.detach()))
 
 
+@pytest.mark.compile
 @requires_ext
 def test_compile_fullgraph():
     x = torch.randn(2, 5, 4, 4)

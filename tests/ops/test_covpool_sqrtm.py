@@ -141,6 +141,7 @@ def test_opcheck(row_mean):
     torch.library.opcheck(BWD.default, (torch.randn_like(out), x, mean, a, states, trace, out, row_mean))
 
 
+@pytest.mark.compile
 def test_compile_fullgraph():
     x = torch.randn(2, 6, 5, 5, requires_grad=True)
     fn = torch.compile(lambda t: F.covpool_sqrtm(t, 3, EPS, True, backend="cpu"), fullgraph=True, backend="aot_eager")

@@ -13,7 +13,8 @@ from srops.ops.nonlocal_attention import triton_configs, triton_impl
 from srops.ops.nonlocal_attention.reference import nonlocal_attention_ref
 from srops.testing import assert_close_to_oracle, ulp_floor
 
-pytestmark = pytest.mark.skipif(triton_impl.TRITON_ERROR is not None, reason=str(triton_impl.TRITON_ERROR))
+pytestmark = [pytest.mark.triton,
+              pytest.mark.skipif(triton_impl.TRITON_ERROR is not None, reason=str(triton_impl.TRITON_ERROR))]
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NAMES = ("out", "dq", "dk", "dv")

@@ -12,7 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
+
+pytestmark = pytest.mark.compile
 
 
 def _inside(path: str | os.PathLike, folder: str) -> bool:

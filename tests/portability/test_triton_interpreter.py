@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 triton = pytest.importorskip("triton")
+pytestmark = pytest.mark.triton
 
 KERNEL = textwrap.dedent('''
     import torch
