@@ -191,10 +191,9 @@ install_requires = [_torch_requirement() if BUILD["with_ext"] else TORCH_RANGE] 
 
 setup(
     packages=find_packages(include=["srops", "srops.*"])
-    + ["srops.models", "srops.models.configs"]  # configs: the presets (data only, no __init__.py)
-    + ["srops.data", "srops.data.T91", "srops.data.Set5"]  # the bundled T91 and Set5 images: data/T91 resolves to them from an installed copy too
-    + [f"srops.models.{p}" for p in find_packages("models")],
-    package_dir={"srops": "srops", "srops.models": "models", "srops.data": "data"},
+    + ["srops.models.configs"]  # the presets (data only, no __init__.py)
+    + ["srops.data", "srops.data.T91", "srops.data.Set5"],  # the bundled T91 and Set5 images: data/T91 resolves to them from an installed copy too
+    package_dir={"srops": "srops", "srops.data": "data"},
     package_data={"srops.models.configs": ["*.yml"], "srops.data": ["README.md"],
                   "srops.data.T91": ["*.png"], "srops.data.Set5": ["*.png"]},
     install_requires=install_requires,

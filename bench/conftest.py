@@ -66,8 +66,7 @@ def _import_installed_srops() -> None:
     """Import srops from its installed copy when the checkout would shadow it.
 
     pytest puts the checkout on sys.path (bench/ is a package), where ``srops/``
-    has neither the compiled extension nor ``srops.models`` (installed from
-    ``models/``). srops is imported here, once, with the checkout left out, so
+    has no compiled extension. srops is imported here, once, with the checkout left out, so
     every later ``import srops...`` gets the installed package.
     """
     if installed_srops_outside() is None:

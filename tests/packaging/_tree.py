@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a build from the sdist reads: every tracked file under these, and these files.
-BUILD_INPUTS = ("csrc/", "srops/", "models/", "buildsys/", "tests/", "setup.py", "pyproject.toml", "MANIFEST.in",
+BUILD_INPUTS = ("csrc/", "srops/", "buildsys/", "tests/", "setup.py", "pyproject.toml", "MANIFEST.in",
                 "requirements.txt", "README.md", "data/Set5/")
 
 

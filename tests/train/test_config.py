@@ -28,7 +28,7 @@ def test_unknown_file_key_and_cli(tmp_path: Path, capsys) -> None:
     path.write_text(yaml.safe_dump({"optim": {"lr": 1e-4, "beats": [0.9, 0.99]}}))
     with pytest.raises(ValueError, match=r"'optim.beats'.*c\.yml.*did you mean 'optim.betas'"):
         load_config(path)
-    assert main(["-c", str(ROOT / "models/configs/amms_x2.yml"), "--set", "optim.lrr=0.5"]) == 1
+    assert main(["-c", str(ROOT / "srops/models/configs/amms_x2.yml"), "--set", "optim.lrr=0.5"]) == 1
     assert "did you mean 'optim.lr'" in capsys.readouterr().err
     cfg = load_config(None, ["optim.lr=0.5", "train.amp=bf16", "model.n_feats=8", "loss.vgg.arch=vgg16",
                              "loss.weights={l1: 1.0}"])
@@ -52,11 +52,11 @@ def test_unknown_network_argument(tmp_path: Path, tiny_train: Path) -> None:
 def test_preset_by_name_and_list(capsys) -> None:
     """15.3: -c takes an installed preset's name; --list shows them."""
     by_name = load_config("drfn_x4")
-    assert by_name == load_config(ROOT / "models" / "configs" / "drfn_x4.yml")
+    assert by_name == load_config(ROOT / "srops" / "models" / "configs" / "drfn_x4.yml")
     assert load_config("drfn_x4.yml")["model"]["name"] == "drfn"
     with pytest.raises(FileNotFoundError, match="drfn_x5.*installed preset.*drfn_x4"):
         load_config("drfn_x5")
     assert main(["--list"]) == 0
     out = capsys.readouterr().out.splitlines()
     names = [ln.split()[0] for ln in out]
-    assert names == sorted(p.stem for p in (ROOT / "models" / "configs").glob("*.yml")) and "drfn_x4" in names
+    assert names == sorted(p.stem for p in (ROOT / "srops" / "models" / "configs").glob("*.yml")) and "drfn_x4" in names

@@ -1,5 +1,5 @@
 """Every config mistake is one ``error:`` line naming the key (or file), what it expects and what arrived,
-before anything is written: the value rules of models/config.py, network arguments of the wrong type, a
+before anything is written: the value rules of srops/models/config.py, network arguments of the wrong type, a
 full disk while saving, a read-only output folder, a training image below one LR pixel."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""models/data.py: loading errors, modcrop + bicubic LR, patch alignment, augmentation, caching."""
+"""srops/models/data.py: loading errors, modcrop + bicubic LR, patch alignment, augmentation, caching."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""models/demo.py end to end on tiny data (3 iterations): table, CSV and pictures are written."""
+"""srops/models/demo.py end to end on tiny data (3 iterations): table, CSV and pictures are written."""
 from __future__ import annotations
 
 import csv

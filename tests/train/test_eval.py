@@ -1,4 +1,4 @@
-"""models/test.py (evaluation CLI), self-ensemble, the bicubic row, and the training objectives."""
+"""srops/models/test.py (evaluation CLI), self-ensemble, the bicubic row, and the training objectives."""
 from __future__ import annotations
 
 import csv

@@ -49,7 +49,7 @@ def test_vgg_loss_trains_from_yaml(tmp_path: Path, tiny_train: Path) -> None:
 
 
 def test_srgan_preset_vgg_when_weights_present(tmp_path: Path, monkeypatch) -> None:
-    cfg = load_config(ROOT / "models" / "configs" / "srgan_attention_x4.yml")
+    cfg = load_config(ROOT / "srops" / "models" / "configs" / "srgan_attention_x4.yml")
     assert "vgg" in cfg["loss"]["name"] and cfg["loss"]["vgg"]["optional"] is True
     monkeypatch.delenv("SROPS_VGG_WEIGHTS", raising=False)
     off = ContentLoss(cfg["loss"])

@@ -26,4 +26,4 @@ def test_build_has_no_setuptools_warnings(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Warning" not in proc.stderr, proc.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "lib" / "srops" / "models" / "configs").glob("*.yml")) == \
-        sorted(p.name for p in (root / "models" / "configs").glob("*.yml"))
+        sorted(p.name for p in (root / "srops" / "models" / "configs").glob("*.yml"))

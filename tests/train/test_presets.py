@@ -1,4 +1,4 @@
-"""Every preset in models/configs starts training on the bundled data (data/T91), as shipped: its own
+"""Every preset in srops/models/configs starts training on the bundled data (data/T91), as shipped: its own
 patch size and batch, with the networks made narrow through --set so that one step stays cheap."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from srops.models import list_models
 from srops.models.train import load_config, main
 
 ROOT = Path(__file__).resolve().parents[2]
-PRESETS = sorted((ROOT / "models" / "configs").glob("*.yml"))
+PRESETS = sorted((ROOT / "srops" / "models" / "configs").glob("*.yml"))
 T91 = ROOT / "data" / "T91"
 #: network arguments that keep each preset's structure but shrink its width/depth
 NARROW = {"amms": ["model.n_modules=1", "model.n_am=1", "model.n_feats=16"],

@@ -1,4 +1,4 @@
-"""models/train.py: config handling, bit-identical resume, NaN stop, missing checkpoint, 2-process gloo."""
+"""srops/models/train.py: config handling, bit-identical resume, NaN stop, missing checkpoint, 2-process gloo."""
 from __future__ import annotations
 
 import os

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from srops.models.config import CHECKOUT_ROOT
+
 SCALE = 2
 TOTAL_S = 600.0
 #: seconds kept after training for the Set5 evaluation, the figures and the checkpoint (measured about 10 s
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=None, help="training budget in seconds (instead of --total)")
     ap.add_argument("--iters", type=int, default=None, help="iteration cap (default: none, the budget decides)")
     ap.add_argument("--out", default="demo_out", help="output folder")
-    ap.add_argument("--data", default=str(ROOT / "data"), help="folder holding T91/ and Set5/")
+    ap.add_argument("--data", default=str(CHECKOUT_ROOT / "data"), help="folder holding T91/ and Set5/")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = ap.parse_args(argv)
 

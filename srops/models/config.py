@@ -237,11 +237,12 @@ EXTRA_KEYS: dict[str, tuple[str, ...]] = {
 _NETWORK_BLOCKS = ("model", "gan.discriminator")
 #: Blocks whose values are free-form mappings (names chosen by the user).
 _FREE_BLOCKS = ("loss.weights",)
-#: Folder of the presets installed with the package (``models/configs/*.yml``).
+#: Folder of the presets installed with the package (``srops/models/configs/*.yml``).
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
-#: The repository root in a checkout (holds the bundled ``data/``); in an installed copy the ``srops``
-#: package folder, where the wheel installs the same images as ``srops/data/``.
-CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
+#: The folder that holds the bundled ``data/`` (T91, Set5): the repository root in a checkout (``data/`` at
+#: its top), the ``srops`` package folder in an installed copy (the wheel installs the images as ``srops/data/``).
+CHECKOUT_ROOT = next((d for d in Path(__file__).resolve().parents[1:3] if (d / "data" / "T91").is_dir()),
+                     Path(__file__).resolve().parents[2])
 
 
 class _Loader(yaml.SafeLoader):
