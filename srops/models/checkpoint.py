@@ -208,7 +208,7 @@ def build_network(spec: ModelSpec, path: str | os.PathLike, who: str = "srops.mo
     naming the file, the network and its arguments.
     """
     from srops.models import build
-    from srops.models.trainer import import_modules
+    from srops.models.registry import import_modules
 
     try:
         import_modules(spec.imports)

@@ -64,7 +64,7 @@ def cpu_has_bf16() -> bool:
 
 
 def make_config(profile: dict, out: Path, budget: float, data_root: Path, iters: int, amp: str | None) -> dict:
-    from srops.models.train import load_config
+    from srops.models.config import load_config
 
     cfg = load_config(None)
     cfg["model"] = dict(profile["model"])
@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     import srops.models  # noqa: F401  (registers the networks)
     from srops.models.data import ValImages
     from srops.models.published import published_rows
-    from srops.models.test import evaluate, format_table, load_model, save_png, super_resolve
-    from srops.models.train import run
+    from srops.models.evaluation import evaluate, format_table, load_model, save_png, super_resolve
+    from srops.models.trainer import run
 
     t_start = time.perf_counter()
     t0 = os.environ.get("SROPS_DEMO_T0")

@@ -23,13 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from srops.models.inference import final_output
+
 WHO = "srops.models.export"
 OPSET = 18
 CHECK_SIZE = (37, 29)  # odd, and not the example's: a program fixed to the example's shape fails here
-
-
-def _final(out):
-    return out[-1] if isinstance(out, (list, tuple)) else out
 
 
 def _require(*modules: str) -> None:
@@ -57,7 +55,7 @@ def check_with_onnxruntime(model_bytes: bytes, net: nn.Module, size: tuple[int, 
     sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     x = torch.rand(1, channels, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        ref = _final(net(x)).float()
+        ref = final_output(net(x)).float()
     out = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[-1])
     if out.shape != ref.shape:
         raise ValueError(f"the ONNX model gives shape {tuple(out.shape)} at {size}, PyTorch {tuple(ref.shape)}")

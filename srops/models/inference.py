@@ -21,16 +21,17 @@ import torch
 from torch import nn
 
 
-def _final(out):
+def final_output(out):
+    """The finest output of a network that may return a pyramid (list/tuple, e.g. LapSRN)."""
     return out[-1] if isinstance(out, (list, tuple)) else out
 
 
 # the 8 dihedral transforms of [..., H, W] and their inverses (self-ensemble)
-def _transform(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+def transform(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return torch.rot90(x.flip(-1) if flip else x, k, (-2, -1))
 
 
-def _untransform(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+def untransform(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     y = torch.rot90(y, -k, (-2, -1))
     return y.flip(-1) if flip else y
 
@@ -81,7 +82,7 @@ def check_tiling(tile: int | None, overlap: int) -> None:
 
 
 def _run(model: nn.Module, x: torch.Tensor, scale: int) -> torch.Tensor:
-    y = _final(model(x))
+    y = final_output(model(x))
     want = (x.shape[-2] * scale, x.shape[-1] * scale)
     if tuple(y.shape[-2:]) != want or y.shape[1] != 3:
         raise ValueError(f"srops.models.upscale: the network turned a {tuple(x.shape)} input into {tuple(y.shape)}, "
@@ -148,13 +149,13 @@ def upscale_tensor(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | N
     x = lr.to(device=device, dtype=dtype)
     acc = None
     for k, flip in ENSEMBLE if self_ensemble else [(0, False)]:
-        xt = _transform(x, k, flip)
+        xt = transform(x, k, flip)
         if tile is None:
             y = _run(model, xt, scale).float().cpu()
             step()
         else:
             y = _tiled(model, xt, scale, tile, overlap, step)
-        y = _untransform(y, k, flip)
+        y = untransform(y, k, flip)
         acc = y if acc is None else acc + y
     return acc / (len(ENSEMBLE) if self_ensemble else 1)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from srops.models.rundir import write_error
+from srops.models.runstate import write_error
 
 COLUMNS = ["iteration", "epoch", "seconds", "phase", "metric", "value"]
 

@@ -46,7 +46,7 @@ def _any_rank(t: "Trainer", flag: bool) -> bool:
 
 def _val_crops(t: "Trainer", log: RunLog) -> None:
     """One centre crop per validation image, SR beside HR, into TensorBoard (``val_images/<name>``)."""
-    from srops.models.test import super_resolve
+    from srops.models.evaluation import super_resolve
 
     side = max(1, int(t.cfg["val"].get("tb_crop") or 64) // t.scale)
     for name, lr, hr in t.val:

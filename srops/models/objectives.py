@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srops.models import build
+from srops.models.inference import final_output  # noqa: F401  (also re-exported: it used to live here)
 
 
 class NetIO(nn.Module):
@@ -146,11 +147,6 @@ class ContentLoss(nn.Module):
         if isinstance(sr, (list, tuple)):
             return sum(self._one(o, _pyramid_target(hr, o.shape[-2:])) for o in sr)
         return self._one(sr, hr)
-
-
-def final_output(sr):
-    """The finest output of a network that may return a pyramid (list/tuple)."""
-    return sr[-1] if isinstance(sr, (list, tuple)) else sr
 
 
 class GanObjective:

@@ -30,3 +30,11 @@ def build(name: str, scale: int = 4, **kwargs) -> nn.Module:
     if name not in _REGISTRY:
         raise ValueError(f"srops.models: unknown model {name!r}; available: {', '.join(list_models()) or 'none'}")
     return _REGISTRY[name](scale=scale, **kwargs)
+
+
+def import_modules(names) -> None:
+    """Import the modules listed in ``model.imports`` (networks registered outside srops.models)."""
+    import importlib
+
+    for name in names or []:
+        importlib.import_module(name)

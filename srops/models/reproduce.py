@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     from srops.info import device_name, results_dir, triton_version
     from srops.models.data import ValImages
     from srops.models.published import published_rows
-    from srops.models.test import evaluate, format_table, load_model
-    from srops.models.train import load_config, run
+    from srops.models.evaluation import evaluate, format_table, load_model
+    from srops.models.config import load_config
+    from srops.models.trainer import run
 
     overrides = list(args.set)
     if args.budget is not None:

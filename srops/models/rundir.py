@@ -12,18 +12,16 @@
 from __future__ import annotations
 
 import atexit
-import errno
 import os
 import sys
 import time
 from pathlib import Path
 
-from srops.models.runstate import pid_running
+from srops.models.runstate import WHO, WriteError, pid_running, write_error  # noqa: F401  (the last two re-exported)
 
 #: Files whose presence marks a folder as holding an earlier run.
 RUN_FILES = ("last.pt", "best.pt", "log.csv")
 LOCK_NAME = "train.lock"
-WHO = "srops.models.train"
 
 
 class RunDirError(ValueError):
@@ -181,19 +179,3 @@ class RunLock:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
-
-
-class WriteError(OSError):
-    """A checkpoint could not be written (full disk, quota, I/O error); its text is one readable line."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-def write_error(path: Path, exc: OSError, kept: str | None = None) -> WriteError:
-    """A :class:`WriteError` naming ``path``, the cause, and what is kept: ``kept``, or by default whether an
-    earlier file at ``path`` is unchanged (for files replaced whole)."""
-    if kept is None:
-        kept = (f"the previous {path.name!r} is unchanged" if path.exists() else f"no {path.name!r} was written")
-    hint = "; free some space or choose another folder" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-    return WriteError(exc.errno, f"{WHO}: cannot write {str(path)!r}: {exc.strerror or exc}; {kept}{hint}")

@@ -6,6 +6,7 @@ behind; :func:`clean_stale_temporaries` removes those of processes that are no l
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+#: Who the run-folder and write errors name.
+WHO = "srops.models.train"
 _TMP = re.compile(r"^\..+\.tmp(\d+)$")
 
 
@@ -79,11 +82,9 @@ def _os_error(exc: BaseException) -> OSError | None:
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, flushed to disk, then os.replace onto ``path``.
 
-    A failed write (full disk, quota, I/O error) raises :class:`srops.models.rundir.WriteError` naming
+    A failed write (full disk, quota, I/O error) raises :class:`WriteError` naming
     ``path``; the temporary file is removed and an earlier ``path`` is left as it was.
     """
-    from srops.models.rundir import write_error
-
     tmp = temporary_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,3 +135,19 @@ def clean_stale_temporaries(folder: Path) -> list[Path]:
             except FileNotFoundError:
                 pass
     return removed
+
+
+class WriteError(OSError):
+    """A checkpoint could not be written (full disk, quota, I/O error); its text is one readable line."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_error(path: Path, exc: OSError, kept: str | None = None) -> WriteError:
+    """A :class:`WriteError` naming ``path``, the cause, and what is kept: ``kept``, or by default whether an
+    earlier file at ``path`` is unchanged (for files replaced whole)."""
+    if kept is None:
+        kept = (f"the previous {path.name!r} is unchanged" if path.exists() else f"no {path.name!r} was written")
+    hint = "; free some space or choose another folder" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return WriteError(exc.errno, f"{WHO}: cannot write {str(path)!r}: {exc.strerror or exc}; {kept}{hint}")

@@ -38,18 +38,8 @@ import torch.distributed as dist
 
 from srops.models.runstate import save_atomic  # noqa: F401  (re-exported)
 from srops.models.config import DEFAULTS, list_presets, load_config, parse_yaml  # noqa: F401  (re-exported)
-from srops.models.trainer import NonFiniteLossError, Trainer, import_modules  # noqa: F401  (re-exported)
-
-
-def run(cfg: dict, resume: bool = False, archive: bool = False) -> tuple[Trainer, dict]:
-    """Build a :class:`Trainer` from ``cfg`` and train; returns it and the last validation result.
-
-    ``archive``: move an earlier run in ``train.out_dir`` aside (see :class:`Trainer`) instead of refusing."""
-    trainer = Trainer(cfg, resume=resume, archive=archive)
-    try:
-        return trainer, trainer.fit()
-    finally:
-        trainer.release()
+from srops.models.registry import import_modules  # noqa: F401  (re-exported)
+from srops.models.trainer import NonFiniteLossError, Trainer, run  # noqa: F401  (re-exported)
 
 
 def _exit_on_sigterm(signum: int, frame) -> None:

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from srops.models import build
+from srops.models.registry import import_modules
 from srops.models.runstate import clean_stale_temporaries, rng_state, save_atomic, set_rng_state
 from srops.models.config import check_keys, check_values, resolve_folder
 from srops.models.data import TrainPatches, ValImages
@@ -38,14 +39,6 @@ from srops.models.threads import check_threads
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def import_modules(names) -> None:
-    """Import the modules listed in ``model.imports`` (networks registered outside srops.models)."""
-    import importlib
-
-    for name in names or []:
-        importlib.import_module(name)
 
 
 def build_network(name: str, scale: int, kwargs: dict) -> nn.Module:
@@ -329,7 +322,7 @@ class Trainer:
         return logs
 
     def validate(self) -> dict[str, float]:
-        from srops.models.test import evaluate
+        from srops.models.evaluation import evaluate
 
         if self.val is None:
             return {}
@@ -343,3 +336,14 @@ class Trainer:
         from srops.models.loop import fit
 
         return fit(self)
+
+
+def run(cfg: dict, resume: bool = False, archive: bool = False) -> tuple[Trainer, dict]:
+    """Build a :class:`Trainer` from ``cfg`` and train; returns it and the last validation result.
+
+    ``archive``: move an earlier run in ``train.out_dir`` aside (see :class:`Trainer`) instead of refusing."""
+    trainer = Trainer(cfg, resume=resume, archive=archive)
+    try:
+        return trainer, trainer.fit()
+    finally:
+        trainer.release()
