@@ -90,10 +90,6 @@ def set_order(op: str, device_type: str, order: Sequence[str]) -> None:
     _OPS.setdefault(op, _Op()).order[device_type] = tuple(order)
 
 
-def ops() -> list[str]:
-    return list(_OPS)
-
-
 def _parse_env(raw: str) -> tuple[str | None, dict[str, str]]:
     """``SROPS_BACKEND`` as (one backend for every op, or None; per-op requests), checked.
 

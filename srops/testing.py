@@ -134,7 +134,3 @@ def assert_decreasing_above(errors: Sequence[float], floor: float, name: str = "
     at or below ``floor``, the later ones stay at or below it (round-off may move them about there)."""
     for i, (a, b) in enumerate(zip(errors, errors[1:])):
         assert b <= max(a, floor), f"{name}: error {i + 1} ({b:.3e}) > error {i} ({a:.3e}) above the floor {floor:.3e}: {list(errors)}"
-
-
-def cuda_available() -> bool:
-    return torch.cuda.is_available()

@@ -14,6 +14,10 @@ import torch
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+#: File suffixes (lower case) that the folder readers of srops take for images: training and validation
+#: folders (``srops.models.data``) and ``srops-upscale`` inputs. Pillow decodes every one of them.
+IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
 
 def modcrop(x: torch.Tensor, scale: int) -> torch.Tensor:
     """Crop the bottom and right edges so that H and W are multiples of ``scale`` (MATLAB ``modcrop``).

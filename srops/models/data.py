@@ -21,17 +21,18 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg")
+from srops.image import IMAGE_EXTENSIONS
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Sorted image files (PNG, BMP, JPEG) of ``folder``; ValueError if it is missing or has none."""
+    """Sorted image files (``srops.image.IMAGE_EXTENSIONS``) of ``folder``; ValueError if it is missing or has none."""
     path = Path(folder)
     if not path.is_dir():
         raise ValueError(f"srops.models.data: image folder {str(path)!r} does not exist or is not a folder")
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise ValueError(f"srops.models.data: image folder {str(path)!r} holds no PNG, BMP or JPEG image")
+        raise ValueError(f"srops.models.data: image folder {str(path)!r} holds no image "
+                         f"({', '.join(IMAGE_EXTENSIONS)})")
     return files
 
 

@@ -1,5 +1,6 @@
-"""Training losses: L1, Charbonnier (LapSRN pyramid), the attention SRGAN's GAN losses
-(docs/models.md §3), VGG feature (content) loss.
+"""The loss functions behind the ``loss`` and ``gan`` blocks of a training config
+(:mod:`srops.models.objectives` picks them by name): Charbonnier (LapSRN), the attention SRGAN's
+discriminator loss (docs/models.md §3), the VGG feature (content) loss.
 
 Images are ``[B, C, H, W]``. Nothing here downloads anything: the VGG loss reads its
 ImageNet weights from a local ``state_dict`` file.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -27,66 +28,12 @@ DEFAULT_LAYERS = {"vgg19": 36, "vgg16": 31}
 DEFAULT_FEATURE_SCALE = {"vgg19": 1 / 12.75, "vgg16": 1.0}
 WEIGHTS_ENV = "SROPS_VGG_WEIGHTS"
 
-L1Loss = nn.L1Loss
-
-
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """mean(√((pred − target)² + eps²)), a differentiable L1."""
     if pred.shape != target.shape:
         raise ValueError(f"srops.models.charbonnier: 'pred' and 'target' must match, got {tuple(pred.shape)} "
                          f"and {tuple(target.shape)}")
     return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
-
-
-class CharbonnierLoss(nn.Module):
-    """:func:`charbonnier` with a fixed ``eps`` (LapSRN: 1e-3)."""
-
-    def __init__(self, eps: float = 1e-3) -> None:
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return charbonnier(pred, target, self.eps)
-
-
-def bicubic_down(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Antialiased bicubic downscale of ``[B, C, H, W]`` by ``factor`` (PyTorch's, not MATLAB's)."""
-    return F.interpolate(x, scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False)
-
-
-class PyramidCharbonnierLoss(nn.Module):
-    """LapSRN's loss: Σ_levels charbonnier(output_l, HR downscaled to output_l's size).
-
-    ``outputs`` are coarse to fine (``LapSRN.forward_pyramid``); the finest must have HR's
-    size. ``targets`` may be given explicitly; otherwise HR is downscaled with ``resize(hr,
-    factor)`` (default :func:`bicubic_down`; pass ``srops.image.imresize``-based code for
-    MATLAB-exact targets).
-    """
-
-    def __init__(self, eps: float = 1e-3, resize: Callable[[torch.Tensor, int], torch.Tensor] = bicubic_down) -> None:
-        super().__init__()
-        self.eps, self.resize = eps, resize
-
-    def forward(
-        self, outputs: Sequence[torch.Tensor], hr: torch.Tensor, targets: Sequence[torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        if targets is None:
-            n = len(outputs)
-            targets = [self.resize(hr, 2 ** (n - 1 - i)) if i < n - 1 else hr for i in range(n)]
-        if len(targets) != len(outputs):
-            raise ValueError(f"srops.models.PyramidCharbonnierLoss: {len(outputs)} outputs but {len(targets)} targets")
-        return sum(charbonnier(o, t, self.eps) for o, t in zip(outputs, targets))
-
-
-class AttentionSRGANGeneratorLoss(nn.Module):
-    """Attention SRGAN (Wu) generator loss: L1(SR, HR) + ``adv_weight`` · mean(1 − D(SR)), D(SR) in [0, 1] ``[B]``."""
-
-    def __init__(self, adv_weight: float = 1e-3) -> None:
-        super().__init__()
-        self.adv_weight = adv_weight
-
-    def forward(self, sr: torch.Tensor, hr: torch.Tensor, d_sr: torch.Tensor) -> torch.Tensor:
-        return F.l1_loss(sr, hr) + self.adv_weight * (1 - d_sr).mean()
 
 
 class SRGANDiscriminatorLoss(nn.Module):

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from srops.image import IMAGE_EXTENSIONS
 from srops.models.inference import is_out_of_memory, run_network  # noqa: F401 (part of this module's API)
 
-READ_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+READ_EXTENSIONS = IMAGE_EXTENSIONS  # the earlier name
 WHO = "srops.models.upscale"
 
 
@@ -52,9 +53,9 @@ def expand_inputs(items: list[str]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READ_EXTENSIONS)
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
-                raise ValueError(f"{WHO}: folder '{item}' holds no image ({', '.join(READ_EXTENSIONS)})")
+                raise ValueError(f"{WHO}: folder '{item}' holds no image ({', '.join(IMAGE_EXTENSIONS)})")
             files += found
         elif path.is_file():
             files.append(path)

@@ -184,3 +184,33 @@ def test_backend_is_passed_down() -> None:
     for name in ("edsr_cbam", "espcn_cbam", "srresnet_cbam", "lapsrn_cbam"):
         cbams = [m for m in M.build(name, scale=2, backend="reference").modules() if isinstance(m, srops.CBAM)]
         assert cbams and all(m.backend == "reference" for m in cbams)
+
+
+@pytest.mark.parametrize("name", ["edsr_cbam", "espcn_cbam", "lapsrn_cbam", "srresnet_cbam"])
+def test_cbam_variant_takes_its_parents_arguments(name: str) -> None:
+    """Each ``*_cbam`` network is its parent with ``cbam=True``: the same arguments in the same order (less
+    ``cbam``), every one passed on by keyword, so a change to the parent cannot shift them silently."""
+    import inspect
+
+    from srops.models.registry import _REGISTRY
+
+    cls = _REGISTRY[name]
+    parent = cls.__mro__[1]
+    ours = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    theirs = [p for p in inspect.signature(parent.__init__).parameters if p not in ("self", "cbam")]
+    assert ours == theirs
+    seen = {}
+
+    def spy(self, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop")
+
+    orig = parent.__init__
+    parent.__init__ = spy
+    try:
+        with pytest.raises(RuntimeError, match="stop"):
+            cls()
+    finally:
+        parent.__init__ = orig
+    defaults = {p: v.default for p, v in inspect.signature(cls.__init__).parameters.items() if p != "self"}
+    assert seen == {**defaults, "cbam": True}

@@ -140,3 +140,17 @@ def test_small_images_skipped_with_summary(tmp_path: Path) -> None:
     assert TrainPatches(tmp_path, 2, lr_patch=6, skip_small=True).skip_summary() is None
     with pytest.raises(ValueError, match="too small"):
         TrainPatches(tmp_path, 2, lr_patch=30, skip_small=True)  # none left
+
+
+def test_training_folders_take_the_image_types_upscale_takes(tmp_path) -> None:
+    """One list of image suffixes (srops.image.IMAGE_EXTENSIONS) for training folders and upscale inputs."""
+    from srops.image import IMAGE_EXTENSIONS
+    from srops.models import upscale
+    from srops.models.data import list_images
+
+    for suffix in (".tif", ".webp", ".PNG"):
+        fmt = Image.registered_extensions()[suffix.lower()]
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / f"a{suffix}", format=fmt)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [p.name for p in list_images(tmp_path)] == ["a.PNG", "a.tif", "a.webp"]
+    assert upscale.READ_EXTENSIONS is IMAGE_EXTENSIONS

@@ -39,5 +39,7 @@ class EDSRCBAM(EDSR):
         backend: BackendArg = None,
     ) -> None:
         super().__init__(
-            scale, n_resblocks, n_feats, res_scale, rgb_range, True, cbam_per_conv, cbam_reduction, cbam_mlp_bn, backend
+            scale=scale, n_resblocks=n_resblocks, n_feats=n_feats, res_scale=res_scale, rgb_range=rgb_range,
+            cbam=True, cbam_per_conv=cbam_per_conv, cbam_reduction=cbam_reduction, cbam_mlp_bn=cbam_mlp_bn,
+            backend=backend
         )

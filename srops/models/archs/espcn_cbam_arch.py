@@ -32,4 +32,7 @@ class ESPCNCBAM(ESPCN):
         cbam_mlp_bn: bool = True,
         backend: BackendArg = None,
     ) -> None:
-        super().__init__(scale, channels, act, True, cbam_reduction, cbam_mlp_bn, backend)
+        super().__init__(
+            scale=scale, channels=channels, act=act, cbam=True, cbam_reduction=cbam_reduction,
+            cbam_mlp_bn=cbam_mlp_bn, backend=backend
+        )

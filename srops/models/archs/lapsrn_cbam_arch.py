@@ -33,4 +33,7 @@ class LapSRNCBAM(LapSRN):
         cbam_mlp_bn: bool = True,
         backend: BackendArg = None,
     ) -> None:
-        super().__init__(scale, n_feats, n_units, img_channels, True, cbam_reduction, cbam_mlp_bn, backend)
+        super().__init__(
+            scale=scale, n_feats=n_feats, n_units=n_units, img_channels=img_channels, cbam=True,
+            cbam_reduction=cbam_reduction, cbam_mlp_bn=cbam_mlp_bn, backend=backend
+        )

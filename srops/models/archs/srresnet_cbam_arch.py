@@ -41,5 +41,7 @@ class SRResNetCBAM(SRResNet):
         backend: BackendArg = None,
     ) -> None:
         super().__init__(
-            scale, n_blocks, n_feats, prelu_per_channel, output, True, cbam_reduction, cbam_mlp_bn, backend
+            scale=scale, n_blocks=n_blocks, n_feats=n_feats, prelu_per_channel=prelu_per_channel,
+            output=output, cbam=True, cbam_reduction=cbam_reduction, cbam_mlp_bn=cbam_mlp_bn,
+            backend=backend
         )
