@@ -1,7 +1,7 @@
 """ChannelAttention, SpatialAttention and CBAM (docs/ops.md §C: official, timm, RCAN, CBAM study)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as TF
@@ -30,6 +30,9 @@ class ChannelAttention(nn.Module):
     The MLP is ``Linear(C, h) [→ BatchNorm1d(h)] → ReLU → Linear(h, C)``. ``load_state_dict``
     also takes the official CBAM, timm and RCAN keys (docs/ops.md §D; :func:`from_state_dict`).
     """
+
+    #: The srops ops (``srops.backends()`` names) this module runs: what its ``backend`` argument selects for.
+    OPS: ClassVar[tuple[str, ...]] = ("channel_attention",)
 
     def __init__(
         self,
@@ -83,6 +86,9 @@ class SpatialAttention(nn.Module):
 
     ``load_state_dict`` also takes the official CBAM and timm keys (docs/ops.md §D).
     """
+
+    #: The srops ops (``srops.backends()`` names) this module runs: what its ``backend`` argument selects for.
+    OPS: ClassVar[tuple[str, ...]] = ("spatial_attention",)
 
     def __init__(
         self,
@@ -140,6 +146,9 @@ class CBAM(nn.Module):
     ``mlp_hidden``, or use :meth:`from_state_dict`). ``load_state_dict`` also takes the
     official CBAM and timm keys (docs/ops.md §D).
     """
+
+    #: The srops ops (``srops.backends()`` names) this module runs: what its ``backend`` argument selects for.
+    OPS: ClassVar[tuple[str, ...]] = ("cbam",)
 
     def __init__(
         self,

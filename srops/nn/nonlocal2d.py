@@ -1,6 +1,8 @@
 """NonLocal2d: the embedded-Gaussian non-local block (Wang et al.; SAN's region-level variant)."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as TF
 from torch import nn
@@ -51,6 +53,9 @@ class NonLocal2d(nn.Module):
     and refuses them when ``sub_sample`` or ``bn`` does not match the checkpoint;
     :meth:`from_state_dict` builds the block from such a checkpoint (docs/ops.md §D).
     """
+
+    #: The srops ops (``srops.backends()`` names) this module runs: what its ``backend`` argument selects for.
+    OPS: ClassVar[tuple[str, ...]] = ("nonlocal_attention",)
 
     def __init__(
         self,

@@ -1,6 +1,8 @@
 """SecondOrderAttention: SAN's second-order channel attention (SOCA)."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -43,6 +45,9 @@ class SecondOrderAttention(nn.Module):
     (only dΣ + dΣᵀ reaches x) but differs for a non-symmetric gradient fed to ``sqrtm_ns``
     directly (docs/ops.md §A). ``load_state_dict`` also takes SAN's ``conv_du`` keys.
     """
+
+    #: The srops ops (``srops.backends()`` names) this module runs: what its ``backend`` argument selects for.
+    OPS: ClassVar[tuple[str, ...]] = ("covpool_sqrtm",)
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ Floors, bottom to top (a module may import its own floor and those below, never 
 2. ``srops.ops.<op>``: one folder per op (frontend, reference, compiled and Triton glue); peers never import
    each other
 3. ``srops.functional``, ``srops.nn``: the public op API and the modules
-4. ``srops`` itself, ``srops.info``, ``srops.profiling``, ``srops.testing``, ``srops.demo``
+4. ``srops`` itself, ``srops.info``, ``srops.profiling``, ``srops.testing``, ``srops.compare_backends``, ``srops.demo``
 5. ``srops.models.registry``; 6. ``srops.models`` (the package) and ``srops.models.archs``: the networks
 7. the training and inference engine (every other module of ``srops.models``)
 8. the command-line modules (``python -m srops.models.<name>``), which nothing in srops imports
@@ -34,7 +34,8 @@ FLOORS: dict[str, int] = {
     "srops._backend": 1,
     "srops.ops": 2,
     "srops.functional": 3, "srops.nn": 3,
-    "srops": 4, "srops.info": 4, "srops.profiling": 4, "srops.testing": 4, "srops.demo": 4,
+    "srops": 4, "srops.info": 4, "srops.profiling": 4, "srops.testing": 4,
+    "srops.compare_backends": 4, "srops.demo": 4,
     "srops.models.registry": 5,
     "srops.models": 6, "srops.models.archs": 6,
 }

@@ -6,7 +6,6 @@ from torch import nn
 
 import srops
 from srops.models.archs.common import (
-    OPS_OF,
     BackendArg,
     MeanShift,
     Upsampler,
@@ -118,8 +117,8 @@ class AMMS(nn.Module):
         check_positive("amms", n_modules=n_modules, n_am=n_am, n_feats=n_feats)
         c = n_feats
         inter = nl_inter_channels if nl_inter_channels is not None else max(1, c // 2)
-        nl_backend = resolve_backend(backend, OPS_OF["NonLocal2d"])
-        so_backend = resolve_backend(backend, OPS_OF["SecondOrderAttention"])
+        nl_backend = resolve_backend(backend, srops.NonLocal2d.OPS)
+        so_backend = resolve_backend(backend, srops.SecondOrderAttention.OPS)
 
         def make_am() -> AM:
             nl = srops.NonLocal2d(c, inter, sub_sample=nl_sub_sample, regions=nl_regions, backend=nl_backend)

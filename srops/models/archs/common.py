@@ -62,27 +62,17 @@ def resolve_backend(backend: BackendArg, ops: Sequence[str]) -> str | None:
     raise TypeError(f"srops.models: 'backend' must be a str, a mapping or None, got {type(backend).__name__}")
 
 
-#: srops ops behind each srops module (for :func:`resolve_backend`).
-OPS_OF = {
-    "NonLocal2d": ("nonlocal_attention",),
-    "SecondOrderAttention": ("covpool_sqrtm",),
-    "ChannelAttention": ("channel_attention",),
-    "SpatialAttention": ("spatial_attention",),
-    "CBAM": ("cbam",),
-}
-
-
 def srops_ops(module: nn.Module) -> set[str]:
-    """The srops op names used by the srops modules inside ``module``."""
+    """The srops op names used by the srops modules inside ``module`` (their ``OPS`` class attribute)."""
     found: set[str] = set()
     for m in module.modules():
-        found.update(OPS_OF.get(type(m).__name__, ()) if type(m).__module__.startswith("srops.nn") else ())
+        found.update(getattr(type(m), "OPS", ()))
     return found
 
 
 def make_cbam(channels: int, reduction: int, mlp_bn: bool, backend: BackendArg) -> srops.CBAM:
     """A CBAM on ``channels`` (official spatial gate: 7×7 conv without bias, then BN)."""
-    return srops.CBAM(channels, reduction, mlp_bn=mlp_bn, backend=resolve_backend(backend, OPS_OF["CBAM"]))
+    return srops.CBAM(channels, reduction, mlp_bn=mlp_bn, backend=resolve_backend(backend, srops.CBAM.OPS))
 
 
 class MeanShift(nn.Module):

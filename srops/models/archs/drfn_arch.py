@@ -6,7 +6,6 @@ from torch import nn
 
 import srops
 from srops.models.archs.common import (
-    OPS_OF,
     BackendArg,
     MeanShift,
     Upsampler,
@@ -91,8 +90,8 @@ class DRFN(nn.Module):
         check_positive("drfn", n_groups=n_groups, n_blocks=n_blocks, n_feats=n_feats)
         check_choice("drfn", "rb_convs", rb_convs, (1, 2))
         c = n_feats
-        cam_backend = resolve_backend(backend, OPS_OF["ChannelAttention"])
-        sam_backend = resolve_backend(backend, OPS_OF["SpatialAttention"])
+        cam_backend = resolve_backend(backend, srops.ChannelAttention.OPS)
+        sam_backend = resolve_backend(backend, srops.SpatialAttention.OPS)
 
         def sam() -> srops.SpatialAttention:
             return srops.SpatialAttention(sam_kernel, bn=False, bias=True, backend=sam_backend)

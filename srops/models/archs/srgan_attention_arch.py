@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import srops
-from srops.models.archs.common import OPS_OF, BackendArg, conv, resolve_backend
+from srops.models.archs.common import BackendArg, conv, resolve_backend
 from srops.models.archs.srresnet_arch import SRResNetSkeleton, norm_layer
 from srops.models.registry import register
 
@@ -61,7 +61,7 @@ class SRGANAttention(SRResNetSkeleton):
         output: str = "tanh01",
         backend: BackendArg = None,
     ) -> None:
-        ca_backend = resolve_backend(backend, OPS_OF["ChannelAttention"])
+        ca_backend = resolve_backend(backend, srops.ChannelAttention.OPS)
 
         def make_block(p: int) -> nn.Module:
             ca = srops.ChannelAttention(n_feats, ca_reduction, pool=("avg",), backend=ca_backend)
