@@ -1,4 +1,4 @@
-"""The device check (bench/gpu_check.py) on CPU: its driver, limits and budgets, and a dry run of every stage.
+"""The device check (tools/gpu_check.py) on CPU: its driver, limits and budgets, and a dry run of every stage.
 
 The dry run uses CPU tensors, tiny shapes and the Triton interpreter, so that the script is known to run
 before it ever meets a GPU. The driver tests use stand-in stages (tests/gpu_check/fake_stages.py).
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import gpu_check
-from bench.gpu_check_common import MAX_FILES, CaseFailed, ResultLimitError, ResultsDir, SkipCase, Stage
+from tools import gpu_check
+from tools.gpu_check_common import MAX_FILES, CaseFailed, ResultLimitError, ResultsDir, SkipCase, Stage
 
 FAKE = "tests.gpu_check.fake_stages"
 
@@ -112,7 +112,7 @@ def test_main_rejects_unknown_stages():
 
 
 def test_nan_prefill_and_judge_catch_unwritten_and_wrong_outputs():
-    from bench.gpu_check_triton import judge, magnitudes, nan_prefilled, reference
+    from tools.gpu_check_triton import judge, magnitudes, nan_prefilled, reference
 
     original = torch.empty
     with nan_prefilled():
@@ -135,7 +135,7 @@ def test_nan_prefill_and_judge_catch_unwritten_and_wrong_outputs():
 
 
 def test_timing_harness_on_cpu():
-    from bench.gpu_check_timing import exp_bound_ms, time_call
+    from tools.gpu_check_timing import exp_bound_ms, time_call
 
     calls = []
     t = time_call(lambda: calls.append(torch.ones(64).sum()), "cpu", warmup=2, min_reps=4, max_seconds=0.0)
@@ -146,7 +146,7 @@ def test_timing_harness_on_cpu():
 
 
 def test_sanitizer_summary_parsing():
-    from bench.gpu_check_sanitize import parse_summary
+    from tools.gpu_check_sanitize import parse_summary
 
     assert parse_summary("========= ERROR SUMMARY: 0 errors\n") == 0
     assert parse_summary("x\n========= ERROR SUMMARY: 12 errors\n") == 12

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import torch
 
-from bench.gpu_check_common import CaseFailed, SkipCase, Stage
+from tools.gpu_check_common import CaseFailed, SkipCase, Stage
 
 # ‖out − ref‖ / ‖ref‖ bounds per input dtype (float32 products in IEEE precision).
 REL_TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}

@@ -1,8 +1,8 @@
 """The device check: build, then check and time srops on a GPU, in stages by priority, in one bounded run.
 
-    python bench/gpu_check.py                    # all stages, ~8 minutes at most (make gpu-check)
-    python bench/gpu_check.py --stages triton,cuda --total 200
-    python bench/gpu_check.py --dry-run          # CPU tensors, tiny shapes, Triton interpreter (tests)
+    python tools/gpu_check.py                    # all stages, ~8 minutes at most (make gpu-check)
+    python tools/gpu_check.py --stages triton,cuda --total 200
+    python tools/gpu_check.py --dry-run          # CPU tensors, tiny shapes, Triton interpreter (tests)
 
 Stages (each in its own process, with its own time budget, in this order):
 
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.gpu_check_common import ResultsDir, Stage, load_stage_file  # noqa: E402
+from tools.gpu_check_common import ResultsDir, Stage, load_stage_file  # noqa: E402
 
 TOTAL_SECONDS = 465.0  # the whole run, build included: under 8 minutes with room for start-up and summary
 
@@ -58,12 +58,12 @@ class StageSpec:
 
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("build", "bench.gpu_check_build:run", 160.0),
-    StageSpec("triton", "bench.gpu_check_triton:run", 110.0),
-    StageSpec("cuda", "bench.gpu_check_cuda:run", 45.0),
-    StageSpec("timing", "bench.gpu_check_timing:run_timing", 100.0),
-    StageSpec("full_image", "bench.gpu_check_timing:run_full_image", 50.0),
-    StageSpec("sanitizer", "bench.gpu_check_sanitize:run", 80.0),
+    StageSpec("build", "tools.gpu_check_build:run", 160.0),
+    StageSpec("triton", "tools.gpu_check_triton:run", 110.0),
+    StageSpec("cuda", "tools.gpu_check_cuda:run", 45.0),
+    StageSpec("timing", "tools.gpu_check_timing:run_timing", 100.0),
+    StageSpec("full_image", "tools.gpu_check_timing:run_full_image", 50.0),
+    StageSpec("sanitizer", "tools.gpu_check_sanitize:run", 80.0),
 )
 
 
@@ -122,7 +122,7 @@ def run_stage(spec: StageSpec, out: ResultsDir, total_deadline: float, dry_run: 
         out.write_json(f"{spec.name}.json", {"stage": spec.name, "done": False, "result": record["result"],
                                              "cases": []})
         return record
-    cmd = [sys.executable, "-m", "bench.gpu_check", "--run-stage", spec.target, "--name", spec.name,
+    cmd = [sys.executable, "-m", "tools.gpu_check", "--run-stage", spec.target, "--name", spec.name,
            "--out", str(out.root), "--deadline", f"{soft:.3f}", "--options", json.dumps(options or {})]
     if dry_run:
         cmd.append("--dry-run")
