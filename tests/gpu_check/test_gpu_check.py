@@ -171,3 +171,36 @@ def test_dry_run_of_each_stage(name, tmp_path):
     if name in ("triton", "timing", "full_image"):
         assert data["counts"]["pass"] > 0, data["cases"]
     assert len(_files(tmp_path)) <= 2
+
+
+def _run_script(script: str, *args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, str(root / script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args, code", [(["--help"], 0), (["--stages", "nonsense"], 2)])
+def test_old_bench_path_runs_the_device_check_with_a_deprecation_note(args, code, tmp_path):
+    """``python bench/gpu_check.py`` (README, old instructions) still works for one release: a note on stderr
+    naming tools/gpu_check.py, then the same run, output and exit status as ``python tools/gpu_check.py``."""
+    new = _run_script("tools/gpu_check.py", *args, cwd=tmp_path)
+    old = _run_script("bench/gpu_check.py", *args, cwd=tmp_path)
+    assert new.returncode == code, new.stderr[-2000:]
+    assert old.returncode == new.returncode, old.stderr[-2000:]
+    assert old.stdout == new.stdout
+    note, _, rest = old.stderr.partition("\n")
+    assert "DeprecationWarning" in note and "tools/gpu_check.py" in note, old.stderr
+    assert rest == new.stderr
+    assert "Deprecat" not in new.stderr
+
+
+def test_old_bench_module_is_an_alias_that_warns():
+    import sys
+
+    sys.modules.pop("bench.gpu_check", None)
+    with pytest.warns(DeprecationWarning, match="tools.gpu_check"):
+        old = importlib.import_module("bench.gpu_check")
+    assert old.main is gpu_check.main and old.STAGES is gpu_check.STAGES
