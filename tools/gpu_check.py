@@ -8,8 +8,10 @@ Stages (each in its own process, with its own time budget, in this order):
 
 1. ``build``      ``pip install --no-build-isolation --no-deps -e .`` for sm_90 only
                   (``TORCH_CUDA_ARCH_LIST=9.0`` unless set, ``MAX_JOBS`` = CPU count), then an import check.
-2. ``triton``     the flash kernels with every autotune config forced in turn (outputs pre-filled with
-                  NaN), ragged float32/float16/bfloat16 shapes, logits above 100 and near 1e4, determinism.
+2. ``triton``     the flash kernels with every launch configuration of the fixed candidate list
+                  (``srops/ops/nonlocal_attention/triton_configs.py``; no autotuner) forced in turn (outputs
+                  pre-filled with NaN), ragged float32/float16/bfloat16 shapes on the configurations the
+                  launch rule picks, logits above 100 and near 1e4, determinism.
 3. ``cuda``       every CUDA C++ op against the reference (covpool_sqrtm on its shared-memory, global-scratch
                   and bmm paths; covpool; each CBAM op with the fused backward).
 4. ``timing``     srops against SDPA's flash, cuDNN and memory-efficient kernels (forced one at a time),
