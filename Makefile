@@ -5,7 +5,7 @@
 # make reproduce : the GPU recipe (python -m srops.models.reproduce): paper-size AMMS ×2, 30 minutes on one GPU
 # make bench : all benchmarks on this machine (--bench-full rounds), JSON + report.md + charts in bench/results/<device>/
 #              (allocator tuned for timing, see bench/conftest.py; make bench-default-allocator: untuned, into <device>-default-allocator/)
-# make gpu-check : on a GPU machine that already has torch (no network): bench/gpu_check.py, under 8 minutes in
+# make gpu-check : on a GPU machine that already has torch (no network): tools/gpu_check.py, under 8 minutes in
 #                  stages (sm_90 build, Triton, CUDA C++, timing, full image, sanitizer), results to $SROPS_RESULTS_DIR
 #                  or bench/results/<device>/
 VENV ?= .venv
@@ -75,7 +75,7 @@ reproduce: $(if $(filter $(PY),$(REPRO_PY)),build)
 	$(REPRO_PY) -m srops.models.reproduce $(REPRODUCE_ARGS)
 
 gpu-check:
-	$(GPU_PY) bench/gpu_check.py
+	$(GPU_PY) tools/gpu_check.py
 
 clean:
 	rm -rf build dist srops/_C*.so srops/_build_info.py *.egg-info $(BUILD_STAMP)

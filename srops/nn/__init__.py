@@ -1,4 +1,6 @@
-"""Modules: each owns its parameters and calls :mod:`srops.functional`."""
+"""Modules: each owns its parameters and calls its op's frontend in ``srops/ops/<op>/frontend.py``
+(:mod:`srops.ops.cbam.frontend`, :mod:`srops.ops.covpool.frontend`, :mod:`srops.ops.nonlocal_attention.frontend`),
+the same functions :mod:`srops.functional` re-exports."""
 from srops.nn.cbam import CBAM, ChannelAttention, SpatialAttention
 from srops.nn.nonlocal2d import NonLocal2d
 from srops.nn.peer_keys import load_state_dict, peer_state_dict

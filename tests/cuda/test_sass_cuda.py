@@ -1,17 +1,16 @@
-"""bench/sass_cuda.py's counting, and the 16-byte accesses of the vectorised CBAM kernels in their sm_90 SASS
+"""tools/sass_cuda.py's counting, and the 16-byte accesses of the vectorised CBAM kernels in their sm_90 SASS
 (compiled here with nvcc; no GPU needed)."""
 from __future__ import annotations
 
 import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from tools import sass_cuda
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-import sass_cuda  # noqa: E402
 
 
 def test_a_vector_access_counts_the_elements_it_moves():

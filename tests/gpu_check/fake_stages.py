@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from bench.gpu_check_common import Stage
+from tools.gpu_check_common import Stage
 
 
 def _ok(rec: dict) -> None:

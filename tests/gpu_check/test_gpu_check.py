@@ -1,4 +1,4 @@
-"""The device check (bench/gpu_check.py) on CPU: its driver, limits and budgets, and a dry run of every stage.
+"""The device check (tools/gpu_check.py) on CPU: its driver, limits and budgets, and a dry run of every stage.
 
 The dry run uses CPU tensors, tiny shapes and the Triton interpreter, so that the script is known to run
 before it ever meets a GPU. The driver tests use stand-in stages (tests/gpu_check/fake_stages.py).
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import gpu_check
-from bench.gpu_check_common import MAX_FILES, CaseFailed, ResultLimitError, ResultsDir, SkipCase, Stage
+from tools import gpu_check
+from tools.gpu_check_common import MAX_FILES, CaseFailed, ResultLimitError, ResultsDir, SkipCase, Stage
 
 FAKE = "tests.gpu_check.fake_stages"
 
@@ -112,7 +112,7 @@ def test_main_rejects_unknown_stages():
 
 
 def test_nan_prefill_and_judge_catch_unwritten_and_wrong_outputs():
-    from bench.gpu_check_triton import judge, magnitudes, nan_prefilled, reference
+    from tools.gpu_check_triton import judge, magnitudes, nan_prefilled, reference
 
     original = torch.empty
     with nan_prefilled():
@@ -135,7 +135,7 @@ def test_nan_prefill_and_judge_catch_unwritten_and_wrong_outputs():
 
 
 def test_timing_harness_on_cpu():
-    from bench.gpu_check_timing import exp_bound_ms, time_call
+    from tools.gpu_check_timing import exp_bound_ms, time_call
 
     calls = []
     t = time_call(lambda: calls.append(torch.ones(64).sum()), "cpu", warmup=2, min_reps=4, max_seconds=0.0)
@@ -146,7 +146,7 @@ def test_timing_harness_on_cpu():
 
 
 def test_sanitizer_summary_parsing():
-    from bench.gpu_check_sanitize import parse_summary
+    from tools.gpu_check_sanitize import parse_summary
 
     assert parse_summary("========= ERROR SUMMARY: 0 errors\n") == 0
     assert parse_summary("x\n========= ERROR SUMMARY: 12 errors\n") == 12
@@ -171,3 +171,36 @@ def test_dry_run_of_each_stage(name, tmp_path):
     if name in ("triton", "timing", "full_image"):
         assert data["counts"]["pass"] > 0, data["cases"]
     assert len(_files(tmp_path)) <= 2
+
+
+def _run_script(script: str, *args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, str(root / script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args, code", [(["--help"], 0), (["--stages", "nonsense"], 2)])
+def test_old_bench_path_runs_the_device_check_with_a_deprecation_note(args, code, tmp_path):
+    """``python bench/gpu_check.py`` (README, old instructions) still works for one release: a note on stderr
+    naming tools/gpu_check.py, then the same run, output and exit status as ``python tools/gpu_check.py``."""
+    new = _run_script("tools/gpu_check.py", *args, cwd=tmp_path)
+    old = _run_script("bench/gpu_check.py", *args, cwd=tmp_path)
+    assert new.returncode == code, new.stderr[-2000:]
+    assert old.returncode == new.returncode, old.stderr[-2000:]
+    assert old.stdout == new.stdout
+    note, _, rest = old.stderr.partition("\n")
+    assert "DeprecationWarning" in note and "tools/gpu_check.py" in note, old.stderr
+    assert rest == new.stderr
+    assert "Deprecat" not in new.stderr
+
+
+def test_old_bench_module_is_an_alias_that_warns():
+    import sys
+
+    sys.modules.pop("bench.gpu_check", None)
+    with pytest.warns(DeprecationWarning, match="tools.gpu_check"):
+        old = importlib.import_module("bench.gpu_check")
+    assert old.main is gpu_check.main and old.STAGES is gpu_check.STAGES

@@ -465,7 +465,7 @@ def _sass_rows(tmp_path, dims):
         from triton.backends.nvidia import compiler  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"Triton's NVIDIA backend is not installed: {exc}")
-    script = Path(__file__).resolve().parents[2] / "bench" / "sass_report.py"
+    script = Path(__file__).resolve().parents[2] / "tools" / "sass_report.py"
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, str(script), "--picked", "--dtypes", "bf16", "--dims", *map(str, dims),
                              "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=900)

@@ -103,7 +103,7 @@ _backend.register(
     )
 )
 # CPU: the C++ flash kernels measured faster than SDPA and the reference at the training shapes
-# (bench/nonlocal_cpu_interleaved.py, AMD EPYC, float32, one thread, wall-clock medians, fwd+bwd against
+# (tools/nonlocal_cpu_interleaved.py, AMD EPYC, float32, one thread, wall-clock medians, fwd+bwd against
 # SDPA and the better of the reference and its compiled form: B=64 N=576 M=144 d=8 2.7x, 2.7x; d=32 B=16
 # 1.2x, 1.2x; B=2 N=M=2304 1.35x, 1.7x; B=32 N=144 M=36 d=16 2.1x, 1.3x);
 # SDPA where the extension is absent; the Triton interpreter is a test vehicle, never a default.

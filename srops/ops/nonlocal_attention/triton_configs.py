@@ -4,7 +4,7 @@ The configuration of a launch is a pure function of the problem (kernel, buckete
 padded head dims, dtype), never of a timing run: benchmark-driven autotuning can pick a
 different block shape in another process, and block shapes fix the order of the float
 reductions, so outputs and gradients would differ bitwise from run to run. The candidate
-sets are pruned by the sm_90 SASS read (``bench/sass_report.py``); :func:`choose` picks
+sets are pruned by the sm_90 SASS read (``tools/sass_report.py``); :func:`choose` picks
 among them by rule.
 
 Public API (used by the device check, which runs every candidate in turn):
@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - reported by triton_impl.TRITON_ERROR
     triton = None
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel. BLOCK_M runs over queries, BLOCK_N over keys.
-# Pruned by bench/sass_report.py (sm_90 SASS per score, spills, shared memory; bench/results/sass/).
+# Pruned by tools/sass_report.py (sm_90 SASS per score, spills, shared memory; bench/results/sass/).
 _CANDIDATES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
     "fwd": (
         (128, 128, 8, 2),  # 16-bit, d <= 64

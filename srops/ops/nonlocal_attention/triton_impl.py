@@ -225,7 +225,7 @@ def nonlocal_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 def sass_kernels() -> list[tuple[str, object, tuple[str, ...]]]:
-    """(configuration name, jit kernel, float32 pointer arguments) of each tuned kernel (bench/sass_report.py)."""
+    """(configuration name, jit kernel, float32 pointer arguments) of each tuned kernel (tools/sass_report.py)."""
     return [
         ("fwd", _k.fwd_kernel, ("STATS",)),
         ("bwd", _bk.bwd_kernel, ("STATS", "DELTA", "DQP")),

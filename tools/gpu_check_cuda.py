@@ -16,8 +16,8 @@ import copy
 
 import torch
 
-from bench.gpu_check_common import CaseFailed, SkipCase, Stage
-from bench.gpu_check_triton import rel_err
+from tools.gpu_check_common import CaseFailed, SkipCase, Stage
+from tools.gpu_check_triton import rel_err
 
 REL_TOL = {torch.float64: 1e-10, torch.float32: 2e-4, torch.bfloat16: 2e-2}
 

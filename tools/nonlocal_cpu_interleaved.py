@@ -4,7 +4,7 @@ Each round times every (backend, mode) once, in turn, so load changes hit all al
 the median over rounds (and the ratio of the better of ``reference`` and ``compile(reference)`` to
 ``cpu``). Usage::
 
-    python -m bench.nonlocal_cpu_interleaved --threads 2 --rounds 15 [--shapes train-regions,...] [--clock cpu]
+    python -m tools.nonlocal_cpu_interleaved --threads 2 --rounds 15 [--shapes train-regions,...] [--clock cpu]
 
 The allocator is tuned as in ``make bench`` (bench/allocator.py; ``SROPS_BENCH_TUNED_ALLOCATOR=0`` leaves
 it untuned). ``--clock cpu`` times with the process's CPU time instead of the wall clock: with one thread it
@@ -15,10 +15,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
-from bench import allocator
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as python tools/<script>.py: bench/ (allocator, shapes) is a sibling
+    sys.path.insert(0, str(ROOT))
+
+from bench import allocator  # noqa: E402
 
 allocator.prepare()  # before torch is imported
 

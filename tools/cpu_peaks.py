@@ -19,15 +19,21 @@ this machine without running faster than its GEMM.
 
 The allocator is tuned as in ``make bench`` (bench/allocator.py).
 
-    python -m bench.cpu_peaks [--threads 2] [--rounds 15]
+    python -m tools.cpu_peaks [--threads 2] [--rounds 15]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
-from bench import allocator
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as python tools/<script>.py: bench/ (allocator, shapes) is a sibling
+    sys.path.insert(0, str(ROOT))
+
+from bench import allocator  # noqa: E402
 
 allocator.prepare()  # before torch is imported
 

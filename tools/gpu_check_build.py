@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from bench.gpu_check_common import SkipCase, Stage
+from tools.gpu_check_common import SkipCase, Stage
 
 LOG_CHARS = 60_000  # tail of the build log kept in build.txt
 

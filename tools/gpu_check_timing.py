@@ -22,8 +22,8 @@ from typing import Callable
 
 import torch
 
-from bench.gpu_check_common import CaseFailed, SkipCase, Stage
-from bench.gpu_check_triton import rel_err, reference
+from tools.gpu_check_common import CaseFailed, SkipCase, Stage
+from tools.gpu_check_triton import rel_err, reference
 
 EX2_PER_SM_CLOCK = 16  # MUFU.EX2 results per SM per clock on sm_90 (CUDA C++ guide, throughput table)
 BWD_EXPS = 1  # exps per score in the backward: one pass recomputes p once for dQ, dK and dV together

@@ -1,10 +1,10 @@
 """SASS report of srops's CUDA C++ kernels for sm_90: instructions per element in their inner loops.
 
-    python bench/sass_cuda.py                         # compile csrc/**/*.cu for sm_90 here (nvcc), report
-    python bench/sass_cuda.py --so srops/_C*.so       # read the SASS of a built extension instead
-    python bench/sass_cuda.py --csrc /tmp/old/csrc    # another source tree (a baseline), same flags
-    python bench/sass_cuda.py --json out.json --markdown out.md
-    python bench/sass_cuda.py --so srops/_C*.so --compare base.json   # before/after table first
+    python tools/sass_cuda.py                         # compile csrc/**/*.cu for sm_90 here (nvcc), report
+    python tools/sass_cuda.py --so srops/_C*.so       # read the SASS of a built extension instead
+    python tools/sass_cuda.py --csrc /tmp/old/csrc    # another source tree (a baseline), same flags
+    python tools/sass_cuda.py --json out.json --markdown out.md
+    python tools/sass_cuda.py --so srops/_C*.so --compare base.json   # before/after table first
 
 Per kernel (every template instantiation, demangled): registers, the innermost loops (a backward branch and
 its target, holding no other loop) with their instruction count, global/shared/generic loads and stores,

@@ -1,5 +1,5 @@
 """Stage 6 of the device check: compute-sanitizer memcheck, then racecheck, over small calls of every srops
-kernel (``python -m bench.gpu_check_sanitize`` is the workload: covpool_sqrtm on its three paths, covpool,
+kernel (``python -m tools.gpu_check_sanitize`` is the workload: covpool_sqrtm on its three paths, covpool,
 every CBAM op, the Triton forward and backward).
 
 Each tool's ERROR SUMMARY and output tail go into ``sanitizer.json``. Without compute-sanitizer (or in a dry
@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from bench.gpu_check_common import SkipCase, Stage
+from tools.gpu_check_common import SkipCase, Stage
 
 EXIT_ON_ERROR = 86  # compute-sanitizer's exit code when it found errors
 
@@ -78,7 +78,7 @@ def find_sanitizer() -> str | None:
 
 def sanitizer_command(tool: str, exe: str = "compute-sanitizer") -> list[str]:
     return [exe, "--tool", tool, "--error-exitcode", str(EXIT_ON_ERROR),
-            sys.executable, "-m", "bench.gpu_check_sanitize"]
+            sys.executable, "-m", "tools.gpu_check_sanitize"]
 
 
 def parse_summary(text: str) -> int | None:

@@ -1,7 +1,8 @@
 """Stage 2 of the device check: the Triton flash kernels against the float64 reference.
 
-In priority order: every autotune config of every kernel forced in turn (``kernel_configs()`` and
-``forced_config()`` of ``srops.ops.nonlocal_attention.triton_impl``) on a ragged bfloat16 shape; logits
+In priority order: every launch configuration of every kernel forced in turn, from the fixed candidate
+list of ``srops/ops/nonlocal_attention/triton_configs.py`` (no autotuner: ``kernel_configs()`` and
+``forced_config()``, re-exported by ``srops.ops.nonlocal_attention.triton_impl``) on a ragged bfloat16 shape; logits
 above 100 (bfloat16) and near 1e4 (float32); bitwise determinism of forward and backward; ragged shapes in
 bfloat16, float16 and float32 on the configurations the launch rule picks. Every output the kernels
 allocate is pre-filled with NaN (``nan_outputs()``, and every ``torch.empty`` inside the call), so an
@@ -16,7 +17,7 @@ from typing import Iterator
 
 import torch
 
-from bench.gpu_check_common import CaseFailed, SkipCase, Stage
+from tools.gpu_check_common import CaseFailed, SkipCase, Stage
 
 # ‖out − ref‖ / ‖ref‖ bounds per input dtype (float32 products in IEEE precision).
 REL_TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}

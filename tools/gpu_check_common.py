@@ -1,4 +1,4 @@
-"""Pieces shared by the stages of ``bench/gpu_check.py``: the results folder, per-case records, deadlines.
+"""Pieces shared by the stages of ``tools/gpu_check.py``: the results folder, per-case records, deadlines.
 
 A stage is a function ``run(stage: Stage) -> None`` that runs its cases through
 :meth:`Stage.case`; every finished case is written to the stage's JSON file at

@@ -12,9 +12,9 @@ innermost backward branch whose body holds the exps and the matrix products) is 
 * ``ex2/score`` — MUFU.EX2 per score (the exp unit runs at 1/8 of the issue rate per SM on sm_90);
 * registers, spill (local memory) instructions and bytes, shared memory, wgmma (HGMMA) / mma (HMMA) use.
 
-Usage: ``python bench/sass_report.py [--kernels fwd bwd] [--dtypes bf16] [--dims 32] [--out DIR] [--cuda]``;
+Usage: ``python tools/sass_report.py [--kernels fwd bwd] [--dtypes bf16] [--dims 32] [--out DIR] [--cuda]``;
 writes ``sass_sm90.md`` and ``sass_sm90.json`` into ``--out`` (default ``bench/results/sass``). ``--cuda``
-adds the CUDA C++ kernels' instructions per element (``bench/sass_cuda.py``, compiled with nvcc) and writes
+adds the CUDA C++ kernels' instructions per element (``tools/sass_cuda.py``, compiled with nvcc) and writes
 their rows to ``cuda_sm90.json``; ``--cuda-only`` skips the Triton kernels.
 """
 from __future__ import annotations
@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 os.environ.pop("TRITON_INTERPRET", None)  # compile real kernels even where the test suite interprets them
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
@@ -178,16 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", nargs="*", default=["bf16", "fp16", "fp32"])
     parser.add_argument("--dims", nargs="*", type=int, default=[16, 32, 64, 128], help="head dims d (= dv)")
     parser.add_argument("--dv", type=int, default=None, help="value head dim (default: = d)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sass"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "sass"))
     parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--cuda", action="store_true", help="also report the CUDA C++ kernels (bench/sass_cuda.py)")
+    parser.add_argument("--cuda", action="store_true", help="also report the CUDA C++ kernels (tools/sass_cuda.py)")
     parser.add_argument("--cuda-only", action="store_true", help="only the CUDA C++ kernels")
     parser.add_argument("--picked", action="store_true",
                         help="only the configuration the launch rule picks (N = M = 65536, B = 1) per dtype and d")
     args = parser.parse_args(argv)
     if args.cuda or args.cuda_only:
-        sys.path.insert(0, str(Path(__file__).parent))
-        import sass_cuda
+        from tools import sass_cuda
 
         cuda_args = [] if args.no_write else ["--json", str(Path(args.out) / "cuda_sm90.json")]
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "sass_sm90.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
         (out / "sass_sm90.md").write_text(
             f"# Triton flash non-local kernels: sm_90 SASS per score (triton {triton.__version__})\n\n"
-            "Written by `python bench/sass_report.py`; see its docstring for the measures.\n\n" + table + "\n")
+            "Written by `python tools/sass_report.py`; see its docstring for the measures.\n\n" + table + "\n")
     return 0
 
 
