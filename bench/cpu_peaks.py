@@ -1,0 +1,14 @@
+"""Deprecated: moved to ``tools/cpu_peaks.py``; this shim runs it (with a deprecation note) for one release."""
+if __name__ == "__main__":
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from bench._moved import run_moved
+
+    run_moved("cpu_peaks")
+else:
+    from bench._moved import warn_import
+
+    warn_import("cpu_peaks")
+    from tools.cpu_peaks import *  # noqa: E402,F401,F403
