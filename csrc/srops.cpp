@@ -13,7 +13,7 @@ TORCH_LIBRARY(srops, m) {
   m.def("covpool_fwd(Tensor x) -> Tensor");
   m.def("covpool_bwd(Tensor grad, Tensor x) -> Tensor");
 
-  // Covariance pooling + Newton–Schulz square root (csrc/covpool_sqrtm/covpool_sqrtm.h):
+  // Covariance pooling + Newton–Schulz square root (csrc/covpool/covpool_sqrtm.h):
   // x [B, C, M] -> out [B, C, C] (or [B, C] with row_mean) and what the backward needs.
   m.def(
       "covpool_sqrtm_fwd(Tensor x, int iterations, float eps, bool row_mean) -> "

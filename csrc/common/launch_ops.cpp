@@ -10,8 +10,8 @@
 
 #include "cbam/cbam.h"
 #include "cbam/cbam_launch.h"
-#include "covpool_sqrtm/centred_gemm.h"
-#include "covpool_sqrtm/covpool_sqrtm_launch.h"
+#include "covpool/centred_gemm.h"
+#include "covpool/covpool_sqrtm_launch.h"
 
 namespace srops {
 namespace {

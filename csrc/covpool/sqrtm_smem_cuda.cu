@@ -7,8 +7,8 @@
 #include <c10/cuda/CUDAException.h>
 
 #include "common/cuda_device.cuh"
-#include "covpool_sqrtm/covpool_sqrtm_cuda.h"
-#include "covpool_sqrtm/sqrtm_smem_kernels.cuh"
+#include "covpool/covpool_sqrtm_cuda.h"
+#include "covpool/sqrtm_smem_kernels.cuh"
 
 namespace srops {
 namespace {
