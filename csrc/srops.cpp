@@ -9,11 +9,17 @@
 #include "info.h"
 
 TORCH_LIBRARY(srops, m) {
+  // Naming rule for every srops:: op, here and in Python (torch.library.custom_op): <op>_fwd / <op>_bwd,
+  // <op> the op or, for a multi-pass op, the pass (cbam_channel_pool_fwd/_bwd; cbam_input_bwd has no
+  // forward). A second implementation sharing the namespace puts its backend before the suffix:
+  // nonlocal_attention_triton_fwd/_bwd (srops/ops/nonlocal_attention/triton_impl.py). The private build
+  // facts (_compiled_with_cuda, ...) are not ops of the library's API and keep their names.
+
   // Covariance pooling: x [B, C, M] (float32/float64) -> [B, C, C].
   m.def("covpool_fwd(Tensor x) -> Tensor");
   m.def("covpool_bwd(Tensor grad, Tensor x) -> Tensor");
 
-  // Covariance pooling + Newton–Schulz square root (csrc/covpool_sqrtm/covpool_sqrtm.h):
+  // Covariance pooling + Newton–Schulz square root (csrc/covpool/covpool_sqrtm.h):
   // x [B, C, M] -> out [B, C, C] (or [B, C] with row_mean) and what the backward needs.
   m.def(
       "covpool_sqrtm_fwd(Tensor x, int iterations, float eps, bool row_mean) -> "
@@ -23,15 +29,15 @@ TORCH_LIBRARY(srops, m) {
       "bool row_mean) -> Tensor");
 
   // Fused CBAM (csrc/cbam/cbam.h): x [B, C, H, W], c [B, C], s [B, H, W]; argmax int64.
-  m.def("cbam_channel_pool(Tensor x, bool avg, bool max) -> (Tensor stats, Tensor argmax)");
-  m.def("cbam_channel_pool_backward(Tensor grad_stats, Tensor x, Tensor argmax, bool avg, bool max) -> Tensor");
-  m.def("cbam_spatial_pool(Tensor x, Tensor? c) -> (Tensor pooled, Tensor argmax)");
-  m.def("cbam_spatial_pool_backward(Tensor grad_pooled, Tensor x, Tensor? c, Tensor argmax, bool input_grad=True)"
+  m.def("cbam_channel_pool_fwd(Tensor x, bool avg, bool max) -> (Tensor stats, Tensor argmax)");
+  m.def("cbam_channel_pool_bwd(Tensor grad_stats, Tensor x, Tensor argmax, bool avg, bool max) -> Tensor");
+  m.def("cbam_spatial_pool_fwd(Tensor x, Tensor? c) -> (Tensor pooled, Tensor argmax)");
+  m.def("cbam_spatial_pool_bwd(Tensor grad_pooled, Tensor x, Tensor? c, Tensor argmax, bool input_grad=True)"
         " -> (Tensor dx, Tensor dc)");
-  m.def("cbam_apply(Tensor x, Tensor? c, Tensor? s) -> Tensor");
-  m.def("cbam_apply_backward(Tensor grad, Tensor x, Tensor? c, Tensor? s, bool input_grad=True)"
+  m.def("cbam_apply_fwd(Tensor x, Tensor? c, Tensor? s) -> Tensor");
+  m.def("cbam_apply_bwd(Tensor grad, Tensor x, Tensor? c, Tensor? s, bool input_grad=True)"
         " -> (Tensor dx, Tensor dc, Tensor ds)");
-  m.def("cbam_input_backward(Tensor grad, Tensor? c, Tensor? s, Tensor? grad_pooled, Tensor? spatial_argmax,"
+  m.def("cbam_input_bwd(Tensor grad, Tensor? c, Tensor? s, Tensor? grad_pooled, Tensor? spatial_argmax,"
         " Tensor? grad_stats, Tensor? channel_argmax, bool avg, bool max) -> Tensor");
 
   // Flash non-local attention (csrc/nonlocal_attention/nonlocal_attention.h): q [B, N, d], k [B, M, d],

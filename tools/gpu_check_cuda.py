@@ -141,16 +141,16 @@ def run(stage: Stage) -> None:
     ops = torch.ops.srops
 
     def raw_ops(x, c, s, g, gs, gp) -> dict[str, tuple]:
-        stats, carg = ops.cbam_channel_pool(x, True, True)
-        pooled, sarg = ops.cbam_spatial_pool(x, c)
+        stats, carg = ops.cbam_channel_pool_fwd(x, True, True)
+        pooled, sarg = ops.cbam_spatial_pool_fwd(x, c)
         return {
-            "cbam_channel_pool": (stats, carg),
-            "cbam_channel_pool_backward": (ops.cbam_channel_pool_backward(gs, x, carg, True, True),),
-            "cbam_spatial_pool": (pooled, sarg),
-            "cbam_spatial_pool_backward": ops.cbam_spatial_pool_backward(gp, x, c, sarg, True),
-            "cbam_apply": (ops.cbam_apply(x, c, s),),
-            "cbam_apply_backward": ops.cbam_apply_backward(g, x, c, s, True),
-            "cbam_input_backward": (ops.cbam_input_backward(g, c, s, gp, sarg, gs, carg, True, True),),
+            "cbam_channel_pool_fwd": (stats, carg),
+            "cbam_channel_pool_bwd": (ops.cbam_channel_pool_bwd(gs, x, carg, True, True),),
+            "cbam_spatial_pool_fwd": (pooled, sarg),
+            "cbam_spatial_pool_bwd": ops.cbam_spatial_pool_bwd(gp, x, c, sarg, True),
+            "cbam_apply_fwd": (ops.cbam_apply_fwd(x, c, s),),
+            "cbam_apply_bwd": ops.cbam_apply_bwd(g, x, c, s, True),
+            "cbam_input_bwd": (ops.cbam_input_bwd(g, c, s, gp, sarg, gs, carg, True, True),),
         }
 
     def against_cpu(rec: dict, dtype: torch.dtype, packs: bool = False) -> None:

@@ -40,24 +40,24 @@ def workload(device: str) -> list[str]:
         B, C, H, W = 2, 5, 7, 3
         x, g = torch.randn(B, C, H, W, device=device), torch.randn(B, C, H, W, device=device)
         c, s = torch.rand(B, C, device=device), torch.rand(B, H, W, device=device)
-        stats, carg = ops.cbam_channel_pool(x, True, True)
+        stats, carg = ops.cbam_channel_pool_fwd(x, True, True)
         gs = torch.randn_like(stats)
-        ops.cbam_channel_pool_backward(gs, x, carg, True, True)
-        pooled, sarg = ops.cbam_spatial_pool(x, c)
+        ops.cbam_channel_pool_bwd(gs, x, carg, True, True)
+        pooled, sarg = ops.cbam_spatial_pool_fwd(x, c)
         gp = torch.randn_like(pooled)
-        ops.cbam_spatial_pool_backward(gp, x, c, sarg, True)
-        ops.cbam_apply(x, c, s)
-        ops.cbam_apply_backward(g, x, c, s, True)
-        ops.cbam_input_backward(g, c, s, gp, sarg, gs, carg, True, True)
+        ops.cbam_spatial_pool_bwd(gp, x, c, sarg, True)
+        ops.cbam_apply_fwd(x, c, s)
+        ops.cbam_apply_bwd(g, x, c, s, True)
+        ops.cbam_input_bwd(g, c, s, gp, sarg, gs, carg, True, True)
         done.append("cbam ops")
     from srops.ops.nonlocal_attention import triton_impl
 
     if triton_impl.TRITON_ERROR is None:
         # head dims of a Triton stage case (2, 77, 131, 24, 40) in float32: kernels already compiled and cached
         q, k, v = (torch.randn(1, n, d, device=device) for n, d in ((77, 24), (131, 24), (131, 40)))
-        out, st = ops.flash_nonlocal_fwd(q, k, v, 0.25)
-        ops.flash_nonlocal_bwd(torch.randn_like(out), q, k, v, out, st, 0.25)
-        done.append("flash_nonlocal")
+        out, st = ops.nonlocal_attention_triton_fwd(q, k, v, 0.25)
+        ops.nonlocal_attention_triton_bwd(torch.randn_like(out), q, k, v, out, st, 0.25)
+        done.append("nonlocal_attention_triton")
     if device == "cuda":
         torch.cuda.synchronize()
     return done

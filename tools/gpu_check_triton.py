@@ -83,8 +83,8 @@ def flash(q, k, v, g, scale) -> tuple[torch.Tensor, ...]:
 
     nan_outputs = getattr(triton_impl, "nan_outputs", contextlib.nullcontext)
     with nan_prefilled(), nan_outputs():
-        out, stats = torch.ops.srops.flash_nonlocal_fwd(q, k, v, float(scale))
-        dq, dk, dv = torch.ops.srops.flash_nonlocal_bwd(g, q, k, v, out, stats, float(scale))
+        out, stats = torch.ops.srops.nonlocal_attention_triton_fwd(q, k, v, float(scale))
+        dq, dk, dv = torch.ops.srops.nonlocal_attention_triton_bwd(g, q, k, v, out, stats, float(scale))
     if not torch.isfinite(stats).all():
         raise CaseFailed("stats hold NaN/inf (unwritten or overflowed row statistics)")
     return out, dq, dk, dv

@@ -1,15 +1,15 @@
 // Fused CBAM: channel and spatial attention in three passes over x [B, C, H, W].
 //
-//   pass 1  cbam_channel_pool(x, avg, max) -> stats [B, C, P], argmax [B, C] (int64; [0] without max)
+//   pass 1  cbam_channel_pool_fwd(x, avg, max) -> stats [B, C, P], argmax [B, C] (int64; [0] without max)
 //           P = avg + max statistics over H*W per channel, avg first; argmax is the flat H*W index
 //           of the first maximal element (lowest index; the first NaN if any).
-//   pass 2  cbam_spatial_pool(x, c?) -> pooled [B, 2, H, W], argmax [B, H, W] (int64)
+//   pass 2  cbam_spatial_pool_fwd(x, c?) -> pooled [B, 2, H, W], argmax [B, H, W] (int64)
 //           over the channels of y = x * c (c [B, C], or y = x): pooled[:, 0] = max, pooled[:, 1] = mean
 //           (the official order); argmax is the first maximal channel.
-//   pass 3  cbam_apply(x, c?, s?) -> x * c * s, c [B, C], s [B, H, W]; y = x * c is never written.
+//   pass 3  cbam_apply_fwd(x, c?, s?) -> x * c * s, c [B, C], s [B, H, W]; y = x * c is never written.
 // The backward ops route a max gradient wholly to the saved argmax (torch.max(dim)'s rule).
-// Fused backward: cbam_apply_backward and cbam_spatial_pool_backward with input_grad=false give only
-// the gate gradients (dc, ds; dx is returned empty), and cbam_input_backward then writes the whole
+// Fused backward: cbam_apply_bwd and cbam_spatial_pool_bwd with input_grad=false give only
+// the gate gradients (dc, ds; dx is returned empty), and cbam_input_bwd then writes the whole
 // dx in one pass from grad, the gates and the pooled gradients:
 //   dx = c * (grad * s + grad_mean / C + [ch == spatial_argmax] grad_max)
 //        + grad_avg / (H*W) + [hw == channel_argmax] grad_cmax.
@@ -85,7 +85,7 @@ inline void cbam_check_gates(const char* op, const at::Tensor& x, const std::opt
   if (s.has_value()) cbam_check_like(op, "s", *s, x, {x.size(0), x.size(2), x.size(3)});
 }
 
-// Arguments of cbam_input_backward: grad is x-shaped; c, s as in cbam_check_gates; grad_pooled and
+// Arguments of cbam_input_bwd: grad is x-shaped; c, s as in cbam_check_gates; grad_pooled and
 // spatial_argmax come together, grad_stats [B, C, avg + max] with channel_argmax [B, C] when max.
 inline void cbam_check_input_backward(const char* op, const at::Tensor& grad, const std::optional<at::Tensor>& c,
                                       const std::optional<at::Tensor>& s, const std::optional<at::Tensor>& grad_pooled,
@@ -129,22 +129,23 @@ inline std::optional<at::Tensor> opt_contig(const std::optional<at::Tensor>& t) 
 #define SROPS_DISPATCH_CBAM(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cpu(const at::Tensor& x, bool avg, bool max);
-at::Tensor cbam_channel_pool_backward_cpu(const at::Tensor& grad_stats, const at::Tensor& x, const at::Tensor& argmax,
-                                          bool avg, bool max);
-std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cpu(const at::Tensor& x, const std::optional<at::Tensor>& c);
-std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cpu(const at::Tensor& grad_pooled, const at::Tensor& x,
+std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_fwd_cpu(const at::Tensor& x, bool avg, bool max);
+at::Tensor cbam_channel_pool_bwd_cpu(const at::Tensor& grad_stats, const at::Tensor& x, const at::Tensor& argmax,
+                                     bool avg, bool max);
+std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_fwd_cpu(const at::Tensor& x, const std::optional<at::Tensor>& c);
+std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_bwd_cpu(const at::Tensor& grad_pooled, const at::Tensor& x,
+                                                             const std::optional<at::Tensor>& c,
+                                                             const at::Tensor& argmax, bool input_grad);
+at::Tensor cbam_apply_fwd_cpu(const at::Tensor& x, const std::optional<at::Tensor>& c,
+                              const std::optional<at::Tensor>& s);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_bwd_cpu(const at::Tensor& grad, const at::Tensor& x,
                                                                   const std::optional<at::Tensor>& c,
-                                                                  const at::Tensor& argmax, bool input_grad);
-at::Tensor cbam_apply_cpu(const at::Tensor& x, const std::optional<at::Tensor>& c, const std::optional<at::Tensor>& s);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
-                                                                       const std::optional<at::Tensor>& c,
-                                                                       const std::optional<at::Tensor>& s,
-                                                                       bool input_grad);
-at::Tensor cbam_input_backward_cpu(const at::Tensor& grad, const std::optional<at::Tensor>& c,
-                                   const std::optional<at::Tensor>& s, const std::optional<at::Tensor>& grad_pooled,
-                                   const std::optional<at::Tensor>& spatial_argmax,
-                                   const std::optional<at::Tensor>& grad_stats,
-                                   const std::optional<at::Tensor>& channel_argmax, bool avg, bool max);
+                                                                  const std::optional<at::Tensor>& s,
+                                                                  bool input_grad);
+at::Tensor cbam_input_bwd_cpu(const at::Tensor& grad, const std::optional<at::Tensor>& c,
+                              const std::optional<at::Tensor>& s, const std::optional<at::Tensor>& grad_pooled,
+                              const std::optional<at::Tensor>& spatial_argmax,
+                              const std::optional<at::Tensor>& grad_stats,
+                              const std::optional<at::Tensor>& channel_argmax, bool avg, bool max);
 
 }  // namespace srops

@@ -247,7 +247,7 @@ void apply_backward_kernel(const T* g, const T* x, const T* c, const T* s, T* dx
   if (c) sum_tile_partials(partial.data(), dc, B, C, tiles);
 }
 
-// The whole input gradient in one pass, for the fused backward (cbam_input_backward):
+// The whole input gradient in one pass, for the fused backward (cbam_input_bwd):
 //   dx = c * (g * s + g_mean / C + [ch == spatial_argmax] g_max) + g_avg / N + [hw == channel_argmax] g_cmax
 // with c, s = 1 where absent and the pooled-gradient terms 0 where their gradient is absent. The
 // channel loop writes the dense terms; the elements at an argmax are then rewritten with their max

@@ -37,8 +37,8 @@ uintptr_t address(const T* p) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cuda(const at::Tensor& x_in, bool avg, bool max) {
-  cbam_check_channel_pool("cbam_channel_pool", x_in, avg, max, at::kCUDA);
+std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_fwd_cuda(const at::Tensor& x_in, bool avg, bool max) {
+  cbam_check_channel_pool("cbam_channel_pool_fwd", x_in, avg, max, at::kCUDA);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3);
@@ -51,13 +51,13 @@ std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cuda(const at::Tensor& x_in
   const auto acc = at::toOpMathType(x.scalar_type());
   at::Tensor ws = at::empty({parts > 1 ? 2 * rows * parts : 0}, x.options().dtype(acc));
   at::Tensor ws_idx = at::empty({parts > 1 ? rows * parts : 0}, x.options().dtype(at::kLong));
-  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_channel_pool_cuda", [&] {
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_channel_pool_fwd_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     A* part_sum = parts > 1 ? ws.data_ptr<A>() : nullptr;
     A* part_max = parts > 1 ? part_sum + rows * parts : nullptr;
     int64_t* part_idx = parts > 1 ? ws_idx.data_ptr<int64_t>() : nullptr;
     int64_t* am = max ? argmax.data_ptr<int64_t>() : nullptr;
-    const dim3 grid(row_blocks("cbam_channel_pool", rows), static_cast<unsigned>(parts));
+    const dim3 grid(row_blocks("cbam_channel_pool_fwd", rows), static_cast<unsigned>(parts));
     channel_pool_kernel<scalar_t, A><<<grid, kCbamThreads, 0, stream>>>(
         x.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(), am, part_sum, part_max, part_idx, N, avg, max);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -72,9 +72,9 @@ std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cuda(const at::Tensor& x_in
   return {stats, argmax};
 }
 
-at::Tensor cbam_channel_pool_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x, const at::Tensor& argmax_in,
-                                           bool avg, bool max) {
-  const char* op = "cbam_channel_pool_backward";
+at::Tensor cbam_channel_pool_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& x, const at::Tensor& argmax_in,
+                                      bool avg, bool max) {
+  const char* op = "cbam_channel_pool_bwd";
   cbam_check_channel_pool(op, x, avg, max, at::kCUDA);
   const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3);
   cbam_check_like(op, "grad_stats", grad_in, x, {B, C, int64_t(avg) + int64_t(max)});
@@ -83,7 +83,7 @@ at::Tensor cbam_channel_pool_backward_cuda(const at::Tensor& grad_in, const at::
   const at::Tensor grad = grad_in.contiguous(), argmax = argmax_in.contiguous();
   at::Tensor dx = at::empty(x.sizes(), x.options());
   const auto stream = at::cuda::getCurrentCUDAStream();
-  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_channel_pool_backward_cuda", [&] {
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_channel_pool_bwd_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     channel_pool_backward_kernel<scalar_t, A><<<grid2d(B * C, N), kCbamThreads, 0, stream>>>(
         grad.data_ptr<scalar_t>(), max ? argmax.data_ptr<int64_t>() : nullptr, dx.data_ptr<scalar_t>(), B * C, N, avg,
@@ -93,10 +93,10 @@ at::Tensor cbam_channel_pool_backward_cuda(const at::Tensor& grad_in, const at::
   return dx;
 }
 
-std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cuda(const at::Tensor& x_in,
-                                                          const std::optional<at::Tensor>& c_in) {
-  cbam_check_x("cbam_spatial_pool", x_in, at::kCUDA);
-  cbam_check_gates("cbam_spatial_pool", x_in, c_in, std::nullopt);
+std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_fwd_cuda(const at::Tensor& x_in,
+                                                              const std::optional<at::Tensor>& c_in) {
+  cbam_check_x("cbam_spatial_pool_fwd", x_in, at::kCUDA);
+  cbam_check_gates("cbam_spatial_pool_fwd", x_in, c_in, std::nullopt);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const auto c = opt_contig(c_in);
@@ -104,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cuda(const at::Tensor& x_in
   at::Tensor pooled = at::empty({B, 2, H, W}, x.options());
   at::Tensor argmax = at::empty({B, H, W}, x.options().dtype(at::kLong));
   const auto stream = at::cuda::getCurrentCUDAStream();
-  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_cuda", [&] {
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_fwd_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* pp = pooled.data_ptr<scalar_t>();
@@ -117,10 +117,10 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cuda(const at::Tensor& x_in
   return {pooled, argmax};
 }
 
-std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in,
-                                                                   const std::optional<at::Tensor>& c_in,
-                                                                   const at::Tensor& argmax_in, bool input_grad) {
-  const char* op = "cbam_spatial_pool_backward";
+std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& x_in,
+                                                              const std::optional<at::Tensor>& c_in,
+                                                              const at::Tensor& argmax_in, bool input_grad) {
+  const char* op = "cbam_spatial_pool_bwd";
   cbam_check_x(op, x_in, at::kCUDA);
   cbam_check_gates(op, x_in, c_in, std::nullopt);
   const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3), N = H * W;
@@ -132,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cuda(const at::Ten
   at::Tensor dx = at::empty(input_grad ? x.sizes() : at::IntArrayRef{0}, x.options());
   at::Tensor dc = at::empty(c.has_value() ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options());
   const auto stream = at::cuda::getCurrentCUDAStream();
-  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_backward_cuda", [&] {
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_spatial_pool_bwd_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     if (input_grad) {
       spatial_pool_backward_dx_kernel<scalar_t, A><<<grid2d(B, N), kCbamThreads, 0, stream>>>(
@@ -149,17 +149,17 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_backward_cuda(const at::Ten
   return {dx, dc};
 }
 
-at::Tensor cbam_apply_cuda(const at::Tensor& x_in, const std::optional<at::Tensor>& c_in,
-                           const std::optional<at::Tensor>& s_in) {
-  cbam_check_x("cbam_apply", x_in, at::kCUDA);
-  cbam_check_gates("cbam_apply", x_in, c_in, s_in);
+at::Tensor cbam_apply_fwd_cuda(const at::Tensor& x_in, const std::optional<at::Tensor>& c_in,
+                               const std::optional<at::Tensor>& s_in) {
+  cbam_check_x("cbam_apply_fwd", x_in, at::kCUDA);
+  cbam_check_gates("cbam_apply_fwd", x_in, c_in, s_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const auto c = opt_contig(c_in), s = opt_contig(s_in);
   at::Tensor out = at::empty(x.sizes(), x.options());
   const int64_t rows = x.size(0) * x.size(1), N = x.size(2) * x.size(3);
   const auto stream = at::cuda::getCurrentCUDAStream();
-  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_cuda", [&] {
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_fwd_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.data_ptr<scalar_t>(), *sp = opt_ptr<scalar_t>(s);
     scalar_t* op = out.data_ptr<scalar_t>();
@@ -171,12 +171,12 @@ at::Tensor cbam_apply_cuda(const at::Tensor& x_in, const std::optional<at::Tenso
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cuda(const at::Tensor& grad_in,
-                                                                        const at::Tensor& x_in,
-                                                                        const std::optional<at::Tensor>& c_in,
-                                                                        const std::optional<at::Tensor>& s_in,
-                                                                        bool input_grad) {
-  const char* op = "cbam_apply_backward";
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_bwd_cuda(const at::Tensor& grad_in,
+                                                                   const at::Tensor& x_in,
+                                                                   const std::optional<at::Tensor>& c_in,
+                                                                   const std::optional<at::Tensor>& s_in,
+                                                                   bool input_grad) {
+  const char* op = "cbam_apply_bwd";
   cbam_check_x(op, x_in, at::kCUDA);
   cbam_check_gates(op, x_in, c_in, s_in);
   cbam_check_like(op, "grad", grad_in, x_in, x_in.sizes());
@@ -188,7 +188,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cuda(const at
   at::Tensor dc = at::empty(c.has_value() ? at::IntArrayRef{B, C} : at::IntArrayRef{0}, x.options());
   at::Tensor ds = at::empty(s.has_value() ? at::IntArrayRef{B, H, W} : at::IntArrayRef{0}, x.options());
   const auto stream = at::cuda::getCurrentCUDAStream();
-  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_backward_cuda", [&] {
+  SROPS_DISPATCH_CBAM(x.scalar_type(), "cbam_apply_bwd_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     if (input_grad || s.has_value()) {
       const scalar_t *gptr = grad.data_ptr<scalar_t>(), *xp = x.data_ptr<scalar_t>(), *sp = opt_ptr<scalar_t>(s);
@@ -211,11 +211,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbam_apply_backward_cuda(const at
   return {dx, dc, ds};
 }
 
-at::Tensor cbam_input_backward_cuda(const at::Tensor& grad_in, const std::optional<at::Tensor>& c_in,
-                                    const std::optional<at::Tensor>& s_in, const std::optional<at::Tensor>& gp_in,
-                                    const std::optional<at::Tensor>& sarg_in, const std::optional<at::Tensor>& gst_in,
-                                    const std::optional<at::Tensor>& carg_in, bool avg, bool max) {
-  cbam_check_input_backward("cbam_input_backward", grad_in, c_in, s_in, gp_in, sarg_in, gst_in, carg_in, avg, max,
+at::Tensor cbam_input_bwd_cuda(const at::Tensor& grad_in, const std::optional<at::Tensor>& c_in,
+                               const std::optional<at::Tensor>& s_in, const std::optional<at::Tensor>& gp_in,
+                               const std::optional<at::Tensor>& sarg_in, const std::optional<at::Tensor>& gst_in,
+                               const std::optional<at::Tensor>& carg_in, bool avg, bool max) {
+  cbam_check_input_backward("cbam_input_bwd", grad_in, c_in, s_in, gp_in, sarg_in, gst_in, carg_in, avg, max,
                             at::kCUDA);
   const c10::cuda::CUDAGuard guard(grad_in.device());
   const at::Tensor grad = grad_in.contiguous();
@@ -224,7 +224,7 @@ at::Tensor cbam_input_backward_cuda(const at::Tensor& grad_in, const std::option
   const int64_t B = grad.size(0), C = grad.size(1), N = grad.size(2) * grad.size(3);
   at::Tensor dx = at::empty(grad.sizes(), grad.options());
   const auto stream = at::cuda::getCurrentCUDAStream();
-  SROPS_DISPATCH_CBAM(grad.scalar_type(), "cbam_input_backward_cuda", [&] {
+  SROPS_DISPATCH_CBAM(grad.scalar_type(), "cbam_input_bwd_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     const scalar_t* gptr = grad.data_ptr<scalar_t>();
     scalar_t* dxp = dx.data_ptr<scalar_t>();

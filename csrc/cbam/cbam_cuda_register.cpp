@@ -7,13 +7,13 @@
 namespace srops {
 
 TORCH_LIBRARY_IMPL(srops, CUDA, m) {
-  m.impl("cbam_channel_pool", &cbam_channel_pool_cuda);
-  m.impl("cbam_channel_pool_backward", &cbam_channel_pool_backward_cuda);
-  m.impl("cbam_spatial_pool", &cbam_spatial_pool_cuda);
-  m.impl("cbam_spatial_pool_backward", &cbam_spatial_pool_backward_cuda);
-  m.impl("cbam_apply", &cbam_apply_cuda);
-  m.impl("cbam_apply_backward", &cbam_apply_backward_cuda);
-  m.impl("cbam_input_backward", &cbam_input_backward_cuda);
+  m.impl("cbam_channel_pool_fwd", &cbam_channel_pool_fwd_cuda);
+  m.impl("cbam_channel_pool_bwd", &cbam_channel_pool_bwd_cuda);
+  m.impl("cbam_spatial_pool_fwd", &cbam_spatial_pool_fwd_cuda);
+  m.impl("cbam_spatial_pool_bwd", &cbam_spatial_pool_bwd_cuda);
+  m.impl("cbam_apply_fwd", &cbam_apply_fwd_cuda);
+  m.impl("cbam_apply_bwd", &cbam_apply_bwd_cuda);
+  m.impl("cbam_input_bwd", &cbam_input_bwd_cuda);
 }
 
 }  // namespace srops

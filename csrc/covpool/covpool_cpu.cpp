@@ -6,7 +6,7 @@
 #include <torch/library.h>
 
 #include "covpool/covpool.h"
-#include "covpool_sqrtm/covpool_sqrtm.h"
+#include "covpool/covpool_sqrtm.h"
 
 namespace srops {
 

@@ -4,8 +4,8 @@
 #include "tests/cuda/emulation.h"
 
 #include "cbam/cbam_kernels.cuh"
-#include "covpool_sqrtm/covpool_sqrtm_kernels.cuh"
-#include "covpool_sqrtm/sqrtm_smem_kernels.cuh"
+#include "covpool/covpool_sqrtm_kernels.cuh"
+#include "covpool/sqrtm_smem_kernels.cuh"
 
 namespace ck = srops::cbam_kernels;
 namespace cv = srops::covpool_kernels;

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "cbam/cbam_kernels.cuh"
-#include "covpool_sqrtm/covpool_sqrtm_kernels.cuh"
+#include "covpool/covpool_sqrtm_kernels.cuh"
 
 namespace ck = srops::cbam_kernels;
 using Vec = std::vector<double>;

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "covpool_sqrtm/sqrtm_smem_kernels.cuh"
+#include "covpool/sqrtm_smem_kernels.cuh"
 
 namespace sq = srops::sqrtm_kernels;
 using Vec = std::vector<double>;

@@ -199,7 +199,7 @@ def test_cbam_cpu_backward_still_rejects_out_of_range_indices():
     gp = torch.randn(1, 2, 2, 2)
     bad = torch.full((1, 2, 2), 3, dtype=torch.int64)  # channel 3 of 3
     with pytest.raises(ValueError, match="spatial_argmax must hold channel indices"):
-        torch.ops.srops.cbam_input_backward(grad, None, None, gp, bad, None, None, True, False)
+        torch.ops.srops.cbam_input_bwd(grad, None, None, gp, bad, None, None, True, False)
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no host C++ compiler (g++)")

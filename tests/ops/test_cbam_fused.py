@@ -173,12 +173,12 @@ def test_ties_route_like_reference(kind, data):
 def test_tie_routing_explicit():
     """Independent of the reference: with ties, dx of the max statistic lands on the lowest index."""
     x = torch.tensor([[[[1.0, 3.0], [3.0, 2.0]]]], dtype=torch.float64)  # [1, 1, 2, 2]; max 3 at flat 1 and 2
-    stats, argmax = ops.cbam_channel_pool(x, False, True)
+    stats, argmax = ops.cbam_channel_pool_fwd(x, False, True)
     assert stats.item() == 3.0 and argmax.item() == 1
-    dx = ops.cbam_channel_pool_backward(torch.ones(1, 1, 1, dtype=torch.float64), x, argmax, False, True)
+    dx = ops.cbam_channel_pool_bwd(torch.ones(1, 1, 1, dtype=torch.float64), x, argmax, False, True)
     assert dx.flatten().tolist() == [0.0, 1.0, 0.0, 0.0]
     x2 = torch.tensor([2.0, 5.0, 5.0, 1.0], dtype=torch.float64).view(1, 4, 1, 1)  # channels 1 and 2 tie
-    pooled, am = ops.cbam_spatial_pool(x2, None)
+    pooled, am = ops.cbam_spatial_pool_fwd(x2, None)
     assert am.item() == 1 and pooled.flatten().tolist() == [5.0, 13.0 / 4]
 
 
@@ -205,7 +205,7 @@ def test_nan_propagates_like_reference():
     ref = F.cbam(x, mlp, conv, backend="reference")
     out = F.cbam(x, mlp, conv, backend="cpu")
     assert_close(out, ref, "out", equal_nan=True, **TOLERANCES[torch.float64])
-    stats, argmax = ops.cbam_channel_pool(x, True, True)
+    stats, argmax = ops.cbam_channel_pool_fwd(x, True, True)
     assert torch.isnan(stats[0, 2]).all() and argmax[0, 2].item() == 1 * 4 + 1
 
 
@@ -231,12 +231,12 @@ def test_gradcheck_ops_float64():
     c = torch.rand(2, 3, dtype=torch.float64, requires_grad=True)
     s = torch.rand(2, 3, 4, dtype=torch.float64, requires_grad=True)
     for avg, mx in ((True, True), (True, False), (False, True)):
-        assert torch.autograd.gradcheck(lambda t: ops.cbam_channel_pool(t, avg, mx)[0], (x,))
-    assert torch.autograd.gradcheck(lambda t, g: ops.cbam_spatial_pool(t, g)[0], (x, c))
-    assert torch.autograd.gradcheck(lambda t: ops.cbam_spatial_pool(t, None)[0], (x,))
-    assert torch.autograd.gradcheck(lambda t, g, h: ops.cbam_apply(t, g, h), (x, c, s))
-    assert torch.autograd.gradcheck(lambda t, g: ops.cbam_apply(t, g, None), (x, c))
-    assert torch.autograd.gradcheck(lambda t, h: ops.cbam_apply(t, None, h), (x, s))
+        assert torch.autograd.gradcheck(lambda t: ops.cbam_channel_pool_fwd(t, avg, mx)[0], (x,))
+    assert torch.autograd.gradcheck(lambda t, g: ops.cbam_spatial_pool_fwd(t, g)[0], (x, c))
+    assert torch.autograd.gradcheck(lambda t: ops.cbam_spatial_pool_fwd(t, None)[0], (x,))
+    assert torch.autograd.gradcheck(lambda t, g, h: ops.cbam_apply_fwd(t, g, h), (x, c, s))
+    assert torch.autograd.gradcheck(lambda t, g: ops.cbam_apply_fwd(t, g, None), (x, c))
+    assert torch.autograd.gradcheck(lambda t, h: ops.cbam_apply_fwd(t, None, h), (x, s))
 
 
 def test_gradcheck_cbam_end_to_end():
@@ -256,7 +256,7 @@ def test_gradcheck_cbam_end_to_end():
 @pytest.mark.parametrize("shape", [(2, 3, 1, 1), (3, 17, 7, 5), (2, 5, 67, 71), (2, 300, 16, 16)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_input_backward_is_the_sum_of_the_pass_gradients(shape, pool, device):
-    """cbam_input_backward's one-pass dx equals the three per-pass backward ops' x-gradients added, with
+    """cbam_input_bwd's one-pass dx equals the three per-pass backward ops' x-gradients added, with
     ties (repeated values) so that spatial and channel argmaxes meet on some elements. On CUDA, 16 × 16
     positions take the 16-byte packs and C = 300 two staging chunks of channel terms."""
     avg, mx = pool
@@ -264,31 +264,31 @@ def test_input_backward_is_the_sum_of_the_pass_gradients(shape, pool, device):
     kw = dict(dtype=torch.float64, device=device)
     x = torch.randint(0, 3, shape, device=device).double()
     c, s, g = torch.rand(B, C, **kw), torch.rand(B, H, W, **kw), torch.randn(shape, **kw)
-    _, am1 = ops.cbam_channel_pool(x, avg, mx)
-    _, am2 = ops.cbam_spatial_pool(x, c)
+    _, am1 = ops.cbam_channel_pool_fwd(x, avg, mx)
+    _, am2 = ops.cbam_spatial_pool_fwd(x, c)
     gp, gst = torch.randn(B, 2, H, W, **kw), torch.randn(B, C, int(avg) + int(mx), **kw)
-    expected = (ops.cbam_apply_backward(g, x, c, s)[0] + ops.cbam_spatial_pool_backward(gp, x, c, am2)[0]
-                + ops.cbam_channel_pool_backward(gst, x, am1, avg, mx))
-    dx = ops.cbam_input_backward(g, c, s, gp, am2, gst, am1 if mx else None, avg, mx)
+    expected = (ops.cbam_apply_bwd(g, x, c, s)[0] + ops.cbam_spatial_pool_bwd(gp, x, c, am2)[0]
+                + ops.cbam_channel_pool_bwd(gst, x, am1, avg, mx))
+    dx = ops.cbam_input_bwd(g, c, s, gp, am2, gst, am1 if mx else None, avg, mx)
     assert_close(dx, expected, "dx")
     # each piece alone: without pooled gradients, without gates
-    assert_close(ops.cbam_input_backward(g, c, s, None, None, None, None, avg, mx),
-                 ops.cbam_apply_backward(g, x, c, s)[0], "dx (apply only)")
-    assert_close(ops.cbam_input_backward(g, None, None, gp, am2, None, None, avg, mx),
-                 g + ops.cbam_spatial_pool_backward(gp, x, None, am2)[0], "dx (no gates)")
+    assert_close(ops.cbam_input_bwd(g, c, s, None, None, None, None, avg, mx),
+                 ops.cbam_apply_bwd(g, x, c, s)[0], "dx (apply only)")
+    assert_close(ops.cbam_input_bwd(g, None, None, gp, am2, None, None, avg, mx),
+                 g + ops.cbam_spatial_pool_bwd(gp, x, None, am2)[0], "dx (no gates)")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "misaligned"])
 def test_cuda_vectorised_ops_against_cpu(dtype, offset):
-    """CUDA cbam_apply, cbam_spatial_pool, cbam_apply_backward and cbam_input_backward against the CPU kernels,
+    """CUDA cbam_apply_fwd, cbam_spatial_pool_fwd, cbam_apply_bwd and cbam_input_bwd against the CPU kernels,
     on 16-byte-aligned tensors (packs) and on views one element into their storage (the one-element path)."""
     B, C, H, W = 2, 40, 16, 24
     x, g, c, s = (torch.randn(*shape).to(dtype) for shape in ((B, C, H, W), (B, C, H, W), (B, C), (B, H, W)))
     gp, gst = torch.randn(B, 2, H, W).to(dtype), torch.randn(B, C, 2).to(dtype)
-    _, am1 = ops.cbam_channel_pool(x, True, True)
-    _, am2 = ops.cbam_spatial_pool(x, c)
+    _, am1 = ops.cbam_channel_pool_fwd(x, True, True)
+    _, am2 = ops.cbam_spatial_pool_fwd(x, c)
 
     def placed(a, dev, dt):
         """a in dt on dev, `offset` elements into its storage."""
@@ -296,11 +296,11 @@ def test_cuda_vectorised_ops_against_cpu(dtype, offset):
 
     def on(dev, dt=dtype):
         xd, gd, cd, sd, gpd, gstd = (placed(a, dev, dt) for a in (x, g, c, s, gp, gst))
-        pooled, sarg = ops.cbam_spatial_pool(xd, cd)
-        dx, dc, ds = ops.cbam_apply_backward(gd, xd, cd, sd, True)
-        return {"apply": ops.cbam_apply(xd, cd, sd), "spatial_pool": pooled, "spatial_argmax": sarg,
+        pooled, sarg = ops.cbam_spatial_pool_fwd(xd, cd)
+        dx, dc, ds = ops.cbam_apply_bwd(gd, xd, cd, sd, True)
+        return {"apply": ops.cbam_apply_fwd(xd, cd, sd), "spatial_pool": pooled, "spatial_argmax": sarg,
                 "apply_backward dx": dx, "apply_backward dc": dc, "apply_backward ds": ds,
-                "input_backward": ops.cbam_input_backward(gd, cd, sd, gpd, am2.to(dev), gstd, am1.to(dev), True, True)}
+                "input_backward": ops.cbam_input_bwd(gd, cd, sd, gpd, am2.to(dev), gstd, am1.to(dev), True, True)}
 
     got, want, oracle = on("cuda"), on("cpu"), on("cpu", torch.float64)  # the oracle: the same values in float64
     for name, w in want.items():
@@ -315,12 +315,12 @@ def test_gate_only_backward_ops_match_full():
     """input_grad=False returns an empty dx and the same gate gradients."""
     x, g = torch.randn(2, 5, 7, 6, dtype=torch.float64), torch.randn(2, 5, 7, 6, dtype=torch.float64)
     c, s = torch.rand(2, 5, dtype=torch.float64), torch.rand(2, 7, 6, dtype=torch.float64)
-    _, am2 = ops.cbam_spatial_pool(x, c)
+    _, am2 = ops.cbam_spatial_pool_fwd(x, c)
     gp = torch.randn(2, 2, 7, 6, dtype=torch.float64)
-    full, gates = ops.cbam_apply_backward(g, x, c, s), ops.cbam_apply_backward(g, x, c, s, False)
+    full, gates = ops.cbam_apply_bwd(g, x, c, s), ops.cbam_apply_bwd(g, x, c, s, False)
     assert gates[0].numel() == 0
     assert_close(gates[1], full[1], "dc"), assert_close(gates[2], full[2], "ds")
-    full, gates = ops.cbam_spatial_pool_backward(gp, x, c, am2), ops.cbam_spatial_pool_backward(gp, x, c, am2, False)
+    full, gates = ops.cbam_spatial_pool_bwd(gp, x, c, am2), ops.cbam_spatial_pool_bwd(gp, x, c, am2, False)
     assert gates[0].numel() == 0
     assert_close(gates[1], full[1], "dc")
 
@@ -390,27 +390,27 @@ def _opcheck_cases(device: str) -> list:
     c = torch.rand(2, 5, **kw, requires_grad=True)
     s = torch.rand(2, 3, 4, **kw, requires_grad=True)
     with torch.no_grad():
-        _, am1 = ops.cbam_channel_pool(x, True, True)
-        _, am2 = ops.cbam_spatial_pool(x, c)
+        _, am1 = ops.cbam_channel_pool_fwd(x, True, True)
+        _, am2 = ops.cbam_spatial_pool_fwd(x, c)
     g = torch.randn(2, 5, 3, 4, **kw)
     return [
-        (ops.cbam_channel_pool.default, (x, True, True)),
-        (ops.cbam_channel_pool.default, (x, True, False)),
-        (ops.cbam_channel_pool_backward.default, (torch.randn(2, 5, 2, **kw), x.detach(), am1, True, True)),
-        (ops.cbam_spatial_pool.default, (x, c)),
-        (ops.cbam_spatial_pool.default, (x, None)),
-        (ops.cbam_spatial_pool_backward.default, (torch.randn(2, 2, 3, 4, **kw), x.detach(), c.detach(), am2)),
-        (ops.cbam_apply.default, (x, c, s)),
-        (ops.cbam_apply.default, (x, None, s)),
-        (ops.cbam_apply_backward.default, (g, x.detach(), c.detach(), s.detach())),
-        (ops.cbam_apply_backward.default, (g, x.detach(), c.detach(), None)),
-        (ops.cbam_apply_backward.default, (g, x.detach(), c.detach(), s.detach(), False)),
-        (ops.cbam_spatial_pool_backward.default, (torch.randn(2, 2, 3, 4, **kw), x.detach(), c.detach(), am2, False)),
-        (ops.cbam_input_backward.default, (g, c.detach(), s.detach(), torch.randn(2, 2, 3, 4, **kw), am2,
+        (ops.cbam_channel_pool_fwd.default, (x, True, True)),
+        (ops.cbam_channel_pool_fwd.default, (x, True, False)),
+        (ops.cbam_channel_pool_bwd.default, (torch.randn(2, 5, 2, **kw), x.detach(), am1, True, True)),
+        (ops.cbam_spatial_pool_fwd.default, (x, c)),
+        (ops.cbam_spatial_pool_fwd.default, (x, None)),
+        (ops.cbam_spatial_pool_bwd.default, (torch.randn(2, 2, 3, 4, **kw), x.detach(), c.detach(), am2)),
+        (ops.cbam_apply_fwd.default, (x, c, s)),
+        (ops.cbam_apply_fwd.default, (x, None, s)),
+        (ops.cbam_apply_bwd.default, (g, x.detach(), c.detach(), s.detach())),
+        (ops.cbam_apply_bwd.default, (g, x.detach(), c.detach(), None)),
+        (ops.cbam_apply_bwd.default, (g, x.detach(), c.detach(), s.detach(), False)),
+        (ops.cbam_spatial_pool_bwd.default, (torch.randn(2, 2, 3, 4, **kw), x.detach(), c.detach(), am2, False)),
+        (ops.cbam_input_bwd.default, (g, c.detach(), s.detach(), torch.randn(2, 2, 3, 4, **kw), am2,
                                            torch.randn(2, 5, 2, **kw), am1, True, True)),
-        (ops.cbam_input_backward.default, (g, None, s.detach(), torch.randn(2, 2, 3, 4, **kw), am2, None, None,
+        (ops.cbam_input_bwd.default, (g, None, s.detach(), torch.randn(2, 2, 3, 4, **kw), am2, None, None,
                                            True, True)),
-        (ops.cbam_input_backward.default, (g, c.detach(), None, None, None, torch.randn(2, 5, 1, **kw), None,
+        (ops.cbam_input_bwd.default, (g, c.detach(), None, None, None, torch.randn(2, 5, 1, **kw), None,
                                            True, False)),
     ]
 
@@ -437,37 +437,37 @@ def test_bad_inputs():
         F.cbam(x, 3, mlp, backend="cpu")
     with pytest.raises(ValueError, match=r"srops\.channel_attention: 'pool'"):
         F.channel_attention(x, mlp, ("avg", "min"), backend="cpu")
-    with pytest.raises(ValueError, match=r"cbam_channel_pool: at least one of avg and max"):
-        ops.cbam_channel_pool(x, False, False)
-    with pytest.raises(TypeError, match=r"cbam_channel_pool: x must be float16"):
-        ops.cbam_channel_pool(x.long(), True, True)
-    with pytest.raises(ValueError, match=r"cbam_spatial_pool: x must be a 4-D"):
-        ops.cbam_spatial_pool(x[0], None)
-    with pytest.raises(ValueError, match=r"cbam_apply: c must have shape \[2, 4\], got \[2, 5\]"):
-        ops.cbam_apply(x, torch.rand(2, 5), None)
-    with pytest.raises(TypeError, match=r"cbam_apply: s must have dtype Float like x, got Double"):
-        ops.cbam_apply(x, None, torch.rand(2, 3, 3, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"cbam_apply: x must be non-empty"):
-        ops.cbam_apply(torch.randn(0, 4, 3, 3), None, None)
-    with pytest.raises(ValueError, match=r"cbam_channel_pool_backward: argmax must hold indices"):
-        ops.cbam_channel_pool_backward(torch.ones(2, 4, 1), x, torch.full((2, 4), 9), False, True)
-    with pytest.raises(TypeError, match=r"cbam_spatial_pool_backward: argmax must have dtype int64"):
-        ops.cbam_spatial_pool_backward(torch.ones(2, 2, 3, 3), x, None, torch.zeros(2, 3, 3))
-    with pytest.raises(ValueError, match=r"cbam_apply_backward: grad must have shape"):
-        ops.cbam_apply_backward(torch.ones(2, 4, 3, 4), x, None, None)
+    with pytest.raises(ValueError, match=r"cbam_channel_pool_fwd: at least one of avg and max"):
+        ops.cbam_channel_pool_fwd(x, False, False)
+    with pytest.raises(TypeError, match=r"cbam_channel_pool_fwd: x must be float16"):
+        ops.cbam_channel_pool_fwd(x.long(), True, True)
+    with pytest.raises(ValueError, match=r"cbam_spatial_pool_fwd: x must be a 4-D"):
+        ops.cbam_spatial_pool_fwd(x[0], None)
+    with pytest.raises(ValueError, match=r"cbam_apply_fwd: c must have shape \[2, 4\], got \[2, 5\]"):
+        ops.cbam_apply_fwd(x, torch.rand(2, 5), None)
+    with pytest.raises(TypeError, match=r"cbam_apply_fwd: s must have dtype Float like x, got Double"):
+        ops.cbam_apply_fwd(x, None, torch.rand(2, 3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"cbam_apply_fwd: x must be non-empty"):
+        ops.cbam_apply_fwd(torch.randn(0, 4, 3, 3), None, None)
+    with pytest.raises(ValueError, match=r"cbam_channel_pool_bwd: argmax must hold indices"):
+        ops.cbam_channel_pool_bwd(torch.ones(2, 4, 1), x, torch.full((2, 4), 9), False, True)
+    with pytest.raises(TypeError, match=r"cbam_spatial_pool_bwd: argmax must have dtype int64"):
+        ops.cbam_spatial_pool_bwd(torch.ones(2, 2, 3, 3), x, None, torch.zeros(2, 3, 3))
+    with pytest.raises(ValueError, match=r"cbam_apply_bwd: grad must have shape"):
+        ops.cbam_apply_bwd(torch.ones(2, 4, 3, 4), x, None, None)
     am2 = torch.zeros(2, 3, 3, dtype=torch.long)
-    with pytest.raises(ValueError, match=r"cbam_input_backward: grad_pooled and spatial_argmax must be given together"):
-        ops.cbam_input_backward(x, None, None, torch.ones(2, 2, 3, 3), None, None, None, True, True)
-    with pytest.raises(ValueError, match=r"cbam_input_backward: spatial_argmax must hold channel indices"):
-        ops.cbam_input_backward(x, None, None, torch.ones(2, 2, 3, 3), am2 + 4, None, None, True, True)
-    with pytest.raises(ValueError, match=r"cbam_input_backward: channel_argmax must be given exactly when max"):
-        ops.cbam_input_backward(x, None, None, None, None, torch.ones(2, 4, 2), None, True, True)
-    with pytest.raises(ValueError, match=r"cbam_input_backward: grad_stats must have shape \[2, 4, 1\]"):
-        ops.cbam_input_backward(x, None, None, None, None, torch.ones(2, 4, 2), None, True, False)
-    with pytest.raises(ValueError, match=r"cbam_input_backward: channel_argmax must hold indices in \[0, H\*W\)"):
-        ops.cbam_input_backward(x, None, None, None, None, torch.ones(2, 4, 1), torch.full((2, 4), 9), False, True)
-    with pytest.raises(TypeError, match=r"cbam_input_backward: c must have dtype Float like x"):
-        ops.cbam_input_backward(x, torch.rand(2, 4, dtype=torch.float64), None, None, None, None, None, True, True)
+    with pytest.raises(ValueError, match=r"cbam_input_bwd: grad_pooled and spatial_argmax must be given together"):
+        ops.cbam_input_bwd(x, None, None, torch.ones(2, 2, 3, 3), None, None, None, True, True)
+    with pytest.raises(ValueError, match=r"cbam_input_bwd: spatial_argmax must hold channel indices"):
+        ops.cbam_input_bwd(x, None, None, torch.ones(2, 2, 3, 3), am2 + 4, None, None, True, True)
+    with pytest.raises(ValueError, match=r"cbam_input_bwd: channel_argmax must be given exactly when max"):
+        ops.cbam_input_bwd(x, None, None, None, None, torch.ones(2, 4, 2), None, True, True)
+    with pytest.raises(ValueError, match=r"cbam_input_bwd: grad_stats must have shape \[2, 4, 1\]"):
+        ops.cbam_input_bwd(x, None, None, None, None, torch.ones(2, 4, 2), None, True, False)
+    with pytest.raises(ValueError, match=r"cbam_input_bwd: channel_argmax must hold indices in \[0, H\*W\)"):
+        ops.cbam_input_bwd(x, None, None, None, None, torch.ones(2, 4, 1), torch.full((2, 4), 9), False, True)
+    with pytest.raises(TypeError, match=r"cbam_input_bwd: c must have dtype Float like x"):
+        ops.cbam_input_bwd(x, torch.rand(2, 4, dtype=torch.float64), None, None, None, None, None, True, True)
 
 
 # ---- CUDA kernels (run only where a GPU is visible) ---------------------------------------------------
@@ -509,8 +509,8 @@ def test_cuda_channel_pool_split_rows(shape, data):
     if data == "nan":
         x.view(-1)[x.numel() // 2] = float("nan")
     for avg, mx in ((True, True), (False, True), (True, False)):
-        stats_cpu, am_cpu = ops.cbam_channel_pool(x, avg, mx)
-        stats_gpu, am_gpu = ops.cbam_channel_pool(x.cuda(), avg, mx)
+        stats_cpu, am_cpu = ops.cbam_channel_pool_fwd(x, avg, mx)
+        stats_gpu, am_gpu = ops.cbam_channel_pool_fwd(x.cuda(), avg, mx)
         tol = float64_tolerance(shape[2] * shape[3])  # a mean over H·W values of scale 1, summed in another order
         torch.testing.assert_close(stats_gpu.cpu(), stats_cpu, equal_nan=True, **tol)
         assert torch.equal(am_gpu.cpu(), am_cpu)

@@ -16,12 +16,12 @@ def test_spatial_pool_argmax_exact_above_2_pow_24() -> None:
     C = 2**24 + 3
     x = torch.zeros(1, C, 1, 1)
     x[0, 2**24 + 1] = 1.0
-    pooled, argmax = ops.cbam_spatial_pool(x, None)
+    pooled, argmax = ops.cbam_spatial_pool_fwd(x, None)
     assert argmax.dtype == torch.int64
     assert int(argmax) == 2**24 + 1
     grad = torch.zeros(1, 2, 1, 1)
     grad[0, 0] = 1.0  # the max channel's gradient only
-    dx, _ = ops.cbam_spatial_pool_backward(grad, x, None, argmax)
+    dx, _ = ops.cbam_spatial_pool_bwd(grad, x, None, argmax)
     assert dx[0, 2**24 + 1, 0, 0] == 1.0 and dx.sum() == 1.0
 
 

@@ -84,9 +84,9 @@ def test_gradgradcheck_cbam_registered_ops():
     ops = torch.ops.srops
     x, c, s = _x(2, 3, 4, 5), torch.rand(2, 3, dtype=torch.float64, requires_grad=True), torch.rand(
         2, 4, 5, dtype=torch.float64, requires_grad=True)
-    assert gradgradcheck(lambda t, cc, ss: ops.cbam_apply(t, cc, ss), (x, c, s))
-    assert gradgradcheck(lambda t, cc: ops.cbam_spatial_pool(t, cc)[0], (x, c))
-    assert gradgradcheck(lambda t: ops.cbam_channel_pool(t, True, True)[0], (x,))
+    assert gradgradcheck(lambda t, cc, ss: ops.cbam_apply_fwd(t, cc, ss), (x, c, s))
+    assert gradgradcheck(lambda t, cc: ops.cbam_spatial_pool_fwd(t, cc)[0], (x, c))
+    assert gradgradcheck(lambda t: ops.cbam_channel_pool_fwd(t, True, True)[0], (x,))
 
 
 def _discriminator(backend: str, kind: str) -> torch.nn.Module:

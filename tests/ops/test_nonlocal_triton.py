@@ -144,15 +144,15 @@ def test_backward_is_deterministic():
 def test_opcheck_forward_and_backward():
     q, k, v, grad = _inputs(2, 19, 11, 8, 12)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    torch.library.opcheck(torch.ops.srops.flash_nonlocal_fwd.default, (*leaves, 0.5))
-    out, stats = torch.ops.srops.flash_nonlocal_fwd(q, k, v, 0.5)
+    torch.library.opcheck(torch.ops.srops.nonlocal_attention_triton_fwd.default, (*leaves, 0.5))
+    out, stats = torch.ops.srops.nonlocal_attention_triton_fwd(q, k, v, 0.5)
     assert stats.dtype == torch.float32 and stats.shape == (2, 2, 19)
-    torch.library.opcheck(torch.ops.srops.flash_nonlocal_bwd.default, (grad, q, k, v, out, stats, 0.5))
+    torch.library.opcheck(torch.ops.srops.nonlocal_attention_triton_bwd.default, (grad, q, k, v, out, stats, 0.5))
 
 
 def test_stats_are_base2_row_max_and_logsumexp():
     q, k, v, _ = _inputs(2, 19, 11, 8, 12)
-    _, stats = torch.ops.srops.flash_nonlocal_fwd(q, k, v, 0.5)
+    _, stats = torch.ops.srops.nonlocal_attention_triton_fwd(q, k, v, 0.5)
     for name, got, want in _stats_expected(q, k, 0.5, stats):
         assert_close_to_oracle(got, want[torch.float32], want[torch.float64], name,
                                floor=ulp_floor(torch.float32, want[torch.float64]))

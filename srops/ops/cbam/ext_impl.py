@@ -2,12 +2,12 @@
 
 Three passes over x ``[B, C, H, W]`` (see ``csrc/cbam/cbam.h``):
 
-1. ``cbam_channel_pool(x, avg, max)`` → stats ``[B, C, P]`` (avg first) and the argmax ``[B, C]``
+1. ``cbam_channel_pool_fwd(x, avg, max)`` → stats ``[B, C, P]`` (avg first) and the argmax ``[B, C]``
    of each channel's max over H·W; the MLP (a callable) maps each pooled ``[B, C]`` vector to
    logits and c = σ(Σ_p logits_p) ``[B, C]``.
-2. ``cbam_spatial_pool(x, c)`` → ``[B, 2, H, W]`` = [max_C, mean_C] of y = x·c without writing y,
+2. ``cbam_spatial_pool_fwd(x, c)`` → ``[B, 2, H, W]`` = [max_C, mean_C] of y = x·c without writing y,
    and the argmax channel ``[B, H, W]``; the conv callable and a sigmoid give s ``[B, 1, H, W]``.
-3. ``cbam_apply(x, c, s)`` → x·c·s.
+3. ``cbam_apply_fwd(x, c, s)`` → x·c·s.
 
 Channel attention alone is passes 1 and 3 with ``s=None``; spatial attention alone is passes 2
 and 3 with ``c=None``.
@@ -15,15 +15,15 @@ and 3 with ``c=None``.
 Backward, eager mode (the fused backward): x's gradient is written once. The pass that reads x
 first (channel pooling, or spatial pooling when there is no channel gate) is the only autograd
 node that takes x; the later passes take x detached and their backward ops return only the gate
-gradients (``input_grad=False``: ``cbam_apply_backward`` reads grad and x for dc and ds,
-``cbam_spatial_pool_backward`` reads x for dc) and leave grad and the pooled gradient in a
+gradients (``input_grad=False``: ``cbam_apply_bwd`` reads grad and x for dc and ds,
+``cbam_spatial_pool_bwd`` reads x for dc) and leave grad and the pooled gradient in a
 ``_InputGrad`` shared by the three nodes. Autograd runs the first pass's node last, since every
-gate depends on it (``cbam_apply`` also takes its output as an anchor, so this holds for any MLP
+gate depends on it (``cbam_apply_fwd`` also takes its output as an anchor, so this holds for any MLP
 or conv); its backward then writes dx = c·(grad·s + dpool_spatial) + dpool_channel with
-``cbam_input_backward``: one read of grad and x's write, instead of three x-sized gradients that
+``cbam_input_bwd``: one read of grad and x's write, instead of three x-sized gradients that
 autograd would add. Backward traffic: reads of grad, x, x, grad and one write.
 
-Under ``torch.compile`` (or where ``cbam_input_backward`` has no kernel) each pass is an op with
+Under ``torch.compile`` (or where ``cbam_input_bwd`` has no kernel) each pass is an op with
 its own registered backward op (below), whose x-gradients autograd adds; the MLP's and conv's
 parameters get their gradients through ordinary autograd in both modes.
 
@@ -53,27 +53,27 @@ _ops = torch.ops.srops
 # ---- fake (meta) implementations -----------------------------------------------------------
 
 
-@torch.library.register_fake("srops::cbam_channel_pool")
+@torch.library.register_fake("srops::cbam_channel_pool_fwd")
 def _channel_pool_fake(x: torch.Tensor, avg: bool, max: bool) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: A002
     B, C = x.shape[:2]
     stats = x.new_empty(B, C, int(avg) + int(max))
     return stats, x.new_empty((B, C) if max else (0,), dtype=torch.int64)
 
 
-@torch.library.register_fake("srops::cbam_channel_pool_backward")
+@torch.library.register_fake("srops::cbam_channel_pool_bwd")
 def _channel_pool_backward_fake(
     grad_stats: torch.Tensor, x: torch.Tensor, argmax: torch.Tensor, avg: bool, max: bool  # noqa: A002
 ) -> torch.Tensor:
     return x.new_empty(x.shape)
 
 
-@torch.library.register_fake("srops::cbam_spatial_pool")
+@torch.library.register_fake("srops::cbam_spatial_pool_fwd")
 def _spatial_pool_fake(x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     B, _, H, W = x.shape
     return x.new_empty(B, 2, H, W), x.new_empty((B, H, W), dtype=torch.int64)
 
 
-@torch.library.register_fake("srops::cbam_spatial_pool_backward")
+@torch.library.register_fake("srops::cbam_spatial_pool_bwd")
 def _spatial_pool_backward_fake(
     grad_pooled: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None, argmax: torch.Tensor, input_grad: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,12 +81,12 @@ def _spatial_pool_backward_fake(
     return dx, x.new_empty(tuple(x.shape[:2]) if c is not None else (0,))
 
 
-@torch.library.register_fake("srops::cbam_apply")
+@torch.library.register_fake("srops::cbam_apply_fwd")
 def _apply_fake(x: torch.Tensor, c: torch.Tensor | None, s: torch.Tensor | None) -> torch.Tensor:
     return x.new_empty(x.shape)
 
 
-@torch.library.register_fake("srops::cbam_apply_backward")
+@torch.library.register_fake("srops::cbam_apply_bwd")
 def _apply_backward_fake(
     grad: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None, s: torch.Tensor | None, input_grad: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,7 +110,7 @@ def _channel_pool_backward(ctx, grad_stats: torch.Tensor | None, _grad_argmax):
         return None, None, None
     if torch.is_grad_enabled():  # create_graph=True
         return grad_torch.channel_pool_grad(grad_stats, x, argmax, ctx.avg, ctx.max), None, None
-    return _ops.cbam_channel_pool_backward(grad_stats.contiguous(), x, argmax, ctx.avg, ctx.max), None, None
+    return _ops.cbam_channel_pool_bwd(grad_stats.contiguous(), x, argmax, ctx.avg, ctx.max), None, None
 
 
 def _spatial_pool_setup(ctx, inputs, output) -> None:
@@ -126,7 +126,7 @@ def _spatial_pool_backward(ctx, grad_pooled: torch.Tensor | None, _grad_argmax):
     if torch.is_grad_enabled():  # create_graph=True
         dx, dc = grad_torch.spatial_pool_grad(grad_pooled, x, c if ctx.has_c else None, argmax)
     else:
-        dx, dc = _ops.cbam_spatial_pool_backward(grad_pooled.contiguous(), x, c if ctx.has_c else None, argmax)
+        dx, dc = _ops.cbam_spatial_pool_bwd(grad_pooled.contiguous(), x, c if ctx.has_c else None, argmax)
     return (dx if ctx.needs_input_grad[0] else None), (dc if ctx.has_c and ctx.needs_input_grad[1] else None)
 
 
@@ -142,17 +142,19 @@ def _apply_backward(ctx, grad: torch.Tensor):
     if torch.is_grad_enabled():  # create_graph=True
         dx, dc, ds = grad_torch.apply_grad(grad, x, c, s)
     else:
-        dx, dc, ds = _ops.cbam_apply_backward(grad.contiguous(), x, c, s)
+        dx, dc, ds = _ops.cbam_apply_bwd(grad.contiguous(), x, c, s)
     need = ctx.needs_input_grad
     return (dx if need[0] else None), (dc if ctx.has_c and need[1] else None), (ds if ctx.has_s and need[2] else None)
 
 
-torch.library.register_autograd("srops::cbam_channel_pool", _channel_pool_backward, setup_context=_channel_pool_setup)
-torch.library.register_autograd("srops::cbam_spatial_pool", _spatial_pool_backward, setup_context=_spatial_pool_setup)
-torch.library.register_autograd("srops::cbam_apply", _apply_backward, setup_context=_apply_setup)
+torch.library.register_autograd("srops::cbam_channel_pool_fwd", _channel_pool_backward,
+                                setup_context=_channel_pool_setup)
+torch.library.register_autograd("srops::cbam_spatial_pool_fwd", _spatial_pool_backward,
+                                setup_context=_spatial_pool_setup)
+torch.library.register_autograd("srops::cbam_apply_fwd", _apply_backward, setup_context=_apply_setup)
 
 
-@torch.library.register_fake("srops::cbam_input_backward")
+@torch.library.register_fake("srops::cbam_input_bwd")
 def _input_backward_fake(grad, c, s, grad_pooled, spatial_argmax, grad_stats, channel_argmax, avg, max):  # noqa: A002
     return grad.new_empty(grad.shape)
 
@@ -182,7 +184,7 @@ class _InputGrad:
         """x's whole gradient as the input node's own part plus the later passes' (``dx_parts``).
 
         Used under create_graph (differentiable parts), and in a backward pass that does not reach
-        ``cbam_apply``'s node (e.g. the second backward of a gradient penalty), where each pass
+        ``cbam_apply_fwd``'s node (e.g. the second backward of a gradient penalty), where each pass
         that runs adds its own x-gradient.
         """
         dx = own
@@ -192,10 +194,10 @@ class _InputGrad:
         return dx
 
     def dx(self) -> torch.Tensor:
-        """The fused dx, once ``cbam_apply``'s node has run in this backward pass (it runs first)."""
+        """The fused dx, once ``cbam_apply_fwd``'s node has run in this backward pass (it runs first)."""
         has_pooled = self.grad_pooled is not None
         has_stats = self.grad_stats is not None
-        dx = _ops.cbam_input_backward(
+        dx = _ops.cbam_input_bwd(
             self.grad, self.c, self.s, self.grad_pooled, self.spatial_argmax if has_pooled else None,
             self.grad_stats, self.channel_argmax if has_stats and self.max else None, self.avg, self.max)
         self._clear()  # drop the references now; a retained graph's next backward sets them again
@@ -207,7 +209,7 @@ class _ChannelPoolInput(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, state: _InputGrad) -> torch.Tensor:
-        stats, argmax = _ops.cbam_channel_pool(x, state.avg, state.max)
+        stats, argmax = _ops.cbam_channel_pool_fwd(x, state.avg, state.max)
         state.channel_argmax = argmax if state.max else None
         ctx.state = state
         return stats
@@ -220,10 +222,10 @@ class _ChannelPoolInput(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True
             own = grad_torch.channel_pool_grad(grad_stats, state.x, state.channel_argmax, state.avg, state.max)
             return state.dx_sum(own), None
-        if state.grad is None:  # cbam_apply's node did not run in this pass: this pass's own dx
+        if state.grad is None:  # cbam_apply_fwd's node did not run in this pass: this pass's own dx
             x = state.x.detach()
             argmax = state.channel_argmax if state.max else x.new_empty(0, dtype=torch.int64)
-            own = _ops.cbam_channel_pool_backward(grad_stats.contiguous(), x, argmax, state.avg, state.max)
+            own = _ops.cbam_channel_pool_bwd(grad_stats.contiguous(), x, argmax, state.avg, state.max)
             return state.dx_sum(own), None
         state.grad_stats = grad_stats.contiguous()
         return state.dx(), None
@@ -234,7 +236,7 @@ class _SpatialPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, c: torch.Tensor | None, state: _InputGrad) -> torch.Tensor:
-        pooled, argmax = _ops.cbam_spatial_pool(x, c)
+        pooled, argmax = _ops.cbam_spatial_pool_fwd(x, c)
         state.spatial_argmax = argmax
         ctx.state, ctx.has_c = state, c is not None
         ctx.save_for_backward(x, c, argmax)
@@ -251,9 +253,9 @@ class _SpatialPool(torch.autograd.Function):
                 return state.dx_sum(dx), dc, None
             state.dx_parts.append(dx)
             return None, dc, None
-        if state.grad is None:  # cbam_apply's node did not run in this pass: this pass's own dx
+        if state.grad is None:  # cbam_apply_fwd's node did not run in this pass: this pass's own dx
             need_c = ctx.has_c and ctx.needs_input_grad[1]
-            dx, dc = _ops.cbam_spatial_pool_backward(grad_pooled.contiguous(), x, c, argmax, True)
+            dx, dc = _ops.cbam_spatial_pool_bwd(grad_pooled.contiguous(), x, c, argmax, True)
             dc = dc if need_c else None
             if ctx.needs_input_grad[0]:
                 return state.dx_sum(dx), dc, None
@@ -262,7 +264,7 @@ class _SpatialPool(torch.autograd.Function):
         state.grad_pooled = grad_pooled = grad_pooled.contiguous()
         dc = None
         if ctx.has_c and ctx.needs_input_grad[1]:
-            _, dc = _ops.cbam_spatial_pool_backward(grad_pooled, x, c, argmax, False)
+            _, dc = _ops.cbam_spatial_pool_bwd(grad_pooled, x, c, argmax, False)
         return (state.dx() if ctx.needs_input_grad[0] else None), dc, None
 
 
@@ -276,7 +278,7 @@ class _Apply(torch.autograd.Function):
         state.s = None if s is None else s.detach()
         ctx.state, ctx.has_c, ctx.has_s = state, c is not None, s is not None
         ctx.save_for_backward(x, c, s)
-        return _ops.cbam_apply(x, c, s)
+        return _ops.cbam_apply_fwd(x, c, s)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -289,7 +291,7 @@ class _Apply(torch.autograd.Function):
         ctx.state.grad = grad = grad.contiguous()
         dc = ds = None
         if (ctx.has_c and need[1]) or (ctx.has_s and need[2]):
-            _, dc, ds = _ops.cbam_apply_backward(grad, x, c, s, False)
+            _, dc, ds = _ops.cbam_apply_bwd(grad, x, c, s, False)
         return None, (dc if ctx.has_c and need[1] else None), (ds if ctx.has_s and need[2] else None), None, None
 
 
@@ -299,7 +301,7 @@ _DISPATCH_KEY = {"cpu": "CPU", "cuda": "CUDA"}
 def _fused_backward(x: torch.Tensor) -> bool:
     """The eager fused backward applies: not being traced, and the device has its kernel."""
     return not torch.compiler.is_compiling() and _ext.has_kernel(
-        "cbam_input_backward", _DISPATCH_KEY.get(x.device.type, ""))
+        "cbam_input_bwd", _DISPATCH_KEY.get(x.device.type, ""))
 
 
 def _gate_logits(stats: torch.Tensor, mlp: Fn, pool: Sequence[str], avg: bool) -> torch.Tensor:
@@ -340,13 +342,13 @@ def _attention_fused(x: torch.Tensor, mlp: Fn | None, conv: Fn | None, pool: Seq
 def _channel_gate(x: torch.Tensor, mlp: Fn, pool: Sequence[str]) -> torch.Tensor:
     """Passes 1 + MLP: c ``[B, C]`` in x's dtype."""
     avg = "avg" in pool
-    stats, _ = _ops.cbam_channel_pool(x, avg, "max" in pool)
+    stats, _ = _ops.cbam_channel_pool_fwd(x, avg, "max" in pool)
     return torch.sigmoid(_gate_logits(stats, mlp, pool, avg)).to(x.dtype)
 
 
 def _spatial_gate(x: torch.Tensor, c: torch.Tensor | None, conv: Fn) -> torch.Tensor:
     """Pass 2 + conv: s ``[B, 1, H, W]`` in x's dtype, computed on x·c (or x)."""
-    pooled, _ = _ops.cbam_spatial_pool(x, c)
+    pooled, _ = _ops.cbam_spatial_pool_fwd(x, c)
     return torch.sigmoid(_spatial_logits(pooled, conv)).to(x.dtype)
 
 
@@ -361,17 +363,17 @@ def spatial_gate_ext(x: torch.Tensor, conv: Fn) -> torch.Tensor:
 def channel_attention_ext(x: torch.Tensor, mlp: Fn, pool: Sequence[str]) -> torch.Tensor:
     if _fused_backward(x):
         return _attention_fused(x, mlp, None, pool)
-    return _ops.cbam_apply(x, _channel_gate(x, mlp, pool), None)
+    return _ops.cbam_apply_fwd(x, _channel_gate(x, mlp, pool), None)
 
 
 def spatial_attention_ext(x: torch.Tensor, conv: Fn) -> torch.Tensor:
     if _fused_backward(x):
         return _attention_fused(x, None, conv, ())
-    return _ops.cbam_apply(x, None, _spatial_gate(x, None, conv)[:, 0])
+    return _ops.cbam_apply_fwd(x, None, _spatial_gate(x, None, conv)[:, 0])
 
 
 def cbam_ext(x: torch.Tensor, mlp: Fn, conv: Fn, pool: Sequence[str]) -> torch.Tensor:
     if _fused_backward(x):
         return _attention_fused(x, mlp, conv, pool)
     c = _channel_gate(x, mlp, pool)
-    return _ops.cbam_apply(x, c, _spatial_gate(x, c, conv)[:, 0])
+    return _ops.cbam_apply_fwd(x, c, _spatial_gate(x, c, conv)[:, 0])

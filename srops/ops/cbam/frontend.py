@@ -47,8 +47,8 @@ for _op, _fn in (
 ):
     _backend.register(_backend.Backend(_op, "reference", _fn, devices=_ALL))
 
-_FUSED_OPS = ("cbam_channel_pool", "cbam_channel_pool_backward", "cbam_spatial_pool", "cbam_spatial_pool_backward",
-              "cbam_apply", "cbam_apply_backward")
+_FUSED_OPS = ("cbam_channel_pool_fwd", "cbam_channel_pool_bwd", "cbam_spatial_pool_fwd", "cbam_spatial_pool_bwd",
+              "cbam_apply_fwd", "cbam_apply_bwd")
 
 if _ext.HAS_EXT:
     from srops.ops.cbam import ext_impl as _fused

@@ -12,7 +12,7 @@ import torch
 
 def channel_pool_grad(grad_stats: torch.Tensor, x: torch.Tensor, argmax: torch.Tensor | None, avg: bool,
                       mx: bool) -> torch.Tensor:
-    """dx of ``cbam_channel_pool``: grad_stats ``[B, C, avg + max]`` → ``[B, C, H, W]``."""
+    """dx of ``cbam_channel_pool_fwd``: grad_stats ``[B, C, avg + max]`` → ``[B, C, H, W]``."""
     B, C, H, W = x.shape
     dx = grad_stats.new_zeros(B, C, H * W)
     if avg:
@@ -24,7 +24,7 @@ def channel_pool_grad(grad_stats: torch.Tensor, x: torch.Tensor, argmax: torch.T
 
 def spatial_pool_grad(grad_pooled: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None,
                       argmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(dx, dc) of ``cbam_spatial_pool``: grad_pooled ``[B, 2, H, W]`` ([max, mean] over channels of x·c)."""
+    """(dx, dc) of ``cbam_spatial_pool_fwd``: grad_pooled ``[B, 2, H, W]`` ([max, mean] over channels of x·c)."""
     C = x.shape[1]
     dy = (grad_pooled[:, 1:] / C).expand_as(x).scatter_add(1, argmax[:, None], grad_pooled[:, :1])
     if c is None:
@@ -34,7 +34,7 @@ def spatial_pool_grad(grad_pooled: torch.Tensor, x: torch.Tensor, c: torch.Tenso
 
 def apply_grad(grad: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None, s: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(dx, dc, ds) of ``cbam_apply`` (x·c·s) for the upstream gradient grad ``[B, C, H, W]``."""
+    """(dx, dc, ds) of ``cbam_apply_fwd`` (x·c·s) for the upstream gradient grad ``[B, C, H, W]``."""
     cc = c[:, :, None, None] if c is not None else None
     ss = s[:, None] if s is not None else None
     gc = grad if cc is None else grad * cc

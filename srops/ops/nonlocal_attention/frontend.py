@@ -63,11 +63,11 @@ class _TritonKernels:
 
     @staticmethod
     def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.ops.srops.flash_nonlocal_fwd(q, k, v, float(scale)))
+        return tuple(torch.ops.srops.nonlocal_attention_triton_fwd(q, k, v, float(scale)))
 
     @staticmethod
     def backward(grad, q, k, v, out, stats, scale: float):
-        return torch.ops.srops.flash_nonlocal_bwd(grad, q, k, v, out, stats, float(scale))
+        return torch.ops.srops.nonlocal_attention_triton_bwd(grad, q, k, v, out, stats, float(scale))
 
 
 def _sdpa_autograd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:

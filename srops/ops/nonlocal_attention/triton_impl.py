@@ -1,4 +1,4 @@
-"""Flash non-local attention in Triton: ``srops::flash_nonlocal_fwd`` / ``srops::flash_nonlocal_bwd``.
+"""Flash non-local attention in Triton: ``srops::nonlocal_attention_triton_fwd`` / ``_bwd``.
 
 Layouts (single head): q ``[B, N, d]``, k ``[B, M, d]``, v ``[B, M, dv]`` → out ``[B, N, dv]``.
 
@@ -176,27 +176,27 @@ def _bwd_impl(
 
 if TRITON_ERROR is None:
 
-    @torch.library.custom_op("srops::flash_nonlocal_fwd", mutates_args=())
-    def flash_nonlocal_fwd(
+    @torch.library.custom_op("srops::nonlocal_attention_triton_fwd", mutates_args=())
+    def nonlocal_attention_triton_fwd(
         q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Flash forward: ``(out [B, N, dv] in q's dtype, stats [B, 2, N] float32)`` (row max, log2 row sum)."""
         return _fwd_impl(q, k, v, scale)
 
-    @flash_nonlocal_fwd.register_fake
+    @nonlocal_attention_triton_fwd.register_fake
     def _fwd_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
         b, n, _ = q.shape
         return q.new_empty(b, n, v.shape[2]), q.new_empty(b, 2, n, dtype=torch.float32)
 
-    @torch.library.custom_op("srops::flash_nonlocal_bwd", mutates_args=())
-    def flash_nonlocal_bwd(
+    @torch.library.custom_op("srops::nonlocal_attention_triton_bwd", mutates_args=())
+    def nonlocal_attention_triton_bwd(
         grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
         stats: torch.Tensor, scale: float,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flash backward: ``(dq, dk, dv)``, contiguous, in the inputs' dtype; deterministic."""
         return _bwd_impl(grad, q, k, v, out, stats, scale)
 
-    @flash_nonlocal_bwd.register_fake
+    @nonlocal_attention_triton_bwd.register_fake
     def _bwd_fake(grad, q, k, v, out, stats, scale):
         return (torch.empty(q.shape, dtype=q.dtype, device=q.device),
                 torch.empty(k.shape, dtype=k.dtype, device=k.device),
@@ -211,17 +211,17 @@ if TRITON_ERROR is None:
 
     def _backward(ctx, grad_out: torch.Tensor, grad_stats: torch.Tensor | None):
         q, k, v, out, stats = ctx.saved_tensors
-        dq, dk, dv = torch.ops.srops.flash_nonlocal_bwd(grad_out, q, k, v, out, stats, ctx.scale)
+        dq, dk, dv = torch.ops.srops.nonlocal_attention_triton_bwd(grad_out, q, k, v, out, stats, ctx.scale)
         return dq, dk, dv, None
 
-    flash_nonlocal_fwd.register_autograd(_backward, setup_context=_setup_context)
+    nonlocal_attention_triton_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def nonlocal_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(q kᵀ · scale) v for q [B, N, d], k [B, M, d], v [B, M, dv] → [B, N, dv] on the flash kernels."""
     if TRITON_ERROR is not None:
         raise RuntimeError(f"srops.nonlocal_attention: backend 'triton' is unavailable: {TRITON_ERROR}")
-    return torch.ops.srops.flash_nonlocal_fwd(q, k, v, float(scale))[0]
+    return torch.ops.srops.nonlocal_attention_triton_fwd(q, k, v, float(scale))[0]
 
 
 def sass_kernels() -> list[tuple[str, object, tuple[str, ...]]]:

@@ -2,7 +2,7 @@
 #include <cmath>
 
 #include "common/checks.h"
-#include "covpool_sqrtm/covpool_sqrtm.h"
+#include "covpool/covpool_sqrtm.h"
 
 namespace srops {
 namespace {

@@ -1,4 +1,4 @@
-#include "covpool_sqrtm/centred_gemm.h"
+#include "covpool/centred_gemm.h"
 
 #include <c10/util/Exception.h>
 

@@ -7,8 +7,8 @@
 #include <c10/cuda/CUDAException.h>
 
 #include "common/cuda_device.cuh"
-#include "covpool_sqrtm/covpool_sqrtm_cuda.h"
-#include "covpool_sqrtm/sqrtm_smem_kernels.cuh"
+#include "covpool/covpool_sqrtm_cuda.h"
+#include "covpool/sqrtm_smem_kernels.cuh"
 
 namespace srops {
 namespace {
@@ -38,6 +38,27 @@ SqrtmPlan plan_for(K shared_kernel, int64_t C, int mats) {
   return plan;
 }
 
+// The launch choice of a per-sample kernel pair (its shared-memory and global-scratch instances), made
+// once for the forward and the backward: the kernel to launch, its dynamic shared memory, and the
+// [B, mats, C, C] scratch the Scratch path works in (empty, and a null pointer, on the Shared path).
+template <typename T, typename K>
+struct SmemLaunch {
+  bool shared;
+  K kernel;
+  int64_t dynamic_smem;
+  at::Tensor scratch;
+  T* scratch_ptr() { return shared ? nullptr : scratch.data_ptr<T>(); }
+};
+
+template <typename T, typename K>
+SmemLaunch<T, K> choose_launch(K shared_kernel, K scratch_kernel, const at::Tensor& a, int mats) {
+  const int64_t B = a.size(0), C = a.size(1);
+  const SqrtmPlan plan = plan_for<T>(shared_kernel, C, mats);
+  const bool shared = plan.path == SqrtmPath::Shared;
+  return {shared, shared ? shared_kernel : scratch_kernel, plan.dynamic_smem,
+          at::empty(shared ? at::IntArrayRef{0} : at::IntArrayRef{B, mats, C, C}, a.options())};
+}
+
 }  // namespace
 
 bool sqrtm_forward_smem(const at::Tensor& a, const at::Tensor& trace, int64_t N, bool row_mean, at::Tensor& out,
@@ -46,14 +67,11 @@ bool sqrtm_forward_smem(const at::Tensor& a, const at::Tensor& trace, int64_t N,
   if (C > kMaxPerSampleC) return false;
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "covpool_sqrtm_fwd_smem", [&] {
-    const SqrtmPlan plan = plan_for<scalar_t>(sqrtm_kernels::forward_kernel<scalar_t, true>, C, kSqrtmFwdMats);
-    const bool shared = plan.path == SqrtmPath::Shared;
-    at::Tensor scratch = at::empty(shared ? at::IntArrayRef{0} : at::IntArrayRef{B, kSqrtmFwdMats, C, C}, a.options());
-    const auto kernel =
-        shared ? sqrtm_kernels::forward_kernel<scalar_t, true> : sqrtm_kernels::forward_kernel<scalar_t, false>;
-    kernel<<<static_cast<unsigned>(B), kCovThreads, plan.dynamic_smem, stream>>>(
+    auto launch = choose_launch<scalar_t>(sqrtm_kernels::forward_kernel<scalar_t, true>,
+                                          sqrtm_kernels::forward_kernel<scalar_t, false>, a, kSqrtmFwdMats);
+    launch.kernel<<<static_cast<unsigned>(B), kCovThreads, launch.dynamic_smem, stream>>>(
         a.data_ptr<scalar_t>(), trace.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), states.data_ptr<scalar_t>(),
-        static_cast<int>(C), static_cast<int>(N), row_mean, shared ? nullptr : scratch.data_ptr<scalar_t>());
+        static_cast<int>(C), static_cast<int>(N), row_mean, launch.scratch_ptr());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return true;
@@ -65,15 +83,12 @@ bool sqrtm_backward_smem(const at::Tensor& grad, const at::Tensor& out, const at
   if (C > kMaxPerSampleC) return false;
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "covpool_sqrtm_bwd_smem", [&] {
-    const SqrtmPlan plan = plan_for<scalar_t>(sqrtm_kernels::backward_kernel<scalar_t, true>, C, kSqrtmBwdMats);
-    const bool shared = plan.path == SqrtmPath::Shared;
-    at::Tensor scratch = at::empty(shared ? at::IntArrayRef{0} : at::IntArrayRef{B, kSqrtmBwdMats, C, C}, a.options());
-    const auto kernel =
-        shared ? sqrtm_kernels::backward_kernel<scalar_t, true> : sqrtm_kernels::backward_kernel<scalar_t, false>;
-    kernel<<<static_cast<unsigned>(B), kCovThreads, plan.dynamic_smem, stream>>>(
+    auto launch = choose_launch<scalar_t>(sqrtm_kernels::backward_kernel<scalar_t, true>,
+                                          sqrtm_kernels::backward_kernel<scalar_t, false>, a, kSqrtmBwdMats);
+    launch.kernel<<<static_cast<unsigned>(B), kCovThreads, launch.dynamic_smem, stream>>>(
         grad.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), states.data_ptr<scalar_t>(),
         trace.data_ptr<scalar_t>(), M, static_cast<int>(C), static_cast<int>(N), row_mean, gx.data_ptr<scalar_t>(),
-        shared ? nullptr : scratch.data_ptr<scalar_t>());
+        launch.scratch_ptr());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return true;

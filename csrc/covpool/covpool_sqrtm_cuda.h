@@ -5,7 +5,7 @@
 #ifdef SROPS_WITH_CUDA
 #include <ATen/ATen.h>
 
-#include "covpool_sqrtm/covpool_sqrtm.h"
+#include "covpool/covpool_sqrtm.h"
 
 namespace srops {
 

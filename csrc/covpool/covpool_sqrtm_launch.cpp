@@ -1,4 +1,4 @@
-#include "covpool_sqrtm/covpool_sqrtm_launch.h"
+#include "covpool/covpool_sqrtm_launch.h"
 
 #include <algorithm>
 

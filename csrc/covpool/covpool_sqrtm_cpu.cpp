@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "common/cpu_isa.h"
-#include "covpool_sqrtm/covpool_sqrtm.h"
+#include "covpool/covpool_sqrtm.h"
 
 namespace srops {
 namespace {

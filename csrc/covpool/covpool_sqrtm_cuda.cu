@@ -20,10 +20,10 @@
 #include "common/checks.h"
 #include "common/cuda_device.cuh"
 #include "covpool/covpool.h"
-#include "covpool_sqrtm/covpool_sqrtm.h"
-#include "covpool_sqrtm/centred_gemm.h"
-#include "covpool_sqrtm/covpool_sqrtm_cuda.h"
-#include "covpool_sqrtm/covpool_sqrtm_kernels.cuh"
+#include "covpool/covpool_sqrtm.h"
+#include "covpool/centred_gemm.h"
+#include "covpool/covpool_sqrtm_cuda.h"
+#include "covpool/covpool_sqrtm_kernels.cuh"
 
 namespace srops {
 namespace {

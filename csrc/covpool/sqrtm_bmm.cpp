@@ -7,7 +7,7 @@
 // and commuting. Those identities hold in exact arithmetic only; for a rank-deficient Σ, Z grows as 1.5^k
 // on Σ's null space and the rewritten chain (Z dZ Z, Y dY Y) amplified its rounding far faster than this one
 // (float32 dx error 16× the reference's at 15 iterations, 250× at 20).
-#include "covpool_sqrtm/covpool_sqrtm.h"
+#include "covpool/covpool_sqrtm.h"
 
 namespace srops {
 

@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "common/cuda_compat.h"
-#include "covpool_sqrtm/covpool_sqrtm_launch.h"
+#include "covpool/covpool_sqrtm_launch.h"
 
 namespace srops {
 namespace sqrtm_kernels {

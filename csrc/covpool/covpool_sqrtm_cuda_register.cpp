@@ -2,7 +2,7 @@
 #ifdef SROPS_WITH_CUDA
 #include <torch/library.h>
 
-#include "covpool_sqrtm/covpool_sqrtm_cuda.h"
+#include "covpool/covpool_sqrtm_cuda.h"
 
 namespace srops {
 
