@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import srops.models  # noqa: F401  (registers the networks)
     from srops.models.data import ValImages
-    from srops.models.published import published_rows
     from srops.models.evaluation import evaluate, format_table, load_model, save_png, super_resolve
+    from srops.models.published import published_rows
     from srops.models.trainer import run
 
     t_start = time.perf_counter()

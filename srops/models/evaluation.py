@@ -98,8 +98,14 @@ def load_model(name: str, scale: int, checkpoint: str | None, device: torch.devi
     FileNotFoundError / ValueError (``srops.models.checkpoint.CheckpointError``) naming the file when the
     checkpoint is missing, unreadable, of another network or scale, or of another width than its config.
     """
-    from srops.models.checkpoint import (CheckpointError, build_network, load_checkpoint, load_weights, model_spec,
-                                         state_dict_of)
+    from srops.models.checkpoint import (
+        CheckpointError,
+        build_network,
+        load_checkpoint,
+        load_weights,
+        model_spec,
+        state_dict_of,
+    )
     from srops.models.objectives import NetIO, model_rgb_range
 
     who = "srops.models.test"
@@ -130,8 +136,14 @@ def load_model(name: str, scale: int, checkpoint: str | None, device: torch.devi
     FileNotFoundError / ValueError (``srops.models.checkpoint.CheckpointError``) naming the file when the
     checkpoint is missing, unreadable, of another network or scale, or of another width than its config.
     """
-    from srops.models.checkpoint import (CheckpointError, build_network, load_checkpoint, load_weights, model_spec,
-                                         state_dict_of)
+    from srops.models.checkpoint import (
+        CheckpointError,
+        build_network,
+        load_checkpoint,
+        load_weights,
+        model_spec,
+        state_dict_of,
+    )
     from srops.models.objectives import NetIO, model_rgb_range
 
     who = "srops.models.test"

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
-from srops.models.runstate import save_atomic
 from srops.models.logs import Progress, RunLog
+from srops.models.runstate import save_atomic
 from srops.models.schedules import WarmupCosineLR, progress_decay
 from srops.models.signals import StopSignals, ignore_stop_signals, signal_name
 from srops.models.threads import DEFAULT_THREADS, ThreadTuner

@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     import srops
     import srops.models  # noqa: F401  (registers the networks)
     from srops.info import device_name, results_dir, triton_version
-    from srops.models.data import ValImages
-    from srops.models.published import published_rows
-    from srops.models.evaluation import evaluate, format_table, load_model
     from srops.models.config import load_config
+    from srops.models.data import ValImages
+    from srops.models.evaluation import evaluate, format_table, load_model
+    from srops.models.published import published_rows
     from srops.models.trainer import run
 
     overrides = list(args.set)

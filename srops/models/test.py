@@ -18,11 +18,19 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+
 import torch
 
 # the scoring engine; its names are re-exported here, where they used to live
-from srops.models.evaluation import (evaluate, format_table, load_model, quantize, save_png,  # noqa: F401
-                                    score, super_resolve)
+from srops.models.evaluation import (  # noqa: F401
+    evaluate,
+    format_table,
+    load_model,
+    quantize,
+    save_png,
+    score,
+    super_resolve,
+)
 
 
 def resolve_models(models: list[str], checkpoints: list[str], scale: int | None, random_weights: bool

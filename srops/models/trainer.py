@@ -25,15 +25,13 @@ import torch.distributed as dist
 from torch import nn
 
 from srops.models import build
-from srops.models.registry import import_modules
-from srops.models.runstate import clean_stale_temporaries, rng_state, save_atomic, set_rng_state
 from srops.models.config import check_keys, check_values, resolve_folder
 from srops.models.data import TrainPatches, ValImages
-from srops.models.logs import Progress, RunLog
+from srops.models.objectives import ContentLoss, GanObjective, NetIO, model_rgb_range
+from srops.models.registry import import_modules
 from srops.models.rundir import RunLock, archive_run, earlier_run, refuse_earlier_run
-from srops.models.objectives import ContentLoss, GanObjective, NetIO, final_output, model_rgb_range
-from srops.models.schedules import ModelEMA, make_optim, progress_decay
-from srops.models.signals import StopSignals, signal_name
+from srops.models.runstate import clean_stale_temporaries, rng_state, save_atomic, set_rng_state
+from srops.models.schedules import ModelEMA, make_optim
 from srops.models.threads import check_threads
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 import sys
 import time
 from dataclasses import dataclass
