@@ -78,7 +78,7 @@ def check_result(op: str, arg: str, t: object, shape: Sequence[int], layout: str
     """Check that the callable ``arg`` returned a tensor of ``shape`` (named ``layout``, e.g. ``[B, C]``)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"srops.{op}: '{arg}' must return a torch.Tensor {layout}, got {type(t).__name__}")
-    if t.dim() != len(shape) or any(a != b for a, b in zip(t.shape, shape)):
+    if t.dim() != len(shape) or any(a != b for a, b in zip(t.shape, shape, strict=True)):
         want = tuple(int(s) for s in shape)
         raise ValueError(f"srops.{op}: '{arg}' must return logits {layout} = {want}, got shape {tuple(t.shape)}")
     return t

@@ -47,7 +47,7 @@ def compare(name: str, module: torch.nn.Module, x: torch.Tensor) -> list[str]:
         result = (out.detach(), xin.grad)
         if ref is None:
             ref = result
-        diff = max(float((a - b).abs().max()) for a, b in zip(result, ref))
+        diff = max(float((a - b).abs().max()) for a, b in zip(result, ref, strict=True))
         fwd = lambda: module(x)  # noqa: E731
         with torch.no_grad():
             ms = median_time_ms(fwd, x.device, repeats=3)

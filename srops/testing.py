@@ -132,5 +132,5 @@ def assert_low_precision_close(
 def assert_decreasing_above(errors: Sequence[float], floor: float, name: str = "") -> None:
     """Rule 2: each error is at most the one before while that one is above ``floor``; once an error is
     at or below ``floor``, the later ones stay at or below it (round-off may move them about there)."""
-    for i, (a, b) in enumerate(zip(errors, errors[1:])):
+    for i, (a, b) in enumerate(zip(errors, errors[1:], strict=False)):
         assert b <= max(a, floor), f"{name}: error {i + 1} ({b:.3e}) > error {i} ({a:.3e}) above the floor {floor:.3e}: {list(errors)}"

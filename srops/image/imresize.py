@@ -101,7 +101,7 @@ def contributions(in_length: int, out_length: int, scale: float, antialias: bool
 
 def output_size(in_size: Sequence[int], scale: Sequence[float]) -> tuple[int, int]:
     """MATLAB's output size for a scale factor: ``ceil(scale * in)`` per dimension."""
-    return tuple(int(math.ceil(s * n)) for s, n in zip(scale, in_size))  # type: ignore[return-value]
+    return tuple(int(math.ceil(s * n)) for s, n in zip(scale, in_size, strict=True))  # type: ignore[return-value]
 
 
 def _cubic_scalar(t: float) -> float:

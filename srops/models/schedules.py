@@ -53,7 +53,7 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
         """Record the run's progress ``frac`` (0..1, e.g. seconds / time budget) and the decay ``factor``;
         the optimiser's lr is recomputed for the next step."""
         self.progress, self.factor = max(self.progress, min(1.0, float(frac))), float(factor)
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 

@@ -54,7 +54,7 @@ def resolve_models(models: list[str], checkpoints: list[str], scale: int | None,
     learned = [m for m in models if m != "bicubic"]
     if len(checkpoints) > len(learned):
         raise ValueError(f"{len(checkpoints)} checkpoints for {len(learned)} non-bicubic models")
-    ckpts = dict(zip(learned, checkpoints))
+    ckpts = dict(zip(learned, checkpoints, strict=False))  # the first models take the checkpoints
     warnings = []
     untrained = [m for m in learned if m not in ckpts]
     if untrained and not random_weights:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     rows, failed = [], 0
-    for name, label in zip(models, labels):
+    for name, label in zip(models, labels, strict=True):
         try:
             model = load_model(name, args.scale, ckpts.get(name), device)
         except (FileNotFoundError, ValueError) as exc:

@@ -39,7 +39,7 @@ def _nonlocal(m: NonLocal2d, sd: Mapping[str, torch.Tensor], layout: str) -> dic
     d, pool = m.inter_channels, ".0." if m.sub_sample else "."
     out: dict[str, torch.Tensor] = {}
     for name in ("weight", "bias"):
-        for key, part in zip(("theta.", "phi" + pool, "g" + pool), sd["qkv." + name].split(d, dim=0)):
+        for key, part in zip(("theta.", "phi" + pool, "g" + pool), sd["qkv." + name].split(d, dim=0), strict=True):
             out[key + name] = part.clone()
     w = "W.0." if m.bn is not None else "W."
     out[w + "weight"], out[w + "bias"] = sd["out.weight"], sd["out.bias"]

@@ -46,7 +46,7 @@ class SRGANDiscriminator(nn.Module):
         check_positive("srgan_discriminator", input_size=input_size, in_channels=in_channels)
         layers: list[nn.Module] = []
         prev = in_channels
-        for i, (ch, stride) in enumerate(zip(CHANNELS, STRIDES)):
+        for i, (ch, stride) in enumerate(zip(CHANNELS, STRIDES, strict=True)):
             layers.append(conv(prev, ch, 3, stride=stride))
             if i > 0:
                 layers.append(nn.BatchNorm2d(ch))
