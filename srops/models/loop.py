@@ -5,8 +5,9 @@ Per iteration: one optimisation step; the ``progress_milestones`` decay; the log
 the time budget, a SIGTERM/SIGINT. The checkpoint due at an iteration is written first (recording whether a
 validation is due there and has not run: ``pending``), then the validation runs, and the checkpoint is
 written again to record it. A stop signal skips the validation, which stays pending; a resumed run (or one
-whose process died between checkpoint and validation) runs a pending validation before anything else. ``train.time_budget`` covers everything: the run stops when one more step plus the
-final validation and checkpoint (their last measured cost, or an estimate before the first) would not fit.
+whose process died between checkpoint and validation) runs a pending validation before anything else.
+``train.time_budget`` covers everything: the run stops when one more step plus the final validation and
+checkpoint (their last measured cost, or an estimate before the first) would not fit.
 """
 from __future__ import annotations
 
@@ -131,7 +132,8 @@ def _fit(t: "Trainer") -> dict:
                 frac = it / max(1, t.total)
                 final = 0.0  # seconds the final checkpoint and validation will take
                 if budget is not None:  # with validation, the checkpoint is written before and after it
-                    final = ckpt_cost * (2 if t.val is not None else 1) + (val_cost if val_cost is not None else _val_estimate(t, step_cost))
+                    final = (ckpt_cost * (2 if t.val is not None else 1)
+                             + (val_cost if val_cost is not None else _val_estimate(t, step_cost)))
                 if budget:
                     frac = max(frac, t.seconds() / budget)
                 t.decays_done = progress_decay(t.opt, t.cfg["schedule"], t.decays_done, frac)

@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         for folder, images in sets:
             save_dir = None if args.no_save else out / label / folder.name
             try:
-                res = evaluate(model, images, args.scale, device, self_ensemble=args.self_ensemble and name != "bicubic",
+                res = evaluate(model, images, args.scale, device,
+                               self_ensemble=args.self_ensemble and name != "bicubic",
                                save_dir=save_dir, progress=True, desc=f"{label} {folder.name}")
                 cells.append((res["psnr"], res["ssim"]))
             except ValueError as exc:

@@ -7,8 +7,8 @@ checkpoint due at an iteration is written before that iteration's validation. SI
 checkpoint and stop (``stopped_by``); a validation due at that iteration is recorded in the checkpoint as
 pending and runs first thing on resume (``validation: {"last": iteration of the last validation, "pending":
 bool}``). ``out_dir`` is locked while the run trains into it and a fresh run refuses a folder that holds an
-earlier run unless ``archive`` is set (see :mod:`srops.models.rundir`). A non-finite loss stops training with :class:`NonFiniteLossError`
-before anything is saved; the last good checkpoint stays untouched.
+earlier run unless ``archive`` is set (see :mod:`srops.models.rundir`). A non-finite loss stops training with
+:class:`NonFiniteLossError` before anything is saved; the last good checkpoint stays untouched.
 """
 from __future__ import annotations
 

@@ -147,7 +147,10 @@ class NonLocal2d(nn.Module):
         else:
             qkv = TF.conv2d(x, self.qkv.weight[:d], self.qkv.bias[:d]) if compiling else None
         # at most two of each; under torch.export always two, so that no side length is specialised
-        row_groups, col_groups = (export_spans(h, rh), export_spans(w, rw)) if exporting() else (spans(h, rh), spans(w, rw))
+        if exporting():
+            row_groups, col_groups = export_spans(h, rh), export_spans(w, rw)
+        else:
+            row_groups, col_groups = spans(h, rh), spans(w, rw)
         fresh = compiling and len(row_groups) == len(col_groups) == 1
         rows_out = []
         for rows in row_groups:

@@ -35,7 +35,8 @@ def _nonlocal(m: NonLocal2d, sd: Mapping[str, torch.Tensor], layout: str) -> dic
         _fail("NonLocal2d", layout, "the peers pool φ and g after their convolutions (sub_sample='before')")
     wrapped = layout == "san" and tuple(m.regions) == (2, 2)
     if not wrapped and tuple(m.regions) != (1, 1):
-        _fail("NonLocal2d", layout, f"regions={m.regions}: only SAN's Nonlocal_CA (layout 'san', regions=2) splits the map")
+        _fail("NonLocal2d", layout,
+              f"regions={m.regions}: only SAN's Nonlocal_CA (layout 'san', regions=2) splits the map")
     d, pool = m.inter_channels, ".0." if m.sub_sample else "."
     out: dict[str, torch.Tensor] = {}
     for name in ("weight", "bias"):
@@ -54,7 +55,8 @@ def _nonlocal(m: NonLocal2d, sd: Mapping[str, torch.Tensor], layout: str) -> dic
 def _second_order(m: SecondOrderAttention, sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
     if layout != "san":
         _fail("SecondOrderAttention", layout, "its only peer layout is 'san'")
-    return {f"conv_du.{i}.{n}": sd[f"{src}.{n}"] for i, src in ((0, "conv_down"), (2, "conv_up")) for n in ("weight", "bias")}
+    return {f"conv_du.{i}.{n}": sd[f"{src}.{n}"]
+            for i, src in ((0, "conv_down"), (2, "conv_up")) for n in ("weight", "bias")}
 
 
 def _channel(m: ChannelAttention, sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:

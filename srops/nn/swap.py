@@ -111,7 +111,8 @@ def _nonlocal(m: nn.Module) -> str | None:
     if _children(m) != {"theta", "phi", "g", "W"}:
         return "not a non-local block"
     phi, g = _pooled(m.phi), _pooled(m.g)
-    if not _conv1x1(m.theta) or phi is None or g is None or isinstance(m.phi, nn.Sequential) != isinstance(m.g, nn.Sequential):
+    if (not _conv1x1(m.theta) or phi is None or g is None
+            or isinstance(m.phi, nn.Sequential) != isinstance(m.g, nn.Sequential)):
         return "theta/phi/g are not 1×1 convolutions (phi and g both max-pooled 2×2 or neither)"
     w = m.W
     if isinstance(w, nn.Sequential):

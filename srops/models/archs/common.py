@@ -51,7 +51,8 @@ def resolve_backend(backend: BackendArg, ops: Sequence[str]) -> str | None:
         return None
     if isinstance(backend, str):
         if backend not in BACKEND_NAMES:
-            raise ValueError(f"srops.models: 'backend' must be one of {BACKEND_NAMES}, a mapping or None, got {backend!r}")
+            raise ValueError(f"srops.models: 'backend' must be one of {BACKEND_NAMES}, a mapping or None, "
+                             f"got {backend!r}")
         table = srops.backends("cpu")
         return backend if all(backend in table.get(op, {}) for op in ops) else None
     if isinstance(backend, Mapping):
