@@ -8,7 +8,7 @@ layout asked for, so that the peer's own network loads the checkpoint.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -98,8 +98,10 @@ def _sub(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-_WRITERS = {NonLocal2d: _nonlocal, SecondOrderAttention: _second_order, CBAM: _cbam,
-            ChannelAttention: _channel, SpatialAttention: _spatial}
+# each writer takes a module of its class
+_WRITERS: dict[type[nn.Module], Callable[[Any, Mapping[str, torch.Tensor], str], dict[str, torch.Tensor]]] = {
+    NonLocal2d: _nonlocal, SecondOrderAttention: _second_order, CBAM: _cbam,
+    ChannelAttention: _channel, SpatialAttention: _spatial}
 
 
 def _layout_of(m: nn.Module, name: str, layout: str | Mapping[str, str] | None) -> str:
