@@ -372,7 +372,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     if path is not None:
         path = resolve_config(path)
         with open(path) as fh:
-            tree = parse_yaml(fh.read()) or {}
+            tree: Any = parse_yaml(fh.read()) or {}
         source = f"config file {str(path)!r}"
         check_keys(tree, source)
         cfg = _merge(cfg, tree)
@@ -384,7 +384,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         node = cfg
         parts = key.strip().split(".")
         value = parse_yaml(raw)
-        tree: Any = value
+        tree = value
         for part in reversed(parts):
             tree = {part: tree}
         check_keys(tree, f"--set {item!r}", check_networks=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -131,7 +131,8 @@ def load_model(name: str, scale: int, checkpoint: str | None, device: torch.devi
     return NetIO(model, model_rgb_range(name, kwargs)).to(device).eval()
 
 
-def format_table(rows: list[tuple[str, list[tuple[float, float] | None]]], datasets: list[str], scale: int) -> str:
+def format_table(rows: Sequence[tuple[str, Sequence[tuple[float, float] | None]]], datasets: list[str],
+                 scale: int) -> str:
     """A markdown PSNR/SSIM table; a ``None`` cell prints as ``n/a``."""
     head = f"| model (×{scale}) | " + " | ".join(datasets) + " |"
     sep = "|---|" + "---|" * len(datasets)
