@@ -82,6 +82,8 @@ class MeanShift(nn.Module):
     ``sign=-1`` subtracts (network input), ``sign=+1`` adds back (network output).
     """
 
+    shift: torch.Tensor  # registered buffer
+
     def __init__(self, rgb_range: float = 255.0, mean: Sequence[float] = DIV2K_MEAN, sign: int = -1) -> None:
         super().__init__()
         if sign not in (-1, 1):
