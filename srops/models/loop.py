@@ -12,7 +12,7 @@ checkpoint (their last measured cost, or an estimate before the first) would not
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -50,6 +50,7 @@ def _val_crops(t: "Trainer", log: RunLog) -> None:
     from srops.models.evaluation import super_resolve
 
     side = max(1, int(t.cfg["val"].get("tb_crop") or 64) // t.scale)
+    assert t.val is not None  # called after a validation
     for name, lr, hr in t.val:
         h, w = lr.shape[-2:]
         ch, cw = min(side, h), min(side, w)
@@ -65,6 +66,7 @@ def _validate(t: "Trainer", log: RunLog | None) -> dict[str, float]:
     if t.main:
         res = t.validate()
         if res:
+            assert log is not None  # the main rank logs
             if res["psnr"] > t.best_psnr:  # best.pt first: a logged validation has its best.pt written
                 t.best_psnr = res["psnr"]
                 save_atomic({"model": t.eval_model.net.state_dict(), "config": t.cfg, "iteration": t.iteration,
@@ -101,7 +103,7 @@ def _fit(t: "Trainer") -> dict:
     if t.main:
         for note in t.notes:
             print(note, file=sys.stderr, flush=True)
-    last: dict[str, float] = {}
+    last: dict[str, Any] = {}
     sums: dict[str, float] = {}
     count = 0
     val_every, ckpt_every, log_every = int(t.cfg["val"]["every"]), int(tc["ckpt_every"]), int(tc["log_every"])
@@ -151,6 +153,7 @@ def _fit(t: "Trainer") -> dict:
                     values["lr"] = t.opt.param_groups[0]["lr"]
                     if tuner is not None:
                         values["threads"] = tuner.current
+                    assert log is not None  # the main rank logs
                     log.scalars("train", it, t.seconds(), values)
                     progress.logged(it, t.seconds(), values)
                     sums, count = {}, 0

@@ -32,7 +32,7 @@ from srops.models.registry import import_modules
 from srops.models.rundir import RunLock, archive_run, earlier_run, refuse_earlier_run
 from srops.models.runstate import clean_stale_temporaries, rng_state, save_atomic, set_rng_state
 from srops.models.schedules import ModelEMA, make_optim
-from srops.models.threads import check_threads
+from srops.models.threads import ThreadTuner, check_threads
 
 
 class NonFiniteLossError(RuntimeError):
@@ -127,6 +127,7 @@ class Trainer:
             if found and not archive:
                 raise refuse_earlier_run(self.out, found)
             if found:
+                assert self.lock is not None  # the main rank holds the lock
                 self.lock.release()
                 self.archived = archive_run(self.out)
                 self.lock = RunLock(self.out).acquire()
@@ -145,7 +146,7 @@ class Trainer:
         name = m.pop("name")
         self.net = build_network(name, self.scale, m).to(self.device)
         check_threads(tc.get("threads"))
-        self.thread_tuner = None  # a ThreadTuner while fit runs with train.threads: auto
+        self.thread_tuner: ThreadTuner | None = None  # a ThreadTuner while fit runs with train.threads: auto
         self.channels_last = bool(tc.get("channels_last"))
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
