@@ -7,8 +7,7 @@
 
 Importing srops loads the compiled extension if present and never touches CUDA.
 """
-from srops import _ext, ops  # noqa: F401  (ops registers every backend)
-from srops import functional
+from srops import _ext, functional, ops  # noqa: F401  (ops registers every backend)
 from srops._backend import BACKEND_NAMES, BackendUnavailableError, backends
 from srops.nn import CBAM, ChannelAttention, NonLocal2d, SecondOrderAttention, SpatialAttention
 

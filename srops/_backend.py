@@ -149,7 +149,7 @@ def select(op: str, tensors: Sequence[torch.Tensor], backend: str | None = None)
         return chosen
     device_type = tensors[0].device.type
     order = entry.order.get(device_type, tuple(n for n in BACKEND_NAMES if n in entry.backends))
-    skipped = []
+    skipped: list[str] = []
     for name in order:
         candidate = entry.backends.get(name)
         if candidate is None:
@@ -158,7 +158,9 @@ def select(op: str, tensors: Sequence[torch.Tensor], backend: str | None = None)
         if reason is None:
             if name == "reference" and device_type == "cuda" and op not in _warned_reference:
                 _warned_reference.add(op)
-                warnings.warn(f"srops.{op}: falling back to the reference backend on CUDA ({'; '.join(skipped)})")
+                # stacklevel 3: select() is called by the op's public function; point at its caller
+                warnings.warn(f"srops.{op}: falling back to the reference backend on CUDA ({'; '.join(skipped)})",
+                              stacklevel=3)
             return candidate
         skipped.append(f"{name}: {reason}")
         log.debug("srops.%s: skipping backend %s: %s", op, name, reason)

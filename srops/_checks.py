@@ -7,7 +7,7 @@ and value problems raise ``ValueError``, type, dtype and device problems
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 
@@ -55,7 +55,7 @@ def check_int(op: str, arg: str, value: object, minimum: int, maximum: int | Non
         raise TypeError(f"srops.{op}: '{arg}' must be {want}, got {type(value).__name__} {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
         raise ValueError(f"srops.{op}: '{arg}' must be {want}, got {value}")
-    return value
+    return cast(int, value)  # a SymInt (torch.compile) stands for an int
 
 
 def check_float(op: str, arg: str, value: object, positive: bool = False, nonnegative: bool = False) -> float:
@@ -71,14 +71,14 @@ def check_float(op: str, arg: str, value: object, positive: bool = False, nonneg
     if not finite or (positive and value <= 0) or (nonnegative and value < 0):
         want = "a finite positive float" if positive else "a finite float >= 0" if nonnegative else "a finite float"
         raise ValueError(f"srops.{op}: '{arg}' must be {want}, got {value}")
-    return value
+    return cast(float, value)  # a SymFloat (torch.compile) stands for a float
 
 
 def check_result(op: str, arg: str, t: object, shape: Sequence[int], layout: str) -> torch.Tensor:
     """Check that the callable ``arg`` returned a tensor of ``shape`` (named ``layout``, e.g. ``[B, C]``)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"srops.{op}: '{arg}' must return a torch.Tensor {layout}, got {type(t).__name__}")
-    if t.dim() != len(shape) or any(a != b for a, b in zip(t.shape, shape)):
+    if t.dim() != len(shape) or any(a != b for a, b in zip(t.shape, shape, strict=True)):
         want = tuple(int(s) for s in shape)
         raise ValueError(f"srops.{op}: '{arg}' must return logits {layout} = {want}, got shape {tuple(t.shape)}")
     return t

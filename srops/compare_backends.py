@@ -22,7 +22,7 @@ from srops.profiling import median_time_ms, peak_memory_mb
 
 
 def load_features(path: Path, size: int, device: torch.device) -> torch.Tensor:
-    img = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
+    img = Image.open(path).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(64, 3, 3, 3, generator=gen) * 0.2
@@ -33,21 +33,21 @@ def runnable_backends(op: str, device: torch.device) -> list[str]:
     return [name for name, row in srops.backends(device.type)[op].items() if row[device.type] == "ok"]
 
 
-def compare(name: str, module: torch.nn.Module, x: torch.Tensor) -> list[str]:
+def compare(name: str, module: NonLocal2d | SecondOrderAttention | CBAM, x: torch.Tensor) -> list[str]:
     (op,) = type(module).OPS
     rows, ref = [], None
     for backend in ["reference"] + [b for b in runnable_backends(op, x.device) if b != "reference"]:
         module.backend = backend
         for child in module.modules():
             if hasattr(child, "backend"):
-                child.backend = backend
+                setattr(child, "backend", backend)  # noqa: B010  (any child module's backend attribute)
         xin = x.clone().requires_grad_()
         out = module(xin)
         out.square().mean().backward()
         result = (out.detach(), xin.grad)
         if ref is None:
             ref = result
-        diff = max(float((a - b).abs().max()) for a, b in zip(result, ref))
+        diff = max(float((a - b).abs().max()) for a, b in zip(result, ref, strict=True))
         fwd = lambda: module(x)  # noqa: E731
         with torch.no_grad():
             ms = median_time_ms(fwd, x.device, repeats=3)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     env = environment()
     print(f"srops demo on {env['device']} (torch {env['torch']}, triton {env['triton']}, {env['compiled with']})")
     print(f"features: {args.image.name} resized to {args.size}×{args.size}, 64 channels\n")
-    modules = {
+    modules: dict[str, NonLocal2d | SecondOrderAttention | CBAM] = {
         "NonLocal2d regions=2": NonLocal2d(64, regions=2),
         "NonLocal2d global": NonLocal2d(64, regions=1),
         "SecondOrderAttention": SecondOrderAttention(64),

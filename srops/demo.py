@@ -2,7 +2,6 @@
 the training demo is ``python -m srops.models.demo``)."""
 from __future__ import annotations
 
-import sys
 import warnings
 
 from srops.compare_backends import main
@@ -10,4 +9,4 @@ from srops.compare_backends import main
 if __name__ == "__main__":
     warnings.warn("python -m srops.demo is now python -m srops.compare_backends (this name goes in the next release)",
                   DeprecationWarning, stacklevel=1)
-    sys.exit(main())
+    main()

@@ -60,9 +60,9 @@ def environment() -> dict[str, str]:
     """Versions and device facts recorded beside every benchmark result."""
     build = {}
     try:
-        from srops import _build_info as bi
+        from srops._build_info import CUDA_ARCH_LIST, TORCH_VERSION  # written by setup.py, git-ignored
 
-        build = {"built against torch": bi.TORCH_VERSION, "CUDA archs": bi.CUDA_ARCH_LIST or "-"}
+        build = {"built against torch": TORCH_VERSION, "CUDA archs": CUDA_ARCH_LIST or "-"}
     except ImportError:
         build = {"built against torch": "unknown (no srops/_build_info.py)"}
     cuda_rt = torch.ops.srops._cuda_compile_version() if _ext.HAS_CUDA_EXT else 0

@@ -113,7 +113,8 @@ def assert_close_to_oracle(
     computed in float64 on the same inputs. ``floor`` is the stated absolute floor near zero (for a
     reference that happens to be exact on these inputs), usually ``ulp_floor(dtype, oracle)``.
     """
-    assert actual.shape == oracle.shape == reference.shape, f"{name}: shapes {actual.shape}, {reference.shape}, {oracle.shape}"
+    assert actual.shape == oracle.shape == reference.shape, \
+        f"{name}: shapes {actual.shape}, {reference.shape}, {oracle.shape}"
     err, base = oracle_error(actual, oracle), oracle_error(reference, oracle)
     assert err <= factor * base + floor, (
         f"{name}: error {err:.3e} > {factor:g} × the reference's {base:.3e} + floor {floor:.3e}; "
@@ -132,5 +133,6 @@ def assert_low_precision_close(
 def assert_decreasing_above(errors: Sequence[float], floor: float, name: str = "") -> None:
     """Rule 2: each error is at most the one before while that one is above ``floor``; once an error is
     at or below ``floor``, the later ones stay at or below it (round-off may move them about there)."""
-    for i, (a, b) in enumerate(zip(errors, errors[1:])):
-        assert b <= max(a, floor), f"{name}: error {i + 1} ({b:.3e}) > error {i} ({a:.3e}) above the floor {floor:.3e}: {list(errors)}"
+    for i, (a, b) in enumerate(zip(errors, errors[1:], strict=False)):
+        assert b <= max(a, floor), \
+            f"{name}: error {i + 1} ({b:.3e}) > error {i} ({a:.3e}) above the floor {floor:.3e}: {list(errors)}"

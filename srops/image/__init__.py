@@ -11,8 +11,16 @@ One convention throughout: RGB float tensors in [0, 1], laid out ``[B, C, H, W]`
 from srops.image.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
 from srops.image.imresize import imresize, quantize
 from srops.image.metrics import psnr, ssim
-from srops.image.utils import (IMAGE_EXTENSIONS, load_image, modcrop, read_image, read_image_and_profile, save_image,
-                               to_uint8, write_image)
+from srops.image.utils import (
+    IMAGE_EXTENSIONS,
+    load_image,
+    modcrop,
+    read_image,
+    read_image_and_profile,
+    save_image,
+    to_uint8,
+    write_image,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",

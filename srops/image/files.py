@@ -24,7 +24,7 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(fh)`` on a new temporary file next to ``path``, sync it, then move it onto ``path``.
 
     The temporary file is created with the usual permissions (0o666 less the umask) and removed again

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -59,9 +59,11 @@ def _cubic(x: torch.Tensor) -> torch.Tensor:
 def _contributions_cached(in_length: int, out_length: int, scale: float, antialias: bool
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     width = _CUBIC_WIDTH
+    kernel: Callable[[torch.Tensor], torch.Tensor]
     if scale < 1 and antialias:
-        def kernel(t: torch.Tensor) -> torch.Tensor:
+        def _widened(t: torch.Tensor) -> torch.Tensor:
             return scale * _cubic(scale * t)
+        kernel = _widened
         width = width / scale
     else:
         kernel = _cubic
@@ -101,7 +103,7 @@ def contributions(in_length: int, out_length: int, scale: float, antialias: bool
 
 def output_size(in_size: Sequence[int], scale: Sequence[float]) -> tuple[int, int]:
     """MATLAB's output size for a scale factor: ``ceil(scale * in)`` per dimension."""
-    return tuple(int(math.ceil(s * n)) for s, n in zip(scale, in_size))  # type: ignore[return-value]
+    return tuple(int(math.ceil(s * n)) for s, n in zip(scale, in_size, strict=True))  # type: ignore[return-value]
 
 
 def _cubic_scalar(t: float) -> float:

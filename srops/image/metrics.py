@@ -116,8 +116,13 @@ def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """'valid' 2-D filtering of ``[..., H, W]`` with the separable window ``outer(g, g)``."""
     k = g.numel()
     h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
-    rows = sum(g[i] * x[..., i:i + h, :] for i in range(k))
-    return sum(g[j] * rows[..., :, j:j + w] for j in range(k))
+    rows = g[0] * x[..., 0:h, :]
+    for i in range(1, k):
+        rows = rows + g[i] * x[..., i:i + h, :]
+    out = g[0] * rows[..., :, 0:w]
+    for j in range(1, k):
+        out = out + g[j] * rows[..., :, j:j + w]
+    return out
 
 
 def ssim(sr: torch.Tensor, hr: torch.Tensor, crop_border: int, test_y_channel: bool = True) -> torch.Tensor:

@@ -12,8 +12,9 @@ with one summary line; false: a ValueError naming them), ``train.ema_decay`` (EM
 validation and ``best.pt``), ``train.time_budget`` (seconds of training, final validation and checkpoint
 included, continued across resumes), ``train.channels_last`` (network and batches in NHWC memory
 layout: faster convolutions on CPU, most with ``train.amp: bf16``), ``train.threads`` (CPU threads: null for
-PyTorch's default, a count, or ``auto``: the fastest count, re-measured every 30 s, see ``srops.models.threads``), ``val.tb_crop`` (side in HR pixels of the validation crops shown in
-TensorBoard), ``val.folders`` (validation folders instead of ``data.val``).
+PyTorch's default, a count, or ``auto``: the fastest count, re-measured every 30 s, see
+``srops.models.threads``), ``val.tb_crop`` (side in HR pixels of the validation crops shown in TensorBoard),
+``val.folders`` (validation folders instead of ``data.val``).
 
 Every key of a file or of ``--set`` must be one of :data:`DEFAULTS` (or :data:`EXTRA_KEYS`), or, in
 ``model`` and ``gan.discriminator``, an argument of the network's constructor; anything else is a
@@ -251,7 +252,8 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|" r"^[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?$|"
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|"
+               r"^[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?$|"
                r"^[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
     list("-+0123456789."))
 
@@ -370,7 +372,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     if path is not None:
         path = resolve_config(path)
         with open(path) as fh:
-            tree = parse_yaml(fh.read()) or {}
+            tree: Any = parse_yaml(fh.read()) or {}
         source = f"config file {str(path)!r}"
         check_keys(tree, source)
         cfg = _merge(cfg, tree)
@@ -382,7 +384,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         node = cfg
         parts = key.strip().split(".")
         value = parse_yaml(raw)
-        tree: Any = value
+        tree = value
         for part in reversed(parts):
             tree = {part: tree}
         check_keys(tree, f"--set {item!r}", check_networks=False)

@@ -264,7 +264,7 @@ class ValImages:
         self.pairs = PairedImages(folders, scale, cache_dir=cache_dir)
         self.scale = scale
         crop = scale if crop_border is None else int(crop_border)
-        for f, hr in zip(self.pairs.files, self.pairs.hr):
+        for f, hr in zip(self.pairs.files, self.pairs.hr, strict=True):
             h, w = hr.shape[-2] - 2 * crop, hr.shape[-1] - 2 * crop
             if min(h, w) < _SSIM_SIZE:
                 raise ValueError(

@@ -29,6 +29,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 
@@ -42,7 +43,7 @@ RESERVE_S = 30.0
 MIN_BUDGET_S = 30.0
 SRCNN_SET5 = 36.66
 
-PROFILES = {
+PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {"model": {"name": "amms", "scale": SCALE, "n_modules": 1, "n_am": 1, "n_feats": 32, "rgb_range": 1.0},
             "lr_patch": 24, "batch_size": 8, "lr": 2e-3, "warmup": 100, "iters": 10**6,
             "threads": "auto", "channels_last": True},
@@ -149,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import srops.models  # noqa: F401  (registers the networks)
     from srops.models.data import ValImages
-    from srops.models.published import published_rows
     from srops.models.evaluation import evaluate, format_table, load_model, save_png, super_resolve
+    from srops.models.published import published_rows
     from srops.models.trainer import run
 
     t_start = time.perf_counter()
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     res_s = evaluate(trainer.eval_model, set5, SCALE, device, save_dir=out / "sr")
     rows = [("bicubic (ours)", [(res_b["psnr"], res_b["ssim"])]),
             (f"srops AMMS (demo, {trainer.iteration} iterations)", [(res_s["psnr"], res_s["ssim"])])]
-    table = format_table(rows + published_rows(["Set5"]), ["Set5"], SCALE)
+    table_rows: list[tuple[str, Sequence[tuple[float, float] | None]]] = [*rows, *published_rows(["Set5"])]
+    table = format_table(table_rows, ["Set5"], SCALE)
     print(table)
     with open(out / f"results_x{SCALE}.csv", "w", newline="") as fh:
         w = csv.writer(fh)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -28,10 +28,11 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, self_ensemble: bool = Fals
     model.eval()
     if not self_ensemble:
         return final_output(model(lr)).float()
-    acc = None
+    acc: torch.Tensor | None = None
     for k, flip in ENSEMBLE:
         y = untransform(final_output(model(transform(lr, k, flip))).float(), k, flip)
         acc = y if acc is None else acc + y
+    assert acc is not None  # ENSEMBLE is not empty
     return acc / len(ENSEMBLE)
 
 
@@ -98,8 +99,14 @@ def load_model(name: str, scale: int, checkpoint: str | None, device: torch.devi
     FileNotFoundError / ValueError (``srops.models.checkpoint.CheckpointError``) naming the file when the
     checkpoint is missing, unreadable, of another network or scale, or of another width than its config.
     """
-    from srops.models.checkpoint import (CheckpointError, build_network, load_checkpoint, load_weights, model_spec,
-                                         state_dict_of)
+    from srops.models.checkpoint import (
+        CheckpointError,
+        build_network,
+        load_checkpoint,
+        load_weights,
+        model_spec,
+        state_dict_of,
+    )
     from srops.models.objectives import NetIO, model_rgb_range
 
     who = "srops.models.test"
@@ -119,44 +126,13 @@ def load_model(name: str, scale: int, checkpoint: str | None, device: torch.devi
             model = build_network(spec, checkpoint, who)  # the stored arguments: errors name the file
     if model is None:
         model = build(name, scale=scale)
-    if state is not None:
+    if state is not None and checkpoint is not None:  # state comes from the checkpoint
         load_weights(model, state, checkpoint, f"network {name!r} ×{scale}", who)
     return NetIO(model, model_rgb_range(name, kwargs)).to(device).eval()
 
 
-def load_model(name: str, scale: int, checkpoint: str | None, device: torch.device) -> nn.Module:
-    """Build ``name`` at ``scale``; with a checkpoint, use its stored model config and weights.
-
-    FileNotFoundError / ValueError (``srops.models.checkpoint.CheckpointError``) naming the file when the
-    checkpoint is missing, unreadable, of another network or scale, or of another width than its config.
-    """
-    from srops.models.checkpoint import (CheckpointError, build_network, load_checkpoint, load_weights, model_spec,
-                                         state_dict_of)
-    from srops.models.objectives import NetIO, model_rgb_range
-
-    who = "srops.models.test"
-    kwargs: dict = {}
-    state = None
-    model = None
-    if checkpoint is not None:
-        blob = load_checkpoint(checkpoint, who=who)
-        state = state_dict_of(blob, checkpoint, who)
-        if "config" in blob:
-            spec = model_spec(blob, checkpoint, who)
-            if spec.name != name:
-                raise CheckpointError(f"{who}: checkpoint '{checkpoint}' holds a {spec.name!r} network, not {name!r}")
-            if spec.scale != scale:
-                raise CheckpointError(f"{who}: checkpoint '{checkpoint}' is for ×{spec.scale}, not ×{scale}")
-            kwargs = spec.kwargs
-            model = build_network(spec, checkpoint, who)  # the stored arguments: errors name the file
-    if model is None:
-        model = build(name, scale=scale)
-    if state is not None:
-        load_weights(model, state, checkpoint, f"network {name!r} ×{scale}", who)
-    return NetIO(model, model_rgb_range(name, kwargs)).to(device).eval()
-
-
-def format_table(rows: list[tuple[str, list[tuple[float, float] | None]]], datasets: list[str], scale: int) -> str:
+def format_table(rows: Sequence[tuple[str, Sequence[tuple[float, float] | None]]], datasets: list[str],
+                 scale: int) -> str:
     """A markdown PSNR/SSIM table; a ``None`` cell prints as ``n/a``."""
     head = f"| model (×{scale}) | " + " | ".join(datasets) + " |"
     sep = "|---|" + "---|" * len(datasets)

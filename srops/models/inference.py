@@ -59,7 +59,7 @@ def axis_weights(length: int, starts: list[int], tile: int, scale: int) -> list[
     """Per tile, its 1-D blend weight over its own SR extent (``tile_len * scale`` values)."""
     ends = [min(s + tile, length) for s in starts]
     out = []
-    for i, (s, e) in enumerate(zip(starts, ends)):
+    for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
         w = torch.ones((e - s) * scale, dtype=torch.float64)
         pos = slice(s * scale, e * scale)
         if i > 0 and ends[i - 1] > s:
@@ -96,17 +96,17 @@ def _tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: in
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     wy, wx = axis_weights(h, ys, tile, scale), axis_weights(w, xs, tile, scale)
     out = torch.zeros(1, 3, h * scale, w * scale, dtype=torch.float32)
-    for y0, wyi in zip(ys, wy):
-        for x0, wxi in zip(xs, wx):
+    for y0, wyi in zip(ys, wy, strict=True):
+        for x0, wxi in zip(xs, wx, strict=True):
             part = _run(model, x[..., y0:y0 + tile, x0:x0 + tile], scale).float().cpu()
             weight = (wyi[:, None] * wxi[None, :]).to(torch.float32)
             out[..., y0 * scale:y0 * scale + part.shape[-2], x0 * scale:x0 * scale + part.shape[-1]] += part * weight
             step()
     norm_y = torch.zeros(h * scale, dtype=torch.float64)
     norm_x = torch.zeros(w * scale, dtype=torch.float64)
-    for y0, wyi in zip(ys, wy):
+    for y0, wyi in zip(ys, wy, strict=True):
         norm_y[y0 * scale:y0 * scale + wyi.numel()] += wyi
-    for x0, wxi in zip(xs, wx):
+    for x0, wxi in zip(xs, wx, strict=True):
         norm_x[x0 * scale:x0 * scale + wxi.numel()] += wxi
     norm = (norm_y[:, None] * norm_x[None, :]).to(torch.float32)
     if not bool((norm > 0).all()):  # cannot happen for overlap < tile / 2; guards the blend maths
@@ -116,7 +116,7 @@ def _tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: in
 
 def count_passes(h: int, w: int, tile: int | None, overlap: int, self_ensemble: bool) -> int:
     """Forward passes :func:`upscale_tensor` makes for an ``h``×``w`` image (for progress bars)."""
-    per = 1
+    per: float = 1
     if tile is not None:
         per = len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap))
         if self_ensemble and h != w:  # the rotated transforms tile the transposed image
@@ -147,7 +147,7 @@ def upscale_tensor(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | N
         raise ValueError(f"srops.models.upscale: 'lr' must be [1, 3, h, w], got {tuple(lr.shape)}")
     step = step or (lambda: None)
     x = lr.to(device=device, dtype=dtype)
-    acc = None
+    acc: torch.Tensor | None = None
     for k, flip in ENSEMBLE if self_ensemble else [(0, False)]:
         xt = transform(x, k, flip)
         if tile is None:
@@ -157,6 +157,7 @@ def upscale_tensor(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | N
             y = _tiled(model, xt, scale, tile, overlap, step)
         y = untransform(y, k, flip)
         acc = y if acc is None else acc + y
+    assert acc is not None  # at least one transform ran
     return acc / (len(ENSEMBLE) if self_ensemble else 1)
 
 

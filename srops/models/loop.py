@@ -5,19 +5,20 @@ Per iteration: one optimisation step; the ``progress_milestones`` decay; the log
 the time budget, a SIGTERM/SIGINT. The checkpoint due at an iteration is written first (recording whether a
 validation is due there and has not run: ``pending``), then the validation runs, and the checkpoint is
 written again to record it. A stop signal skips the validation, which stays pending; a resumed run (or one
-whose process died between checkpoint and validation) runs a pending validation before anything else. ``train.time_budget`` covers everything: the run stops when one more step plus the
-final validation and checkpoint (their last measured cost, or an estimate before the first) would not fit.
+whose process died between checkpoint and validation) runs a pending validation before anything else.
+``train.time_budget`` covers everything: the run stops when one more step plus the final validation and
+checkpoint (their last measured cost, or an estimate before the first) would not fit.
 """
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
-from srops.models.runstate import save_atomic
 from srops.models.logs import Progress, RunLog
+from srops.models.runstate import save_atomic
 from srops.models.schedules import WarmupCosineLR, progress_decay
 from srops.models.signals import StopSignals, ignore_stop_signals, signal_name
 from srops.models.threads import DEFAULT_THREADS, ThreadTuner
@@ -49,6 +50,7 @@ def _val_crops(t: "Trainer", log: RunLog) -> None:
     from srops.models.evaluation import super_resolve
 
     side = max(1, int(t.cfg["val"].get("tb_crop") or 64) // t.scale)
+    assert t.val is not None  # called after a validation
     for name, lr, hr in t.val:
         h, w = lr.shape[-2:]
         ch, cw = min(side, h), min(side, w)
@@ -64,6 +66,7 @@ def _validate(t: "Trainer", log: RunLog | None) -> dict[str, float]:
     if t.main:
         res = t.validate()
         if res:
+            assert log is not None  # the main rank logs
             if res["psnr"] > t.best_psnr:  # best.pt first: a logged validation has its best.pt written
                 t.best_psnr = res["psnr"]
                 save_atomic({"model": t.eval_model.net.state_dict(), "config": t.cfg, "iteration": t.iteration,
@@ -100,7 +103,7 @@ def _fit(t: "Trainer") -> dict:
     if t.main:
         for note in t.notes:
             print(note, file=sys.stderr, flush=True)
-    last: dict[str, float] = {}
+    last: dict[str, Any] = {}
     sums: dict[str, float] = {}
     count = 0
     val_every, ckpt_every, log_every = int(t.cfg["val"]["every"]), int(tc["ckpt_every"]), int(tc["log_every"])
@@ -131,7 +134,8 @@ def _fit(t: "Trainer") -> dict:
                 frac = it / max(1, t.total)
                 final = 0.0  # seconds the final checkpoint and validation will take
                 if budget is not None:  # with validation, the checkpoint is written before and after it
-                    final = ckpt_cost * (2 if t.val is not None else 1) + (val_cost if val_cost is not None else _val_estimate(t, step_cost))
+                    final = (ckpt_cost * (2 if t.val is not None else 1)
+                             + (val_cost if val_cost is not None else _val_estimate(t, step_cost)))
                 if budget:
                     frac = max(frac, t.seconds() / budget)
                 t.decays_done = progress_decay(t.opt, t.cfg["schedule"], t.decays_done, frac)
@@ -149,6 +153,7 @@ def _fit(t: "Trainer") -> dict:
                     values["lr"] = t.opt.param_groups[0]["lr"]
                     if tuner is not None:
                         values["threads"] = tuner.current
+                    assert log is not None  # the main rank logs
                     log.scalars("train", it, t.seconds(), values)
                     progress.logged(it, t.seconds(), values)
                     sums, count = {}, 0

@@ -115,6 +115,9 @@ class VGGFeatureLoss(nn.Module):
     Inputs ``[B, 3, H, W]`` RGB. The VGG is frozen and kept in eval mode; gradients flow to SR only.
     """
 
+    mean: torch.Tensor  # registered buffers
+    std: torch.Tensor
+
     def __init__(
         self,
         weights: str | os.PathLike | None = None,

@@ -15,12 +15,22 @@ Config blocks:
 """
 from __future__ import annotations
 
+import functools
+import operator
+from typing import Any, Callable, Protocol, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from srops.models import build
 from srops.models.inference import final_output  # noqa: F401  (also re-exported: it used to live here)
+
+
+class _Pyramid(Protocol):
+    """A network with LapSRN's ``forward_pyramid`` (coarse → fine outputs)."""
+
+    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]: ...
 
 
 class NetIO(nn.Module):
@@ -37,7 +47,8 @@ class NetIO(nn.Module):
 
     def forward(self, x: torch.Tensor):
         r = self.rgb_range
-        out = (self.net.forward_pyramid if self.pyramid else self.net)(x * r if r != 1.0 else x)
+        run: Callable[[torch.Tensor], Any] = cast(_Pyramid, self.net).forward_pyramid if self.pyramid else self.net
+        out = run(x * r if r != 1.0 else x)
         if r == 1.0:
             return out
         return [o / r for o in out] if isinstance(out, (list, tuple)) else out / r
@@ -85,7 +96,8 @@ def content_loss(cfg: dict, sr, hr: torch.Tensor) -> torch.Tensor:
     every level against HR downscaled to that level's size."""
     name, eps = cfg.get("name", "l1"), float(cfg.get("eps", 1e-3))
     if isinstance(sr, (list, tuple)):
-        return sum(_pixel_loss(name, o.float(), _pyramid_target(hr, o.shape[-2:]).float(), eps) for o in sr)
+        return functools.reduce(operator.add, (_pixel_loss(name, o.float(), _pyramid_target(hr, o.shape[-2:]).float(),
+                                                           eps) for o in sr))
     return _pixel_loss(name, sr.float(), hr.float(), eps)
 
 
@@ -113,7 +125,7 @@ class ContentLoss(nn.Module):
                 raise ValueError(f"srops.models.train: 'loss.weights' has {n!r}, which is not a term of "
                                  f"loss.name={cfg.get('name')!r}")
         self.eps = float(cfg.get("eps", 1e-3))
-        self.vgg = None
+        self.vgg: VGGFeatureLoss | None = None
         notes = []
         if "vgg" in names:
             from srops.models.losses import DEFAULT_LAYERS, VGGFeatureLoss
@@ -136,16 +148,20 @@ class ContentLoss(nn.Module):
             ("; " + "; ".join(notes) if notes else "")
 
     def _one(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        total = None
+        total: torch.Tensor | None = None
         for name, weight in self.terms:
-            term = self.vgg(sr.float(), hr.float()) if name == "vgg" else \
-                _pixel_loss(name, sr.float(), hr.float(), self.eps)
+            if name == "vgg":
+                assert self.vgg is not None  # a "vgg" term is kept only with its loss module
+                term = self.vgg(sr.float(), hr.float())
+            else:
+                term = _pixel_loss(name, sr.float(), hr.float(), self.eps)
             total = weight * term if total is None else total + weight * term
+        assert total is not None  # loss.name has at least one term
         return total
 
     def forward(self, sr, hr: torch.Tensor) -> torch.Tensor:
         if isinstance(sr, (list, tuple)):
-            return sum(self._one(o, _pyramid_target(hr, o.shape[-2:])) for o in sr)
+            return functools.reduce(operator.add, (self._one(o, _pyramid_target(hr, o.shape[-2:])) for o in sr))
         return self._one(sr, hr)
 
 

@@ -5,8 +5,8 @@ from typing import Callable, TypeVar
 
 from torch import nn
 
-T = TypeVar("T", bound=type)
-_REGISTRY: dict[str, type] = {}
+T = TypeVar("T", bound=type[nn.Module])
+_REGISTRY: dict[str, type[nn.Module]] = {}
 
 
 def register(name: str) -> Callable[[T], T]:

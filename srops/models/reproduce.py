@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -75,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     import srops
     import srops.models  # noqa: F401  (registers the networks)
     from srops.info import device_name, results_dir, triton_version
-    from srops.models.data import ValImages
-    from srops.models.published import published_rows
-    from srops.models.evaluation import evaluate, format_table, load_model
     from srops.models.config import load_config
+    from srops.models.data import ValImages
+    from srops.models.evaluation import evaluate, format_table, load_model
+    from srops.models.published import published_rows
     from srops.models.trainer import run
 
     overrides = list(args.set)
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             r = evaluate(model, images[n], SCALE, device)
             cells.append((r["psnr"], r["ssim"]))
         rows.append((label, cells))
-    table = format_table(rows + published_rows(names), names, SCALE)
+    table_rows: list[tuple[str, Sequence[tuple[float, float] | None]]] = [*rows, *published_rows(names)]
+    table = format_table(table_rows, names, SCALE)
     set5 = rows[-1][1][0][0]
     verdict = "reached" if set5 >= TARGET_SET5 else "NOT reached"
     n_params = sum(p.numel() for p in trainer.net.parameters())

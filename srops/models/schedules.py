@@ -46,14 +46,14 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
         p = min(1.0, max((t - self.warmup) / span, self.progress))
         return self.factor * (self.min_lr + (base - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * p)))
 
-    def get_lr(self) -> list[float]:
-        return [self._lr(base, self.last_epoch) for base in self.base_lrs]
+    def get_lr(self) -> list[float | torch.Tensor]:  # LRScheduler's type; these are floats
+        return [self._lr(float(base), self.last_epoch) for base in self.base_lrs]
 
     def set_progress(self, frac: float, factor: float = 1.0) -> None:
         """Record the run's progress ``frac`` (0..1, e.g. seconds / time budget) and the decay ``factor``;
         the optimiser's lr is recomputed for the next step."""
         self.progress, self.factor = max(self.progress, min(1.0, float(frac))), float(factor)
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
@@ -75,6 +75,9 @@ def make_optim(params, cfg: dict, sched: dict, iters_per_epoch: int, total: int 
     if sched.get("milestones"):
         return opt, torch.optim.lr_scheduler.MultiStepLR(opt, [int(m) for m in sched["milestones"]],
                                                          float(sched["gamma"]))
+    if step is None:  # was a TypeError from int(None)
+        raise ValueError("srops.models.train: the step schedule needs 'schedule.step_size', 'schedule.step_epochs' "
+                         "or 'schedule.milestones'")
     return opt, torch.optim.lr_scheduler.StepLR(opt, int(step), float(sched["gamma"]))
 
 

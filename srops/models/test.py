@@ -18,11 +18,19 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+
 import torch
 
 # the scoring engine; its names are re-exported here, where they used to live
-from srops.models.evaluation import (evaluate, format_table, load_model, quantize, save_png,  # noqa: F401
-                                    score, super_resolve)
+from srops.models.evaluation import (  # noqa: F401
+    evaluate,
+    format_table,
+    load_model,
+    quantize,
+    save_png,
+    score,
+    super_resolve,
+)
 
 
 def resolve_models(models: list[str], checkpoints: list[str], scale: int | None, random_weights: bool
@@ -46,7 +54,7 @@ def resolve_models(models: list[str], checkpoints: list[str], scale: int | None,
     learned = [m for m in models if m != "bicubic"]
     if len(checkpoints) > len(learned):
         raise ValueError(f"{len(checkpoints)} checkpoints for {len(learned)} non-bicubic models")
-    ckpts = dict(zip(learned, checkpoints))
+    ckpts = dict(zip(learned, checkpoints, strict=False))  # the first models take the checkpoints
     warnings = []
     untrained = [m for m in learned if m not in ckpts]
     if untrained and not random_weights:
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     rows, failed = [], 0
-    for name, label in zip(models, labels):
+    for name, label in zip(models, labels, strict=True):
         try:
             model = load_model(name, args.scale, ckpts.get(name), device)
         except (FileNotFoundError, ValueError) as exc:
@@ -110,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         for folder, images in sets:
             save_dir = None if args.no_save else out / label / folder.name
             try:
-                res = evaluate(model, images, args.scale, device, self_ensemble=args.self_ensemble and name != "bicubic",
+                res = evaluate(model, images, args.scale, device,
+                               self_ensemble=args.self_ensemble and name != "bicubic",
                                save_dir=save_dir, progress=True, desc=f"{label} {folder.name}")
                 cells.append((res["psnr"], res["ssim"]))
             except ValueError as exc:

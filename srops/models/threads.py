@@ -76,7 +76,7 @@ class ThreadTuner:
             self._samples[self._probing].append(float(seconds))
         if not self._plan:
             medians = {c: statistics.median(v) for c, v in self._samples.items() if v}
-            best = min(medians, key=medians.get)
+            best = min(medians, key=medians.__getitem__)
             # switch only for a clear gain: a probe that lands on a moment of noise must not move the count
             if self.current not in medians or medians[best] < (1.0 - self.margin) * medians[self.current]:
                 self.current = best

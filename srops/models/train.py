@@ -36,9 +36,9 @@ import sys
 
 import torch.distributed as dist
 
-from srops.models.runstate import save_atomic  # noqa: F401  (re-exported)
 from srops.models.config import DEFAULTS, list_presets, load_config, parse_yaml  # noqa: F401  (re-exported)
 from srops.models.registry import import_modules  # noqa: F401  (re-exported)
+from srops.models.runstate import save_atomic  # noqa: F401  (re-exported)
 from srops.models.trainer import NonFiniteLossError, Trainer, run  # noqa: F401  (re-exported)
 
 

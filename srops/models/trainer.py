@@ -7,8 +7,8 @@ checkpoint due at an iteration is written before that iteration's validation. SI
 checkpoint and stop (``stopped_by``); a validation due at that iteration is recorded in the checkpoint as
 pending and runs first thing on resume (``validation: {"last": iteration of the last validation, "pending":
 bool}``). ``out_dir`` is locked while the run trains into it and a fresh run refuses a folder that holds an
-earlier run unless ``archive`` is set (see :mod:`srops.models.rundir`). A non-finite loss stops training with :class:`NonFiniteLossError`
-before anything is saved; the last good checkpoint stays untouched.
+earlier run unless ``archive`` is set (see :mod:`srops.models.rundir`). A non-finite loss stops training with
+:class:`NonFiniteLossError` before anything is saved; the last good checkpoint stays untouched.
 """
 from __future__ import annotations
 
@@ -25,16 +25,14 @@ import torch.distributed as dist
 from torch import nn
 
 from srops.models import build
-from srops.models.registry import import_modules
-from srops.models.runstate import clean_stale_temporaries, rng_state, save_atomic, set_rng_state
 from srops.models.config import check_keys, check_values, resolve_folder
 from srops.models.data import TrainPatches, ValImages
-from srops.models.logs import Progress, RunLog
+from srops.models.objectives import ContentLoss, GanObjective, NetIO, model_rgb_range
+from srops.models.registry import import_modules
 from srops.models.rundir import RunLock, archive_run, earlier_run, refuse_earlier_run
-from srops.models.objectives import ContentLoss, GanObjective, NetIO, final_output, model_rgb_range
-from srops.models.schedules import ModelEMA, make_optim, progress_decay
-from srops.models.signals import StopSignals, signal_name
-from srops.models.threads import check_threads
+from srops.models.runstate import clean_stale_temporaries, rng_state, save_atomic, set_rng_state
+from srops.models.schedules import ModelEMA, make_optim
+from srops.models.threads import ThreadTuner, check_threads
 
 
 class NonFiniteLossError(RuntimeError):
@@ -129,6 +127,7 @@ class Trainer:
             if found and not archive:
                 raise refuse_earlier_run(self.out, found)
             if found:
+                assert self.lock is not None  # the main rank holds the lock
                 self.lock.release()
                 self.archived = archive_run(self.out)
                 self.lock = RunLock(self.out).acquire()
@@ -147,7 +146,7 @@ class Trainer:
         name = m.pop("name")
         self.net = build_network(name, self.scale, m).to(self.device)
         check_threads(tc.get("threads"))
-        self.thread_tuner = None  # a ThreadTuner while fit runs with train.threads: auto
+        self.thread_tuner: ThreadTuner | None = None  # a ThreadTuner while fit runs with train.threads: auto
         self.channels_last = bool(tc.get("channels_last"))
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)

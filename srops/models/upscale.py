@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -220,13 +219,13 @@ def upscale_file(model, spec, job: Job, args, device: torch.device, dtype: torch
     import warnings
 
     from srops.image import read_image_and_profile, write_image
-    from srops.models.inference import count_passes, run_network
+    from srops.models.inference import count_passes
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         arr, profile = read_image_and_profile(job.src, allow_large=args.allow_large_images, who=WHO)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
     rgb, alpha, peak = to_network_input(arr)
     h, w = rgb.shape[-2:]
     bar.total = (bar.total or 0) + count_passes(h, w, args.tile, args.tile_overlap, args.self_ensemble)
@@ -295,7 +294,7 @@ def prepare_folder(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from srops.models.checkpoint import CheckpointError
-    from srops.models.inference import check_tiling, is_out_of_memory
+    from srops.models.inference import check_tiling
 
     out = Path(args.out)
     try:

@@ -21,7 +21,8 @@ class ChannelAttention(nn.Module):
         channels: C of the input ``[B, C, H, W]``.
         reduction: hidden width ``max(1, C // reduction)`` (CBAM, RCAN: 16).
         pool: ``("avg", "max")`` (CBAM) or ``("avg",)`` (RCAN channel attention).
-        mlp_bn: BatchNorm1d after the hidden layer (the CBAM study's variant, docs/models.md §4; needs B > 1 in training).
+        mlp_bn: BatchNorm1d after the hidden layer (the CBAM study's variant, docs/models.md §4; needs B > 1 in
+            training).
         backend: see :func:`srops.functional.channel_attention`.
         mlp_bias: biases in the two Linear layers (official CBAM, RCAN: yes; timm: ``False``).
         hidden: the hidden width itself, overriding ``reduction`` (timm rounds C / 16 to the

@@ -23,10 +23,15 @@ Key maps (peer → srops):
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar, cast
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # srops.nn.cbam imports this module
+    from srops.nn.cbam import CBAM, ChannelAttention, SpatialAttention
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -118,7 +123,7 @@ def _second_order(m: nn.Module, sd: dict, p: str, layout: str) -> None:
             _move(sd, p + src + name, p + dst + name)
 
 
-def _channel(m: nn.Module, sd: dict, p: str, layout: str) -> None:
+def _channel(m: ChannelAttention, sd: dict, p: str, layout: str) -> None:
     first, last = {"rcan": ("conv_du.0.", "conv_du.2."), "official": ("mlp.1.", "mlp.3."),
                    "timm": ("fc1.", "fc2.")}[layout]
     want_pool = ("avg",) if layout == "rcan" else ("avg", "max")
@@ -136,7 +141,7 @@ def _channel(m: nn.Module, sd: dict, p: str, layout: str) -> None:
         _move(sd, p + last + name, p + out + name, _linear)
 
 
-def _spatial(m: nn.Module, sd: dict, p: str, layout: str) -> None:
+def _spatial(m: SpatialAttention, sd: dict, p: str, layout: str) -> None:
     src = "spatial." if layout == "official" else "conv."
     order = ("max", "mean") if layout == "official" else ("mean", "max")
     if m.pool_order != order:
@@ -164,8 +169,10 @@ LAYOUTS: dict[str, dict[str, str]] = {
     "SpatialAttention": {"official": "spatial.conv.weight", "timm": "conv.conv.weight"},
     "CBAM": {"official": "ChannelGate.mlp.1.weight", "timm": "channel.fc1.weight"},
 }
-_CONVERT = {"NonLocal2d": _nonlocal, "SecondOrderAttention": _second_order, "ChannelAttention": _channel,
-            "SpatialAttention": _spatial, "CBAM": _cbam}
+# each converter takes the module of its class
+_CONVERT: dict[str, Callable[[Any, dict, str, str], None]] = {
+    "NonLocal2d": _nonlocal, "SecondOrderAttention": _second_order, "ChannelAttention": _channel,
+    "SpatialAttention": _spatial, "CBAM": _cbam}
 
 
 def _detect(kind: str, sd: Mapping[str, Any], prefix: str) -> str | None:
@@ -204,8 +211,9 @@ def convert_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor]
     sd = OrderedDict(state_dict)
     _CONVERT[kind](module, sd, "", layout)
     if kind == "CBAM":
-        _channel(module.channel, sd, "channel.", layout)
-        _spatial(module.spatial, sd, "spatial.", layout)
+        cbam = cast("CBAM", module)  # _kind checked the class
+        _channel(cbam.channel, sd, "channel.", layout)
+        _spatial(cbam.spatial, sd, "spatial.", layout)
     return sd
 
 
@@ -290,7 +298,8 @@ def _check_san_regions(kind: str, state_dict: Mapping[str, Any], layout: str, ov
         )
 
 
-def from_state_dict(cls: type, state_dict: Mapping[str, torch.Tensor], layout: str, **overrides: Any) -> nn.Module:
+def from_state_dict(cls: type[ModuleT], state_dict: Mapping[str, torch.Tensor], layout: str,
+                    **overrides: Any) -> ModuleT:
     """``cls`` built with the peer's configuration (``overrides`` win), loaded strictly from ``state_dict``.
 
     The module takes the dtype and device of the checkpoint's floating-point tensors unless

@@ -19,7 +19,7 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
         raise ValueError(f"srops.NonLocal2d: '{name}' must be an int >= 1 or a pair of them, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 class NonLocal2d(nn.Module):
@@ -83,6 +83,7 @@ class NonLocal2d(nn.Module):
         d = self.inter_channels
         self.qkv = nn.Conv2d(in_channels, 3 * d, 1)
         self.out = nn.Conv2d(d, in_channels, 1)
+        self.bn: nn.BatchNorm2d | None
         if bn:
             self.bn = nn.BatchNorm2d(in_channels)
             nn.init.zeros_(self.bn.weight)
@@ -90,7 +91,7 @@ class NonLocal2d(nn.Module):
         else:
             self.bn = None
             nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
+            nn.init.zeros_(self._out_bias)
         self.register_load_state_dict_pre_hook(peer_load_hook)
 
     @classmethod
@@ -101,6 +102,18 @@ class NonLocal2d(nn.Module):
         ``overrides`` replace any constructor argument (``backend``, ``regions``, ...).
         """
         return from_state_dict(cls, state_dict, layout, **overrides)
+
+    @property
+    def _qkv_bias(self) -> torch.Tensor:
+        """``qkv.bias`` (the convolution is built with one)."""
+        assert self.qkv.bias is not None
+        return self.qkv.bias
+
+    @property
+    def _out_bias(self) -> torch.Tensor:
+        """``out.bias`` (the convolution is built with one)."""
+        assert self.out.bias is not None
+        return self.out.bias
 
     def extra_repr(self) -> str:
         return (
@@ -115,10 +128,11 @@ class NonLocal2d(nn.Module):
         d = self.inter_channels
         if self.sub_sample == "before":  # qkv: None, or θ of the whole map (under torch.compile)
             xt = fold(x, rows, cols)
-            w, b = self.qkv.weight, self.qkv.bias
+            w, b = self.qkv.weight, self._qkv_bias
             theta = TF.conv2d(xt, w[:d], b[:d]) if qkv is None else fold(qkv, rows, cols)
             phi, g = TF.conv2d(TF.max_pool2d(xt, 2), w[d:], b[d:]).split(d, dim=1)
             return theta, phi, g
+        assert qkv is not None  # computed over the whole map unless sub_sample == "before"
         theta, phi, g = fold(qkv, rows, cols).split(d, dim=1)
         if self.sub_sample == "after":
             phi, g = TF.max_pool2d(phi, 2), TF.max_pool2d(g, 2)
@@ -145,9 +159,12 @@ class NonLocal2d(nn.Module):
         if self.sub_sample != "before":
             qkv = self.qkv(x)
         else:
-            qkv = TF.conv2d(x, self.qkv.weight[:d], self.qkv.bias[:d]) if compiling else None
+            qkv = TF.conv2d(x, self.qkv.weight[:d], self._qkv_bias[:d]) if compiling else None
         # at most two of each; under torch.export always two, so that no side length is specialised
-        row_groups, col_groups = (export_spans(h, rh), export_spans(w, rw)) if exporting() else (spans(h, rh), spans(w, rw))
+        if exporting():
+            row_groups, col_groups = export_spans(h, rh), export_spans(w, rw)
+        else:
+            row_groups, col_groups = spans(h, rh), spans(w, rw)
         fresh = compiling and len(row_groups) == len(col_groups) == 1
         rows_out = []
         for rows in row_groups:

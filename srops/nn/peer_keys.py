@@ -8,7 +8,7 @@ layout asked for, so that the peer's own network loads the checkpoint.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -35,11 +35,12 @@ def _nonlocal(m: NonLocal2d, sd: Mapping[str, torch.Tensor], layout: str) -> dic
         _fail("NonLocal2d", layout, "the peers pool φ and g after their convolutions (sub_sample='before')")
     wrapped = layout == "san" and tuple(m.regions) == (2, 2)
     if not wrapped and tuple(m.regions) != (1, 1):
-        _fail("NonLocal2d", layout, f"regions={m.regions}: only SAN's Nonlocal_CA (layout 'san', regions=2) splits the map")
+        _fail("NonLocal2d", layout,
+              f"regions={m.regions}: only SAN's Nonlocal_CA (layout 'san', regions=2) splits the map")
     d, pool = m.inter_channels, ".0." if m.sub_sample else "."
     out: dict[str, torch.Tensor] = {}
     for name in ("weight", "bias"):
-        for key, part in zip(("theta.", "phi" + pool, "g" + pool), sd["qkv." + name].split(d, dim=0)):
+        for key, part in zip(("theta.", "phi" + pool, "g" + pool), sd["qkv." + name].split(d, dim=0), strict=True):
             out[key + name] = part.clone()
     w = "W.0." if m.bn is not None else "W."
     out[w + "weight"], out[w + "bias"] = sd["out.weight"], sd["out.bias"]
@@ -54,7 +55,8 @@ def _nonlocal(m: NonLocal2d, sd: Mapping[str, torch.Tensor], layout: str) -> dic
 def _second_order(m: SecondOrderAttention, sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
     if layout != "san":
         _fail("SecondOrderAttention", layout, "its only peer layout is 'san'")
-    return {f"conv_du.{i}.{n}": sd[f"{src}.{n}"] for i, src in ((0, "conv_down"), (2, "conv_up")) for n in ("weight", "bias")}
+    return {f"conv_du.{i}.{n}": sd[f"{src}.{n}"]
+            for i, src in ((0, "conv_down"), (2, "conv_up")) for n in ("weight", "bias")}
 
 
 def _channel(m: ChannelAttention, sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
@@ -96,8 +98,10 @@ def _sub(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-_WRITERS = {NonLocal2d: _nonlocal, SecondOrderAttention: _second_order, CBAM: _cbam,
-            ChannelAttention: _channel, SpatialAttention: _spatial}
+# each writer takes a module of its class
+_WRITERS: dict[type[nn.Module], Callable[[Any, Mapping[str, torch.Tensor], str], dict[str, torch.Tensor]]] = {
+    NonLocal2d: _nonlocal, SecondOrderAttention: _second_order, CBAM: _cbam,
+    ChannelAttention: _channel, SpatialAttention: _spatial}
 
 
 def _layout_of(m: nn.Module, name: str, layout: str | Mapping[str, str] | None) -> str:

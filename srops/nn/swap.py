@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeGuard
 
 from torch import nn
 
@@ -72,7 +72,7 @@ class SwapReport:
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
-def _conv1x1(m: object) -> bool:
+def _conv1x1(m: object) -> TypeGuard[nn.Conv2d]:
     return isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
 
 
@@ -87,7 +87,7 @@ def _count(m: nn.Module) -> int:
 def _pooled(m: nn.Module) -> nn.Conv2d | None:
     """A 1×1 conv, or ``Sequential(conv 1×1, MaxPool2d(2))``; else None."""
     if _conv1x1(m):
-        return m  # type: ignore[return-value]
+        return m
     if (isinstance(m, nn.Sequential) and len(m) == 2 and _conv1x1(m[0]) and isinstance(m[1], nn.MaxPool2d)
             and m[1].kernel_size in (2, (2, 2)) and m[1].stride in (2, (2, 2), None) and m[1].padding in (0, (0, 0))):
         return m[0]
@@ -110,8 +110,9 @@ def _nonlocal(m: nn.Module) -> str | None:
     """Why ``m`` is not an embedded-Gaussian non-local block with SAN's/AlexHex7's children (None: it is)."""
     if _children(m) != {"theta", "phi", "g", "W"}:
         return "not a non-local block"
-    phi, g = _pooled(m.phi), _pooled(m.g)
-    if not _conv1x1(m.theta) or phi is None or g is None or isinstance(m.phi, nn.Sequential) != isinstance(m.g, nn.Sequential):
+    theta, phi, g = m.get_submodule("theta"), _pooled(m.get_submodule("phi")), _pooled(m.get_submodule("g"))
+    if (not _conv1x1(theta) or phi is None or g is None
+            or isinstance(m.phi, nn.Sequential) != isinstance(m.g, nn.Sequential)):
         return "theta/phi/g are not 1×1 convolutions (phi and g both max-pooled 2×2 or neither)"
     w = m.W
     if isinstance(w, nn.Sequential):
@@ -119,7 +120,7 @@ def _nonlocal(m: nn.Module) -> str | None:
             return "W is neither a 1×1 conv nor Sequential(conv, BatchNorm2d)"
     elif not _conv1x1(w):
         return "W is not a 1×1 convolution"
-    if any(c.bias is None for c in (m.theta, phi, g)):
+    if any(c.bias is None for c in (theta, phi, g)):
         return "theta/phi/g have no bias"
     if getattr(m, "mode", "embedded_gaussian") not in ("embedded_gaussian", "embedded"):
         return f"mode {m.mode!r} is not the embedded Gaussian"
@@ -142,7 +143,7 @@ Match = tuple[str, str]
 def _is_san_ca(m: nn.Module) -> Match | str | None:
     if _children(m) != {"non_local", "soca"}:
         return None
-    if _nonlocal(m.non_local) is not None or not _soca_like(m.soca):
+    if _nonlocal(m.get_submodule("non_local")) is not None or not _soca_like(m.get_submodule("soca")):
         return None
     return "san.Nonlocal_CA", "san"
 
@@ -192,7 +193,7 @@ def _is_cbam_official(m: nn.Module) -> Match | str | None:
             and isinstance(mlp[1], nn.Linear) and isinstance(mlp[2], nn.ReLU) and isinstance(mlp[3], nn.Linear)):
         return "ChannelGate.mlp is not Sequential(Flatten, Linear, ReLU, Linear)"
     if list(getattr(m.ChannelGate, "pool_types", ["avg", "max"])) != ["avg", "max"]:
-        return f"ChannelGate pools {m.ChannelGate.pool_types}, not ['avg', 'max']"
+        return f"ChannelGate pools {m.get_submodule('ChannelGate').pool_types}, not ['avg', 'max']"
     basic = getattr(m.SpatialGate, "spatial", None)
     if basic is None or getattr(basic, "relu", None) is not None:
         return "SpatialGate.spatial is missing or ends in a ReLU"
@@ -220,8 +221,9 @@ def _is_cbam_timm(m: nn.Module) -> Match | str | None:
 RECOGNISERS: tuple[Callable[[nn.Module], Match | str | None], ...] = (
     _is_san_ca, _is_nonlocal, _is_soca, _is_calayer, _is_cbam_official, _is_cbam_timm,
 )
-_CLASS = {"san.Nonlocal_CA": NonLocal2d, "nonlocal": NonLocal2d, "san.SOCA": SecondOrderAttention,
-          "rcan.CALayer": ChannelAttention, "cbam.official": CBAM, "timm.CbamModule": CBAM}
+_CLASS: dict[str, type[nn.Module]] = {
+    "san.Nonlocal_CA": NonLocal2d, "nonlocal": NonLocal2d, "san.SOCA": SecondOrderAttention,
+    "rcan.CALayer": ChannelAttention, "cbam.official": CBAM, "timm.CbamModule": CBAM}
 PEERS = tuple(_CLASS)
 
 
@@ -239,7 +241,8 @@ def _build(peer: str, layout: str, old: nn.Module, backend: str | None) -> tuple
 def _double_split(parent: nn.Module | None, name: str, child: nn.Module) -> bool:
     """A srops NonLocal2d with regions inside a module shaped like SAN's Nonlocal_CA (which splits 2×2 itself)."""
     return (isinstance(child, NonLocal2d) and tuple(child.regions) != (1, 1) and parent is not None
-            and name == "non_local" and _children(parent) == {"non_local", "soca"} and _soca_like(parent.soca))
+            and name == "non_local" and _children(parent) == {"non_local", "soca"}
+            and _soca_like(parent.get_submodule("soca")))
 
 
 def swap(model: nn.Module, peers: Iterable[str] | None = None, backend: str | None = None) -> SwapReport:

@@ -2,16 +2,18 @@
 
 Explicit import list (no directory scan).
 """
-from srops.models.archs import amms_arch  # noqa: F401
-from srops.models.archs import bicubic_arch  # noqa: F401
-from srops.models.archs import drfn_arch  # noqa: F401
-from srops.models.archs import edsr_arch  # noqa: F401
-from srops.models.archs import edsr_cbam_arch  # noqa: F401
-from srops.models.archs import espcn_arch  # noqa: F401
-from srops.models.archs import espcn_cbam_arch  # noqa: F401
-from srops.models.archs import lapsrn_arch  # noqa: F401
-from srops.models.archs import lapsrn_cbam_arch  # noqa: F401
-from srops.models.archs import srgan_attention_arch  # noqa: F401
-from srops.models.archs import srgan_discriminator_arch  # noqa: F401
-from srops.models.archs import srresnet_arch  # noqa: F401
-from srops.models.archs import srresnet_cbam_arch  # noqa: F401
+from srops.models.archs import (
+    amms_arch,  # noqa: F401
+    bicubic_arch,  # noqa: F401
+    drfn_arch,  # noqa: F401
+    edsr_arch,  # noqa: F401
+    edsr_cbam_arch,  # noqa: F401
+    espcn_arch,  # noqa: F401
+    espcn_cbam_arch,  # noqa: F401
+    lapsrn_arch,  # noqa: F401
+    lapsrn_cbam_arch,  # noqa: F401
+    srgan_attention_arch,  # noqa: F401
+    srgan_discriminator_arch,  # noqa: F401
+    srresnet_arch,  # noqa: F401
+    srresnet_cbam_arch,  # noqa: F401
+)

@@ -126,7 +126,8 @@ class AMMS(nn.Module):
             return AM(nl, soca, c)
 
         def make_module() -> nn.Sequential:
-            return nn.Sequential(MSFF(c, msff_kernels), MSFF(c, msff_kernels), LSAM([make_am() for _ in range(n_am)], c))
+            return nn.Sequential(MSFF(c, msff_kernels), MSFF(c, msff_kernels),
+                                 LSAM([make_am() for _ in range(n_am)], c))
 
         self.sub_mean = MeanShift(rgb_range, sign=-1)
         self.head = conv(3, c, 3)

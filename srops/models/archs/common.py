@@ -51,7 +51,8 @@ def resolve_backend(backend: BackendArg, ops: Sequence[str]) -> str | None:
         return None
     if isinstance(backend, str):
         if backend not in BACKEND_NAMES:
-            raise ValueError(f"srops.models: 'backend' must be one of {BACKEND_NAMES}, a mapping or None, got {backend!r}")
+            raise ValueError(f"srops.models: 'backend' must be one of {BACKEND_NAMES}, a mapping or None, "
+                             f"got {backend!r}")
         table = srops.backends("cpu")
         return backend if all(backend in table.get(op, {}) for op in ops) else None
     if isinstance(backend, Mapping):
@@ -80,6 +81,8 @@ class MeanShift(nn.Module):
 
     ``sign=-1`` subtracts (network input), ``sign=+1`` adds back (network output).
     """
+
+    shift: torch.Tensor  # registered buffer
 
     def __init__(self, rgb_range: float = 255.0, mean: Sequence[float] = DIV2K_MEAN, sign: int = -1) -> None:
         super().__init__()

@@ -1,4 +1,5 @@
-"""DRFN (Wang, Lan & Gao; docs/models.md §2): residual attention groups (CAM + SAM) with adjacent-group feature fusion."""
+"""DRFN (Wang, Lan & Gao; docs/models.md §2): residual attention groups (CAM + SAM) with adjacent-group
+feature fusion."""
 from __future__ import annotations
 
 import torch

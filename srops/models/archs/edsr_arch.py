@@ -1,6 +1,8 @@
 """EDSR-baseline (Lim et al. 2017), optionally with CBAM in every residual block (CBAM study, docs/models.md §4)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -19,7 +21,7 @@ from srops.models.registry import register
 class EDSRBlock(nn.Module):
     """x + res_scale · [CBAM](conv3(ReLU(conv3(x)))); ``per_conv`` puts a CBAM after each conv instead."""
 
-    def __init__(self, channels: int, res_scale: float, cbams: list[nn.Module], per_conv: bool = False) -> None:
+    def __init__(self, channels: int, res_scale: float, cbams: Sequence[nn.Module], per_conv: bool = False) -> None:
         super().__init__()
         if per_conv:
             layers = [conv(channels, channels, 3), cbams[0], nn.ReLU(), conv(channels, channels, 3), cbams[1]]

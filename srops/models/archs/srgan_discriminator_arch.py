@@ -23,8 +23,8 @@ class SRGANDiscriminator(nn.Module):
     LReLU → conv1 1024→1 → sigmoid (any input size); Ledig/Keras ``"dense"`` = flatten →
     Dense(1024) → LReLU → Dense(1) → sigmoid (fixed ``input_size``).
 
-    Our choices [C]: ``head="conv"`` (the attention SRGAN's leftthomas lineage, docs/models.md §3). ``scale`` is accepted
-    for the registry's uniform signature and ignored.
+    Our choices [C]: ``head="conv"`` (the attention SRGAN's leftthomas lineage, docs/models.md §3). ``scale`` is
+    accepted for the registry's uniform signature and ignored.
 
     Layout: ``[B, 3, H, W]`` → ``[B]`` probabilities (logits if ``sigmoid=False``); with
     ``head="dense"`` H = W = ``input_size``.
@@ -46,7 +46,7 @@ class SRGANDiscriminator(nn.Module):
         check_positive("srgan_discriminator", input_size=input_size, in_channels=in_channels)
         layers: list[nn.Module] = []
         prev = in_channels
-        for i, (ch, stride) in enumerate(zip(CHANNELS, STRIDES)):
+        for i, (ch, stride) in enumerate(zip(CHANNELS, STRIDES, strict=True)):
             layers.append(conv(prev, ch, 3, stride=stride))
             if i > 0:
                 layers.append(nn.BatchNorm2d(ch))

@@ -9,11 +9,11 @@ from torch import nn
 from srops.models.archs.common import (
     BackendArg,
     Upsampler,
-    make_cbam,
     check_choice,
     check_positive,
     check_scale,
     conv,
+    make_cbam,
 )
 from srops.models.registry import register
 
