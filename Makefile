@@ -1,4 +1,5 @@
-# make test  : create .venv if missing, install pinned deps, build the extension (CPU + CUDA sources), run tests
+# make test  : create .venv if missing, install pinned deps, build the extension (CPU + CUDA sources), lint and
+#              type-check srops/ (ruff, mypy: pyproject.toml), run tests
 #              (the build is incremental: skipped when no source, flag or pinned dependency changed; ninja
 #              recompiles only the changed files; SROPS_NO_CUDA=1 make test builds the C++ kernels only)
 # make demo  : same set-up, then the main job (python -m srops.models.demo: train a small AMMS ×2 on data/T91, evaluate on data/Set5 against bicubic)
@@ -50,6 +51,8 @@ $(BUILD_STAMP): $(DEPS) $(BUILD_INPUTS) $(BUILD_FLAGS_FILE) $(if $(wildcard srop
 
 test: build
 	$(PY) -m srops.info
+	$(PY) -m ruff check srops tests/structure
+	$(PY) -m mypy
 	$(PY) -m pytest tests -ra -q
 	$(PY) -m pytest bench --benchmark-only -q --benchmark-min-rounds=1 --benchmark-max-time=0 \
 		--benchmark-warmup=off --benchmark-columns=min,mean,rounds --smoke

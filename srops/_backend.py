@@ -77,6 +77,12 @@ _OPS: dict[str, _Op] = {}
 _warned_reference: set[str] = set()
 
 
+def not_built(*args: object, **kwargs: object) -> torch.Tensor:
+    """The ``fn`` of a backend whose compiled code is not in this build; its ``available()`` says why, so
+    ``select`` never returns it."""
+    raise BackendUnavailableError("srops: this backend's compiled kernels are not in this build")
+
+
 def register(backend: Backend) -> Backend:
     entry = _OPS.setdefault(backend.op, _Op())
     if backend.name not in BACKEND_NAMES:

@@ -108,11 +108,25 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
 def kernels_missing(ops: Sequence[str], dispatch_key: str) -> str | None:
     """None if every ``srops::<op>`` of ``ops`` has a compiled ``dispatch_key`` kernel, else why not."""
     reason = ext_unavailable() if dispatch_key == "CPU" else cuda_ext_unavailable()
+    if reason is None and not ops:
+        reason = "srops._C declares none of the ops this backend runs"
     if reason is None:
         missing = [op for op in ops if not has_kernel(op, dispatch_key)]
         if missing:
             reason = f"srops._C has no {dispatch_key} kernel for {', '.join(missing)}"
     return reason
+
+
+def fwd_bwd(op: str) -> tuple[str, str]:
+    """The forward and backward schema names of ``op`` under the naming rule of ``csrc/srops.cpp``:
+    ``<op>_fwd`` / ``<op>_bwd`` (a second implementation puts its backend before the suffix)."""
+    return f"{op}_fwd", f"{op}_bwd"
+
+
+def ops_with_prefix(prefix: str) -> tuple[str, ...]:
+    """The registered ``srops::`` ops whose names start with ``prefix`` (e.g. every ``cbam_`` pass), as the
+    extension declares them; empty without the extension."""
+    return tuple(op for op in (registered_ops() if HAS_EXT else []) if op.startswith(prefix))
 
 
 def kernel_availability(ops: Sequence[str], dispatch_key: str) -> Callable[[], str | None]:

@@ -38,6 +38,8 @@ makes second-order gradients exact. Only imported when ``srops._C`` loaded.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Callable, Sequence
 
 import torch
@@ -306,7 +308,7 @@ def _fused_backward(x: torch.Tensor) -> bool:
 
 def _gate_logits(stats: torch.Tensor, mlp: Fn, pool: Sequence[str], avg: bool) -> torch.Tensor:
     column = {"avg": 0, "max": int(avg)}
-    return sum(mlp_logits(mlp, stats[:, :, column[p]]) for p in pool)
+    return functools.reduce(operator.add, (mlp_logits(mlp, stats[:, :, column[p]]) for p in pool))
 
 
 def _spatial_logits(pooled: torch.Tensor, conv: Fn) -> torch.Tensor:

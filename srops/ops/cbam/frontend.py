@@ -47,19 +47,24 @@ for _op, _fn in (
 ):
     _backend.register(_backend.Backend(_op, "reference", _fn, devices=_ALL))
 
-_FUSED_OPS = ("cbam_channel_pool_fwd", "cbam_channel_pool_bwd", "cbam_spatial_pool_fwd", "cbam_spatial_pool_bwd",
-              "cbam_apply_fwd", "cbam_apply_bwd")
+# every compiled CBAM pass (csrc/cbam), as the extension declares them: the fused backends need all of them
+_FUSED_OPS = _ext.ops_with_prefix("cbam_")
 
 if _ext.HAS_EXT:
     from srops.ops.cbam import ext_impl as _fused
+
+    _FUSED_FNS: dict[str, Callable[..., torch.Tensor]] = {
+        "channel_gate": _fused.channel_gate_ext, "spatial_gate": _fused.spatial_gate_ext,
+        "channel_attention": _fused.channel_attention_ext, "spatial_attention": _fused.spatial_attention_ext,
+        "cbam": _fused.cbam_ext,
+    }
 else:
-    _fused = None  # type: ignore[assignment]
+    _FUSED_FNS = dict.fromkeys(("channel_gate", "spatial_gate", "channel_attention", "spatial_attention", "cbam"),
+                               _backend.not_built)
 
-
-for _op in ("channel_gate", "spatial_gate", "channel_attention", "spatial_attention", "cbam"):
-    _fn = getattr(_fused, f"{_op}_ext", None)
+for _op, _ext_fn in _FUSED_FNS.items():
     for _name, _key in (("cpu", "CPU"), ("cuda", "CUDA")):
-        _backend.register(_backend.Backend(_op, _name, _fn, devices=(_name,),
+        _backend.register(_backend.Backend(_op, _name, _ext_fn, devices=(_name,),
                                            available=_ext.kernel_availability(_FUSED_OPS, _key)))
     _backend.set_order(_op, "cpu", ("cpu", "reference"))
     _backend.set_order(_op, "cuda", ("cuda", "reference"))
@@ -81,7 +86,8 @@ def _check_fn(op: str, arg: str, fn: object) -> None:
         raise TypeError(f"srops.{op}: '{arg}' must be a callable (module or function), got {type(fn).__name__}")
 
 
-def channel_gate(x: torch.Tensor, mlp: Fn, pool: Sequence[str] = POOL_TYPES, backend: str | None = None) -> torch.Tensor:
+def channel_gate(x: torch.Tensor, mlp: Fn, pool: Sequence[str] = POOL_TYPES,
+                 backend: str | None = None) -> torch.Tensor:
     """CBAM channel gate c = σ(Σ_p mlp(pool_p(x))) ``[B, C, 1, 1]`` for x ``[B, C, H, W]``.
 
     ``mlp`` maps ``[B, C]`` to ``[B, C]`` logits and is applied to each pooled vector separately.

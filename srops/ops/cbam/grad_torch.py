@@ -18,6 +18,7 @@ def channel_pool_grad(grad_stats: torch.Tensor, x: torch.Tensor, argmax: torch.T
     if avg:
         dx = dx + grad_stats[:, :, :1] / (H * W)
     if mx:
+        assert argmax is not None, "a max pooling saves its argmax"
         dx = dx.scatter_add(2, argmax[:, :, None], grad_stats[:, :, -1:])
     return dx.view(B, C, H, W)
 

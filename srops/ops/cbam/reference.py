@@ -10,6 +10,8 @@ memory order (the lowest index), as ``torch.max(dim)`` does.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Callable, Sequence
 
 import torch
@@ -44,7 +46,7 @@ def spatial_pool(x: torch.Tensor) -> torch.Tensor:
 
 def channel_gate_ref(x: torch.Tensor, mlp: Fn, pool: Sequence[str]) -> torch.Tensor:
     """c = σ(Σ_p mlp(pool_p(x))) as ``[B, C, 1, 1]``."""
-    logits = sum(mlp_logits(mlp, s) for s in channel_pool(x, pool))
+    logits = functools.reduce(operator.add, (mlp_logits(mlp, s) for s in channel_pool(x, pool)))
     return torch.sigmoid(logits)[:, :, None, None]
 
 

@@ -20,8 +20,8 @@ else:
     covpool_ext = covpool_sqrtm_cpu = covpool_sqrtm_cuda = None  # type: ignore[assignment]
 
 
-_COVPOOL_OPS = ("covpool_fwd", "covpool_bwd")
-_SQRTM_OPS = ("covpool_sqrtm_fwd", "covpool_sqrtm_bwd")
+_COVPOOL_OPS = _ext.fwd_bwd("covpool")
+_SQRTM_OPS = _ext.fwd_bwd("covpool_sqrtm")
 _SQRTM_FNS = {"cpu": covpool_sqrtm_cpu, "cuda": covpool_sqrtm_cuda}
 for _name, _key in (("cpu", "CPU"), ("cuda", "CUDA")):
     _backend.register(_backend.Backend("covpool", _name, covpool_ext, devices=(_name,),

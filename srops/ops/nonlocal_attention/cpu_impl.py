@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import torch
 
+from srops import _ext
+
 _ops = torch.ops.srops
-OPS = ("nonlocal_attention_fwd", "nonlocal_attention_bwd")
+OPS = _ext.fwd_bwd("nonlocal_attention")
 
 
 @torch.library.register_fake("srops::nonlocal_attention_fwd")
@@ -29,7 +31,9 @@ def _fwd_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -
 
 @torch.library.register_fake("srops::nonlocal_attention_bwd")
 def _bwd_fake(grad, q, k, v, out, lse, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
+    fmt = torch.contiguous_format
+    return (torch.empty_like(q, memory_format=fmt), torch.empty_like(k, memory_format=fmt),
+            torch.empty_like(v, memory_format=fmt))
 
 
 def nonlocal_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:

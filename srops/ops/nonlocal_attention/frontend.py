@@ -51,11 +51,13 @@ class _FusedAttention(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True
             wrt = [t if t.requires_grad else t.detach().requires_grad_() for t in (q, k, v)]
             with torch.enable_grad():
-                ref = nonlocal_attention_ref(*(t.flatten(0, -3) for t in wrt), ctx.scale).view(out.shape)
-            grads = iter(torch.autograd.grad(ref, [t for t, n in zip(wrt, need) if n], grad, create_graph=True))
+                qf, kf, vf = (t.flatten(0, -3) for t in wrt)
+                ref = nonlocal_attention_ref(qf, kf, vf, ctx.scale).view(out.shape)
+            grads = iter(torch.autograd.grad(ref, [t for t, n in zip(wrt, need, strict=True) if n], grad,
+                                             create_graph=True))
             return (None, None) + tuple(next(grads) if n else None for n in need)
         grads = ctx.kernels.backward(grad, q, k, v, out, *extra, scale=ctx.scale)
-        return (None, None) + tuple(g if n else None for g, n in zip(grads, need))
+        return (None, None) + tuple(g if n else None for g, n in zip(grads, need, strict=True))
 
 
 class _TritonKernels:
@@ -89,8 +91,8 @@ _backend.register(_backend.Backend(OP, "sdpa", nonlocal_attention_sdpa, devices=
 # C++ flash kernels (csrc/nonlocal_attention/): float32/float64, half precision through float32.
 _backend.register(
     _backend.Backend(
-        OP, "cpu", cpu_impl.nonlocal_attention_cpu if cpu_impl else None, devices=("cpu",),
-        available=_ext.kernel_availability(("nonlocal_attention_fwd", "nonlocal_attention_bwd"), "CPU"),
+        OP, "cpu", cpu_impl.nonlocal_attention_cpu if cpu_impl else _backend.not_built, devices=("cpu",),
+        available=_ext.kernel_availability(_ext.fwd_bwd(OP), "CPU"),
     )
 )
 # Triton flash kernels; CPU tensors only under TRITON_INTERPRET=1 (the interpreter, for tests, not speed).

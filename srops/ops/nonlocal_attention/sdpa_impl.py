@@ -61,13 +61,15 @@ def _no_autocast(t: torch.Tensor):
     return torch.autocast("cpu", enabled=False) if t.device.type == "cpu" else contextlib.nullcontext()
 
 
-def as_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def as_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``[B, ·, ·]`` → contiguous ``[B, 1, ·, ·]`` copies (float32 for 16-bit CPU inputs), recorded by autograd."""
     if q.device.type == "cpu" and q.dtype in (torch.float16, torch.bfloat16):
         q, k, v = q.float(), k.float(), v.float()
     if torch.compiler.is_compiling():  # always a fresh buffer, never a view (module doc)
-        return tuple(t.unsqueeze(1).clone(memory_format=torch.contiguous_format) for t in (q, k, v))
-    return tuple(t.unsqueeze(1).contiguous() for t in (q, k, v))
+        return (q.unsqueeze(1).clone(memory_format=torch.contiguous_format),
+                k.unsqueeze(1).clone(memory_format=torch.contiguous_format),
+                v.unsqueeze(1).clone(memory_format=torch.contiguous_format))
+    return q.unsqueeze(1).contiguous(), k.unsqueeze(1).contiguous(), v.unsqueeze(1).contiguous()
 
 
 def from_heads(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -111,7 +113,8 @@ class SdpaKernels:
             with _no_autocast(q):
                 return _aten._scaled_dot_product_flash_attention_for_cpu_backward(
                     grad.contiguous(), q, k, v, out, extra[0], 0.0, False, scale=scale)
-        inputs = tuple(t.detach().requires_grad_() for t in (q, k, v))
+        qi, ki, vi = (t.detach().requires_grad_() for t in (q, k, v))
         with torch.enable_grad(), _no_autocast(q):
-            again = F.scaled_dot_product_attention(*inputs, scale=scale)
-        return torch.autograd.grad(again, inputs, grad)
+            again = F.scaled_dot_product_attention(qi, ki, vi, scale=scale)
+        dq, dk, dv = torch.autograd.grad(again, (qi, ki, vi), grad)
+        return dq, dk, dv

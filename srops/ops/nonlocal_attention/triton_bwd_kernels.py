@@ -19,7 +19,7 @@ import triton.language as tl
 
 @triton.jit
 def delta_kernel(
-    O, DO, DELTA, sob, son, sod, sgb, sgn, sgd, N, DV,
+    O, DO, DELTA, sob, son, sod, sgb, sgn, sgd, N, DV,  # noqa: E741  (O: the output, as in the papers)
     BLOCK_M: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     """``DELTA[b, i] = Σ_c O[b, i, c] · dO[b, i, c]`` in float32; DELTA is ``[B, N]`` contiguous."""

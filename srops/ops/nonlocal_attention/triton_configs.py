@@ -142,8 +142,8 @@ def bwd_split(n_kb: int, n_qb: int, batch: int, n_pad: int, m_pad: int, block_d:
 
     At least ``_MIN_PROGRAMS`` programs (G·S·B) where the blocks allow: key groups first (S = 1, dK/dV
     written directly), query chunks where the key blocks are too few; while the dQ scratch
-    ``G·B·n_pad·block_d`` float32 exceeds :data:`SCRATCH_BUDGET`, ~√ of the programs each way. A pure function of the sizes: the same split, hence the same
-    summation order, in every process.
+    ``G·B·n_pad·block_d`` float32 exceeds :data:`SCRATCH_BUDGET`, ~√ of the programs each way. A pure
+    function of the sizes: the same split, hence the same summation order, in every process.
     """
     want = -(-_MIN_PROGRAMS // batch)
 

@@ -145,12 +145,12 @@ def _bwd_impl(
     n_qb, n_kb = triton.cdiv(n, bm), triton.cdiv(m, bn)
     n_pad, m_pad = n_qb * bm, n_kb * bn
     groups, chunks, kpg, qpc = _configs.bwd_split(n_kb, n_qb, b, n_pad, m_pad, block_d, block_dv)
-    f32 = dict(device=q.device, dtype=torch.float32)
-    delta = _configs.empty(b, n, **f32)
-    dq_part = _configs.empty(groups, b, n_pad, block_d, **f32)
+    f32 = torch.float32
+    delta = _configs.empty(b, n, device=q.device, dtype=f32)
+    dq_part = _configs.empty(groups, b, n_pad, block_d, device=q.device, dtype=f32)
     partial = chunks > 1
-    dk_out = _configs.empty(chunks, b, m_pad, block_d, **f32) if partial else dk
-    dv_out = _configs.empty(chunks, b, m_pad, block_dv, **f32) if partial else dvv
+    dk_out = _configs.empty(chunks, b, m_pad, block_d, device=q.device, dtype=f32) if partial else dk
+    dv_out = _configs.empty(chunks, b, m_pad, block_dv, device=q.device, dtype=f32) if partial else dvv
     with _device_guard(q):
         block = 16 if INTERPRET else 64
         _bk.delta_kernel[(triton.cdiv(n, block), b)](
@@ -165,7 +165,8 @@ def _bwd_impl(
         )
         sums = [(dq_part, dq, groups, n, n_pad, d, abs(scale), block_d)]
         if partial:
-            sums += [(dk_out, dk, chunks, m, m_pad, d, scale, block_d), (dv_out, dvv, chunks, m, m_pad, dv, 1.0, block_dv)]
+            sums += [(dk_out, dk, chunks, m, m_pad, d, scale, block_d),
+                     (dv_out, dvv, chunks, m, m_pad, dv, 1.0, block_dv)]
         for parts, target, count, rows, rows_pad, cols, factor, block_c in sums:
             block_r = 16 if INTERPRET else 64
             _bk.partial_sum_kernel[(triton.cdiv(rows, block_r), b)](

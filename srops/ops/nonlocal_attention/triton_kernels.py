@@ -31,7 +31,7 @@ def _fwd_step(q, k, v, m_i, l_i, acc, col_ok, qk_scale, MASKED: tl.constexpr, PR
 
 @triton.jit
 def fwd_kernel(
-    Q, K, V, O, STATS,
+    Q, K, V, O, STATS,  # noqa: E741  (O: the output, as in the papers)
     sqb, sqn, sqd, skb, skm, skd, svb, svm, svd, sob, son, sod, slb, sls, sln,
     N, M, D, DV, qk_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
