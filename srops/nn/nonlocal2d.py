@@ -1,7 +1,7 @@
 """NonLocal2d: the embedded-Gaussian non-local block (Wang et al.; SAN's region-level variant)."""
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as TF
@@ -95,7 +95,7 @@ class NonLocal2d(nn.Module):
         self.register_load_state_dict_pre_hook(peer_load_hook)
 
     @classmethod
-    def from_state_dict(cls, state_dict: dict, layout: str, **overrides) -> "NonLocal2d":
+    def from_state_dict(cls, state_dict: dict, layout: str, **overrides: Any) -> "NonLocal2d":
         """A block configured as the peer's (``"san"``: 2×2 regions; ``"alexhex7"``) with its weights.
 
         Channels, ``inter_channels``, ``sub_sample`` and ``bn`` are read from the keys and shapes;
