@@ -254,6 +254,7 @@ def test_nonlocal2d_matches_reference_and_sdpa(case):
     _module_close(sdpa, ref32, oracle, "sdpa", positions)
 
 
+@pytest.mark.compile
 def test_nonlocal2d_compiles_fullgraph():
     case = MODULE_CASES[3]
     x = torch.randn(2, 12, *case["hw"], device=DEVICE).double()  # float32 values
