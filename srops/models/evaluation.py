@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from srops.image import quantize, save_image
-from srops.models.inference import ENSEMBLE, final_output, transform, untransform
+from srops.models.inference import ensemble_mean, final_output
 from srops.models.registry import build
 
 __all__ = ["evaluate", "format_table", "load_model", "quantize", "save_png", "score", "super_resolve"]
@@ -26,14 +26,7 @@ __all__ = ["evaluate", "format_table", "load_model", "quantize", "save_png", "sc
 def super_resolve(model: nn.Module, lr: torch.Tensor, self_ensemble: bool = False) -> torch.Tensor:
     """SR of LR ``[B, 3, h, w]`` in [0, 1] → ``[B, 3, sh, sw]`` (unquantised); ×8 geometric ensemble optional."""
     model.eval()
-    if not self_ensemble:
-        return final_output(model(lr)).float()
-    acc: torch.Tensor | None = None
-    for k, flip in ENSEMBLE:
-        y = untransform(final_output(model(transform(lr, k, flip))).float(), k, flip)
-        acc = y if acc is None else acc + y
-    assert acc is not None  # ENSEMBLE is not empty
-    return acc / len(ENSEMBLE)
+    return ensemble_mean(lambda x: final_output(model(x)).float(), lr, self_ensemble)
 
 
 def score(sr: torch.Tensor, hr: torch.Tensor, crop_border: int) -> tuple[float, float]:

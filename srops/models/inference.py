@@ -39,6 +39,20 @@ def untransform(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
 ENSEMBLE = [(k, f) for k in range(4) for f in (False, True)]
 
 
+def ensemble_mean(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                  self_ensemble: bool) -> torch.Tensor:
+    """``run(x)``; with ``self_ensemble`` the mean over the 8 :data:`ENSEMBLE` transforms of
+    ``untransform(run(transform(x)))``, summed in :data:`ENSEMBLE` order."""
+    if not self_ensemble:
+        return run(x)
+    acc: torch.Tensor | None = None
+    for k, flip in ENSEMBLE:
+        y = untransform(run(transform(x, k, flip)), k, flip)
+        acc = y if acc is None else acc + y
+    assert acc is not None  # ENSEMBLE is not empty
+    return acc / len(ENSEMBLE)
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of ``tile`` pixels covering ``length``, neighbours overlapping >= ``overlap``."""
     if length <= tile:
@@ -147,18 +161,15 @@ def upscale_tensor(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | N
         raise ValueError(f"srops.models.upscale: 'lr' must be [1, 3, h, w], got {tuple(lr.shape)}")
     step = step or (lambda: None)
     x = lr.to(device=device, dtype=dtype)
-    acc: torch.Tensor | None = None
-    for k, flip in ENSEMBLE if self_ensemble else [(0, False)]:
-        xt = transform(x, k, flip)
-        if tile is None:
-            y = _run(model, xt, scale).float().cpu()
-            step()
-        else:
-            y = _tiled(model, xt, scale, tile, overlap, step)
-        y = untransform(y, k, flip)
-        acc = y if acc is None else acc + y
-    assert acc is not None  # at least one transform ran
-    return acc / (len(ENSEMBLE) if self_ensemble else 1)
+
+    def one_pass(xt: torch.Tensor) -> torch.Tensor:
+        if tile is not None:
+            return _tiled(model, xt, scale, tile, overlap, step)
+        y = _run(model, xt, scale).float().cpu()
+        step()
+        return y
+
+    return ensemble_mean(one_pass, x, self_ensemble)
 
 
 # the CPU allocator's failure is a plain RuntimeError (c10's DefaultCPUAllocator), not torch.OutOfMemoryError
