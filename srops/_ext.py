@@ -90,11 +90,12 @@ def registered_ops() -> list[str]:
     return sorted(n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("srops::"))
 
 
-# (op, dispatch key) pairs with a compiled kernel, read once so that dispatch
-# (which torch.compile traces) never calls into the dispatcher's registry.
+# The ops srops._C declares, and the (op, dispatch key) pairs with a compiled kernel, read once when the
+# extension loads, so that dispatch (which torch.compile traces) never calls into the dispatcher's registry.
+_EXT_OPS: tuple[str, ...] = tuple(registered_ops()) if HAS_EXT else ()
 _KERNELS: frozenset[tuple[str, str]] = frozenset(
     (op, key)
-    for op in (registered_ops() if HAS_EXT else [])
+    for op in _EXT_OPS
     for key in ("CPU", "CUDA")
     if torch._C._dispatch_has_kernel_for_dispatch_key(f"srops::{op}", key)
 )
@@ -126,7 +127,7 @@ def fwd_bwd(op: str) -> tuple[str, str]:
 def ops_with_prefix(prefix: str) -> tuple[str, ...]:
     """The registered ``srops::`` ops whose names start with ``prefix`` (e.g. every ``cbam_`` pass), as the
     extension declares them; empty without the extension."""
-    return tuple(op for op in (registered_ops() if HAS_EXT else []) if op.startswith(prefix))
+    return tuple(op for op in _EXT_OPS if op.startswith(prefix))
 
 
 def kernel_availability(ops: Sequence[str], dispatch_key: str) -> Callable[[], str | None]:

@@ -379,3 +379,10 @@ def cbam_ext(x: torch.Tensor, mlp: Fn, conv: Fn, pool: Sequence[str]) -> torch.T
         return _attention_fused(x, mlp, conv, pool)
     c = _channel_gate(x, mlp, pool)
     return _ops.cbam_apply_fwd(x, c, _spatial_gate(x, c, conv)[:, 0])
+
+
+#: The fused backend's function of each CBAM op (the frontend registers them as ``cpu`` and ``cuda``).
+FUSED_FNS: dict[str, Callable[..., torch.Tensor]] = {
+    "channel_gate": channel_gate_ext, "spatial_gate": spatial_gate_ext, "channel_attention": channel_attention_ext,
+    "spatial_attention": spatial_attention_ext, "cbam": cbam_ext,
+}

@@ -38,31 +38,23 @@ Fn = Callable[[torch.Tensor], torch.Tensor]
 POOL_TYPES = ("avg", "max")
 _ALL = ("cpu", "cuda")
 
-for _op, _fn in (
-    ("channel_gate", channel_gate_ref),
-    ("spatial_gate", spatial_gate_ref),
-    ("channel_attention", channel_attention_ref),
-    ("spatial_attention", spatial_attention_ref),
-    ("cbam", cbam_ref),
-):
+_REFERENCE_FNS: dict[str, Callable[..., torch.Tensor]] = {
+    "channel_gate": channel_gate_ref, "spatial_gate": spatial_gate_ref, "channel_attention": channel_attention_ref,
+    "spatial_attention": spatial_attention_ref, "cbam": cbam_ref,
+}
+for _op, _fn in _REFERENCE_FNS.items():
     _backend.register(_backend.Backend(_op, "reference", _fn, devices=_ALL))
 
 # every compiled CBAM pass (csrc/cbam), as the extension declares them: the fused backends need all of them
 _FUSED_OPS = _ext.ops_with_prefix("cbam_")
 
 if _ext.HAS_EXT:
-    from srops.ops.cbam import ext_impl as _fused
-
-    _FUSED_FNS: dict[str, Callable[..., torch.Tensor]] = {
-        "channel_gate": _fused.channel_gate_ext, "spatial_gate": _fused.spatial_gate_ext,
-        "channel_attention": _fused.channel_attention_ext, "spatial_attention": _fused.spatial_attention_ext,
-        "cbam": _fused.cbam_ext,
-    }
+    from srops.ops.cbam.ext_impl import FUSED_FNS as _FUSED_FNS
 else:
-    _FUSED_FNS = dict.fromkeys(("channel_gate", "spatial_gate", "channel_attention", "spatial_attention", "cbam"),
-                               _backend.not_built)
+    _FUSED_FNS = {}
 
-for _op, _ext_fn in _FUSED_FNS.items():
+for _op in _REFERENCE_FNS:
+    _ext_fn = _FUSED_FNS.get(_op, _backend.not_built)
     for _name, _key in (("cpu", "CPU"), ("cuda", "CUDA")):
         _backend.register(_backend.Backend(_op, _name, _ext_fn, devices=(_name,),
                                            available=_ext.kernel_availability(_FUSED_OPS, _key)))
