@@ -21,6 +21,7 @@ the graph.
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from pathlib import Path
 
@@ -101,7 +102,9 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
     return resolved
 
 
+@functools.lru_cache(maxsize=1)
 def graph() -> dict[str, set[str]]:
+    """The import graph of srops (read once per run; the tests only read it)."""
     known = modules()
     return {name: imports_of(name, path, known) for name, path in known.items()}
 
