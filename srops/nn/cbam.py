@@ -8,7 +8,7 @@ import torch.nn.functional as TF
 from torch import nn
 
 from srops.nn._export import backend_for
-from srops.nn.compat import from_state_dict, peer_load_hook
+from srops.nn.compat import CBAM_PEERS, CHANNEL, SPATIAL, PeerLayouts, from_state_dict, peer_load_hook
 from srops.ops.cbam.frontend import POOL_TYPES, cbam, channel_attention, check_pool, spatial_attention
 
 _POOL_ORDERS = (("max", "mean"), ("mean", "max"))
@@ -34,6 +34,7 @@ class ChannelAttention(nn.Module):
 
     #: The srops ops (``srops.backends()`` names) this module runs: what its ``backend`` argument selects for.
     OPS: ClassVar[tuple[str, ...]] = ("channel_attention",)
+    PEER_LAYOUTS: ClassVar[PeerLayouts] = CHANNEL
 
     def __init__(
         self,
@@ -90,6 +91,7 @@ class SpatialAttention(nn.Module):
 
     #: The srops ops (``srops.backends()`` names) this module runs: what its ``backend`` argument selects for.
     OPS: ClassVar[tuple[str, ...]] = ("spatial_attention",)
+    PEER_LAYOUTS: ClassVar[PeerLayouts] = SPATIAL
 
     def __init__(
         self,
@@ -150,6 +152,7 @@ class CBAM(nn.Module):
 
     #: The srops ops (``srops.backends()`` names) this module runs: what its ``backend`` argument selects for.
     OPS: ClassVar[tuple[str, ...]] = ("cbam",)
+    PEER_LAYOUTS: ClassVar[PeerLayouts] = CBAM_PEERS
 
     def __init__(
         self,

@@ -1,10 +1,11 @@
 """The peers' state_dict layouts: SAN, AlexHex7, official CBAM, timm, RCAN (docs/ops.md §D).
 
-Every srops attention module registers :func:`peer_load_hook`, so ``load_state_dict`` accepts
-a peer's keys (relative to the module, as in the peer's own submodule) and renames them to the
-srops keys before loading. The configuration is never changed by loading: where the peer's
-checkpoint implies a different one (pooled φ/g, a BatchNorm after W, bias-free MLPs, the
-spatial pooling order), a ``ValueError`` names the constructor argument to set.
+Every srops attention module carries its peers' layouts as the class attribute ``PEER_LAYOUTS`` (a
+:class:`PeerLayouts`: the key marking each layout, the converter, the configuration reader; this file defines
+them) and registers :func:`peer_load_hook`, so ``load_state_dict`` accepts a peer's keys (relative to the
+module, as in the peer's own submodule) and renames them to the srops keys before loading. The configuration
+is never changed by loading: where the peer's checkpoint implies a different one (pooled φ/g, a BatchNorm
+after W, bias-free MLPs, the spatial pooling order), a ``ValueError`` names the constructor argument to set.
 :func:`from_state_dict` builds a module configured as the peer's instead.
 
 Key maps (peer → srops):
@@ -23,26 +24,53 @@ Key maps (peer → srops):
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
 import torch
 from torch import nn
 
 if TYPE_CHECKING:  # srops.nn.cbam imports this module
-    from srops.nn.cbam import CBAM, ChannelAttention, SpatialAttention
+    from srops.nn.cbam import ChannelAttention, SpatialAttention
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
-def _kind(module: Any) -> str:
-    """The srops class a module (or class) is, by the first srops base in its MRO."""
+@dataclass(frozen=True)
+class PeerLayouts:
+    """What a srops module knows of its peers' checkpoints; the module holds it as ``PEER_LAYOUTS``.
+
+    ``markers`` maps each layout's name to the key (relative to the module) whose presence marks it;
+    ``convert(module, state_dict, prefix, layout)`` renames that layout's keys under ``prefix`` to the
+    module's, in place, refusing a configuration the keys contradict; ``config(state_dict, layout)``
+    reads the peer's constructor arguments from its keys and shapes. Layouts in ``detected_only``
+    are recognised when loading but cannot be asked for by name. A module class of any package takes
+    peers' checkpoints by setting the attribute and registering :func:`peer_load_hook`; subclasses
+    inherit it.
+    """
+
+    kind: str  # the srops class, for messages
+    markers: Mapping[str, str]
+    convert: Callable[[Any, dict, str, str], None]
+    config: Callable[[Mapping[str, torch.Tensor], str], dict[str, Any]]
+    detected_only: tuple[str, ...] = ()
+
+    @property
+    def public(self) -> tuple[str, ...]:
+        """The layouts one may name in ``from_state_dict``/``convert_state_dict``."""
+        return tuple(name for name in self.markers if name not in self.detected_only)
+
+
+def peers_of(module: Any) -> PeerLayouts:
+    """The ``PEER_LAYOUTS`` of a module (or module class); ``TypeError`` for a module without one."""
     cls = module if isinstance(module, type) else type(module)
-    for base in cls.__mro__:
-        if base.__module__.startswith("srops.nn.") and base.__name__ in LAYOUTS:
-            return base.__name__
-    raise TypeError(f"srops.nn.compat: expected a srops attention module, got {cls.__name__}")
+    peers = getattr(cls, "PEER_LAYOUTS", None)
+    if not isinstance(peers, PeerLayouts):
+        raise TypeError(f"srops.nn.compat: expected a srops attention module, got {cls.__name__} (a module "
+                        "class takes peers' checkpoints through a PEER_LAYOUTS attribute)")
+    return peers
 
 
 def _move(sd: dict, src: str, dst: str, fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> bool:
@@ -161,22 +189,8 @@ def _cbam(m: nn.Module, sd: dict, p: str, layout: str) -> None:
             sd[p + head + key[len(p) + len("ChannelGate."):]] = sd.pop(key)
 
 
-# layouts per srops class: converter, and the key (relative to the module) that marks the layout
-LAYOUTS: dict[str, dict[str, str]] = {
-    "NonLocal2d": {"san": "theta.weight", "alexhex7": "theta.weight", "san_ca": "non_local.theta.weight"},
-    "SecondOrderAttention": {"san": "conv_du.0.weight"},
-    "ChannelAttention": {"rcan": "conv_du.0.weight", "timm": "fc1.weight", "official": "mlp.1.weight"},
-    "SpatialAttention": {"official": "spatial.conv.weight", "timm": "conv.conv.weight"},
-    "CBAM": {"official": "ChannelGate.mlp.1.weight", "timm": "channel.fc1.weight"},
-}
-# each converter takes the module of its class
-_CONVERT: dict[str, Callable[[Any, dict, str, str], None]] = {
-    "NonLocal2d": _nonlocal, "SecondOrderAttention": _second_order, "ChannelAttention": _channel,
-    "SpatialAttention": _spatial, "CBAM": _cbam}
-
-
-def _detect(kind: str, sd: Mapping[str, Any], prefix: str) -> str | None:
-    for layout, marker in LAYOUTS[kind].items():
+def _detect(peers: PeerLayouts, sd: Mapping[str, Any], prefix: str) -> str | None:
+    for layout, marker in peers.markers.items():
         value = sd.get(prefix + marker)
         if value is None:
             continue
@@ -187,10 +201,9 @@ def _detect(kind: str, sd: Mapping[str, Any], prefix: str) -> str | None:
     return None
 
 
-def _check_layout(kind: str, layout: str) -> None:
-    public = tuple(name for name in LAYOUTS[kind] if name != "san_ca")  # "san_ca": detected, not asked for
-    if layout not in public:
-        raise ValueError(f"srops.{kind}: 'layout' must be one of {public}, got {layout!r}")
+def _check_layout(peers: PeerLayouts, layout: str) -> None:
+    if layout not in peers.public:
+        raise ValueError(f"srops.{peers.kind}: 'layout' must be one of {peers.public}, got {layout!r}")
 
 
 def peer_load_hook(module: nn.Module, state_dict: dict, prefix: str, *_args: Any) -> None:
@@ -198,22 +211,24 @@ def peer_load_hook(module: nn.Module, state_dict: dict, prefix: str, *_args: Any
 
     Runs for the module's own keys only; children convert theirs in their own hooks.
     """
-    kind = _kind(module)
-    layout = _detect(kind, state_dict, prefix)
+    peers = peers_of(module)
+    layout = _detect(peers, state_dict, prefix)
     if layout is not None:
-        _CONVERT[kind](module, state_dict, prefix, layout)
+        peers.convert(module, state_dict, prefix, layout)
 
 
 def convert_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], layout: str) -> OrderedDict:
-    """A copy of a peer's state_dict for ``module`` with srops keys (``module.load_state_dict`` ready)."""
-    kind = _kind(module)
-    _check_layout(kind, layout)
+    """A copy of a peer's state_dict for ``module`` with srops keys (``module.load_state_dict`` ready).
+
+    The module converts its own keys first, then each submodule with peers of the same ``layout``
+    converts the keys under its name (as ``load_state_dict``'s hooks would, parents first).
+    """
+    _check_layout(peers_of(module), layout)
     sd = OrderedDict(state_dict)
-    _CONVERT[kind](module, sd, "", layout)
-    if kind == "CBAM":
-        cbam = cast("CBAM", module)  # _kind checked the class
-        _channel(cbam.channel, sd, "channel.", layout)
-        _spatial(cbam.spatial, sd, "spatial.", layout)
+    for name, sub in module.named_modules():
+        peers = getattr(type(sub), "PEER_LAYOUTS", None)
+        if isinstance(peers, PeerLayouts) and layout in peers.markers:
+            peers.convert(sub, sd, name + "." if name else "", layout)
     return sd
 
 
@@ -232,35 +247,58 @@ def _weight(kind: str, sd: Mapping[str, torch.Tensor], key: str, layout: str) ->
     return sd[key]
 
 
-def _config(kind: str, sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, Any]:
-    """Constructor arguments of the peer's module, read from its keys and weight shapes."""
-    if kind == "NonLocal2d":
-        if san_wrapper_keys(sd, ""):
-            return {**_config(kind, _strip(sd, "non_local."), "alexhex7"), "regions": 2}
-        w = _weight(kind, sd, "theta.weight", layout)
-        return {"in_channels": w.shape[1], "inter_channels": w.shape[0], "sub_sample": "phi.0.weight" in sd,
-                "bn": "W.0.weight" in sd, "regions": 1, "scale": 1.0}
-    if kind == "SecondOrderAttention":
-        w = _weight(kind, sd, "conv_du.0.weight", layout)
-        return {"channels": w.shape[1], "reduction": _reduction(kind, w.shape[1], w.shape[0]),
-                "iterations": 5, "max_size": 1000, "eps": 0.0}  # SAN adds no eps to the trace
-    if kind == "ChannelAttention":
-        key = {"rcan": "conv_du.0.", "official": "mlp.1.", "timm": "fc1."}[layout]
-        w = _weight(kind, sd, key + "weight", layout)
-        return {"channels": w.shape[1], "hidden": w.shape[0],
-                "pool": ("avg",) if layout == "rcan" else ("avg", "max"), "mlp_bias": key + "bias" in sd}
-    if kind == "SpatialAttention":
-        src = "spatial." if layout == "official" else "conv."
-        w = _weight(kind, sd, src + "conv.weight", layout)
-        return {"kernel_size": w.shape[-1], "bn": src + "bn.weight" in sd, "bias": src + "conv.bias" in sd,
-                "pool_order": ("max", "mean") if layout == "official" else ("mean", "max"),
-                "bn_momentum": 0.01 if layout == "official" else 0.1}
+def _nonlocal_config(sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, Any]:
+    if san_wrapper_keys(sd, ""):
+        return {**_nonlocal_config(_strip(sd, "non_local."), "alexhex7"), "regions": 2}
+    w = _weight("NonLocal2d", sd, "theta.weight", layout)
+    return {"in_channels": w.shape[1], "inter_channels": w.shape[0], "sub_sample": "phi.0.weight" in sd,
+            "bn": "W.0.weight" in sd, "regions": 1, "scale": 1.0}
+
+
+def _second_order_config(sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, Any]:
+    w = _weight("SecondOrderAttention", sd, "conv_du.0.weight", layout)
+    return {"channels": w.shape[1], "reduction": _reduction("SecondOrderAttention", w.shape[1], w.shape[0]),
+            "iterations": 5, "max_size": 1000, "eps": 0.0}  # SAN adds no eps to the trace
+
+
+def _channel_config(sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, Any]:
+    key = {"rcan": "conv_du.0.", "official": "mlp.1.", "timm": "fc1."}[layout]
+    w = _weight("ChannelAttention", sd, key + "weight", layout)
+    return {"channels": w.shape[1], "hidden": w.shape[0],
+            "pool": ("avg",) if layout == "rcan" else ("avg", "max"), "mlp_bias": key + "bias" in sd}
+
+
+def _spatial_config(sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, Any]:
+    src = "spatial." if layout == "official" else "conv."
+    w = _weight("SpatialAttention", sd, src + "conv.weight", layout)
+    return {"kernel_size": w.shape[-1], "bn": src + "bn.weight" in sd, "bias": src + "conv.bias" in sd,
+            "pool_order": ("max", "mean") if layout == "official" else ("mean", "max"),
+            "bn_momentum": 0.01 if layout == "official" else 0.1}
+
+
+def _cbam_config(sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, Any]:
     heads = ("ChannelGate.", "SpatialGate.") if layout == "official" else ("channel.", "spatial.")
-    channel = _config("ChannelAttention", _strip(sd, heads[0]), layout)
-    spatial = _config("SpatialAttention", _strip(sd, heads[1]), layout)
+    channel = _channel_config(_strip(sd, heads[0]), layout)
+    spatial = _spatial_config(_strip(sd, heads[1]), layout)
     return {"channels": channel["channels"], "mlp_hidden": channel["hidden"], "mlp_bias": channel["mlp_bias"],
             "kernel_size": spatial["kernel_size"], "spatial_bn": spatial["bn"], "spatial_bias": spatial["bias"],
             "spatial_pool_order": spatial["pool_order"], "bn_momentum": spatial["bn_momentum"]}
+
+
+# --------------------------------------------------------------------------- the modules' PEER_LAYOUTS
+
+NONLOCAL2D = PeerLayouts(
+    "NonLocal2d", {"san": "theta.weight", "alexhex7": "theta.weight", "san_ca": "non_local.theta.weight"},
+    _nonlocal, _nonlocal_config, detected_only=("san_ca",))
+SECOND_ORDER = PeerLayouts("SecondOrderAttention", {"san": "conv_du.0.weight"}, _second_order,
+                           _second_order_config)
+CHANNEL = PeerLayouts("ChannelAttention",
+                      {"rcan": "conv_du.0.weight", "timm": "fc1.weight", "official": "mlp.1.weight"},
+                      _channel, _channel_config)
+SPATIAL = PeerLayouts("SpatialAttention", {"official": "spatial.conv.weight", "timm": "conv.conv.weight"},
+                      _spatial, _spatial_config)
+CBAM_PEERS = PeerLayouts("CBAM", {"official": "ChannelGate.mlp.1.weight", "timm": "channel.fc1.weight"},
+                         _cbam, _cbam_config)
 
 
 def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -307,14 +345,15 @@ def from_state_dict(cls: type[ModuleT], state_dict: Mapping[str, torch.Tensor], 
     ``layout="san"``: the keys of SAN's ``Nonlocal_CA`` (``non_local.*``, ``soca.*``; its unused
     SOCA is dropped) give ``regions=2``; the keys of its inner block need an explicit ``regions``.
     """
-    kind = _kind(cls)
-    _check_layout(kind, layout)
+    peers = peers_of(cls)
+    kind = peers.kind
+    _check_layout(peers, layout)
     _check_san_regions(kind, state_dict, layout, overrides)
     sd_dtype, sd_device = _dtype_device(state_dict)
     dtype, device = overrides.pop("dtype", None) or sd_dtype, overrides.pop("device", None) or sd_device
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"srops.{kind}.from_state_dict: 'dtype' must be a floating-point dtype, got {dtype}")
-    module = cls(**{**_config(kind, state_dict, layout), **overrides})
+    module = cls(**{**peers.config(state_dict, layout), **overrides})
     module.to(device=device, dtype=dtype)
     module.load_state_dict(convert_state_dict(module, state_dict, layout), strict=True)
     return module

@@ -8,7 +8,7 @@ import torch.nn.functional as TF
 from torch import nn
 
 from srops.nn._export import backend_for, export_spans, exporting
-from srops.nn.compat import from_state_dict, peer_load_hook
+from srops.nn.compat import NONLOCAL2D, PeerLayouts, from_state_dict, peer_load_hook
 from srops.ops.nonlocal_attention.frontend import nonlocal_attention
 from srops.ops.nonlocal_attention.regions import fold, spans, unfold
 
@@ -56,6 +56,7 @@ class NonLocal2d(nn.Module):
 
     #: The srops ops (``srops.backends()`` names) this module runs: what its ``backend`` argument selects for.
     OPS: ClassVar[tuple[str, ...]] = ("nonlocal_attention",)
+    PEER_LAYOUTS: ClassVar[PeerLayouts] = NONLOCAL2D
 
     def __init__(
         self,

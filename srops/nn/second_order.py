@@ -8,7 +8,7 @@ from torch import nn
 
 from srops._checks import check_float, check_int
 from srops.nn._export import backend_for
-from srops.nn.compat import from_state_dict, peer_load_hook
+from srops.nn.compat import SECOND_ORDER, PeerLayouts, from_state_dict, peer_load_hook
 from srops.ops.covpool.frontend import MAX_ITERATIONS, covpool_sqrtm
 
 
@@ -48,6 +48,7 @@ class SecondOrderAttention(nn.Module):
 
     #: The srops ops (``srops.backends()`` names) this module runs: what its ``backend`` argument selects for.
     OPS: ClassVar[tuple[str, ...]] = ("covpool_sqrtm",)
+    PEER_LAYOUTS: ClassVar[PeerLayouts] = SECOND_ORDER
 
     def __init__(
         self,

@@ -214,3 +214,50 @@ def test_convert_state_dict_and_sub_state_dict():
         compat.sub_state_dict(ref.state_dict(), "RG.0.soca")
     with pytest.raises(TypeError, match=r"expected a srops attention module, got Conv2d"):
         compat.convert_state_dict(nn.Conv2d(1, 1, 1), {}, "san")
+
+
+class _Gate(nn.Module):
+    """A module outside srops.nn that takes a peer's checkpoint through PEER_LAYOUTS alone."""
+
+    def __init__(self, c: int = 3) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(c, c, 1)
+        self.register_load_state_dict_pre_hook(compat.peer_load_hook)
+
+    @staticmethod
+    def _convert(_m: nn.Module, sd: dict, p: str, _layout: str) -> None:
+        for name in ("weight", "bias"):
+            if p + "fc." + name in sd:
+                sd[p + "proj." + name] = sd.pop(p + "fc." + name)
+
+    PEER_LAYOUTS = compat.PeerLayouts("Gate", {"peer": "fc.weight"}, _convert,
+                                      lambda sd, _layout: {"c": sd["fc.weight"].shape[0]})
+
+
+def test_a_module_of_any_package_declares_its_peers_as_a_class_attribute():
+    peer_sd = {"fc.weight": torch.randn(4, 4, 1, 1), "fc.bias": torch.randn(4)}
+    gate = _Gate(4)
+    gate.load_state_dict(peer_sd)  # the hook finds the layout from the class attribute
+    assert torch.equal(gate.proj.weight, peer_sd["fc.weight"])
+    built = compat.from_state_dict(_Gate, peer_sd, "peer")
+    assert built.proj.weight.shape == (4, 4, 1, 1) and torch.equal(built.proj.bias, peer_sd["fc.bias"])
+    parent = nn.Sequential(_Gate(4))
+    parent.load_state_dict({"0." + k: v for k, v in peer_sd.items()})
+    assert torch.equal(parent[0].proj.bias, peer_sd["fc.bias"])
+    with pytest.raises(ValueError, match=r"srops\.Gate: 'layout' must be one of \('peer',\), got 'san'"):
+        compat.convert_state_dict(gate, peer_sd, "san")
+
+
+def test_every_srops_module_with_the_load_hook_declares_its_peers():
+    import srops.nn as snn
+
+    classes = [c for c in vars(snn).values() if isinstance(c, type) and issubclass(c, nn.Module)]
+    hooked = []
+    for cls in classes:
+        if getattr(cls, "PEER_LAYOUTS", None) is None:
+            continue
+        peers = compat.peers_of(cls)
+        assert peers.kind == cls.__name__ and peers.public
+        assert set(peers.detected_only) <= set(peers.markers)
+        hooked.append(cls.__name__)
+    assert sorted(hooked) == ["CBAM", "ChannelAttention", "NonLocal2d", "SecondOrderAttention", "SpatialAttention"]
