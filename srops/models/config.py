@@ -14,7 +14,10 @@ included, continued across resumes), ``train.channels_last`` (network and batche
 layout: faster convolutions on CPU, most with ``train.amp: bf16``), ``train.threads`` (CPU threads: null for
 PyTorch's default, a count, or ``auto``: the fastest count, re-measured every 30 s, see
 ``srops.models.threads``), ``val.tb_crop`` (side in HR pixels of the validation crops shown in TensorBoard),
-``val.folders`` (validation folders instead of ``data.val``).
+``val.folders`` (validation folders instead of ``data.val``), ``train.pyramid`` (train on the network's
+``forward_pyramid``, LapSRN: the loss is summed over its levels; it configures what the loss is applied to,
+so it is a training key; the old spelling ``loss.pyramid`` still works for one release, with a
+``FutureWarning``: see :data:`DEPRECATED_KEYS`).
 
 Every key of a file or of ``--set`` must be one of :data:`DEFAULTS` (or :data:`EXTRA_KEYS`), or, in
 ``model`` and ``gan.discriminator``, an argument of the network's constructor; anything else is a
@@ -28,6 +31,7 @@ import inspect
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +128,8 @@ RULES: dict[str, Rule] = {
     "schedule.min_lr": _NONNEG_NUM,
     "loss.name": Rule("str"),
     "loss.eps": _POS_NUM,
-    "loss.pyramid": _BOOL,
+    "loss.pyramid": _BOOL,  # deprecated: DEPRECATED_KEYS
+    "train.pyramid": _BOOL,
     "loss.weights": Rule("mapping"),
     "train.iters": Rule("int", lo=0, null=True),
     "train.epochs": Rule("int", lo=1, null=True),
@@ -231,9 +236,13 @@ EXTRA_KEYS: dict[str, tuple[str, ...]] = {
     "model": ("imports",),
     "schedule": ("step_epochs", "milestones", "progress_milestones", "progress_gamma", "warmup_iters", "min_lr"),
     "loss": ("eps", "pyramid", "weights", "vgg"),
+    "train": ("pyramid",),
     "loss.vgg": ("weights", "arch", "n_layers", "feature_scale", "optional"),
     "gan": ("discriminator", "adv_weight", "optim", "schedule"),
 }
+#: Keys that moved: old → new. A config that gives the old key still loads (the value moves to the new key, with
+#: a FutureWarning naming it); giving both with different values is a ValueError. Kept for one release.
+DEPRECATED_KEYS: dict[str, str] = {"loss.pyramid": "train.pyramid"}
 #: Blocks whose keys are constructor arguments of a registered network.
 _NETWORK_BLOCKS = ("model", "gan.discriminator")
 #: Blocks whose values are free-form mappings (names chosen by the user).
@@ -363,6 +372,47 @@ def resolve_folder(folder: str | os.PathLike) -> str:
     return str(folder)
 
 
+def _pop_key(cfg: dict, key: str) -> tuple[bool, Any]:
+    *parents, leaf = key.split(".")
+    node: Any = cfg
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or leaf not in node:
+        return False, None
+    return True, node.pop(leaf)
+
+
+def upgrade_keys(cfg: dict, source: str) -> dict:
+    """``cfg`` with every key of :data:`DEPRECATED_KEYS` moved to its new name (a copy where one moves).
+
+    Warns (``FutureWarning``) once per moved key, naming ``source``; a ValueError where the old and the
+    new key are both given with different values.
+    """
+    out = cfg
+    for old, new in DEPRECATED_KEYS.items():
+        *old_parents, old_leaf = old.split(".")
+        holder: Any = out
+        for part in old_parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or old_leaf not in holder:
+            continue
+        out = copy.deepcopy(out) if out is cfg else out
+        _, value = _pop_key(out, old)
+        *parents, leaf = new.split(".")
+        node = out
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        if leaf in node and node[leaf] != value:
+            raise ValueError(f"srops.models.train: config key '{old}' in {source} is the old name of '{new}', "
+                             f"and both are given with different values ({value!r}, {node[leaf]!r}): give '{new}' only")
+        node[leaf] = value
+        warnings.warn(f"srops.models.train: config key '{old}' in {source} is deprecated and will be removed in the "
+                      f"next release: write '{new}: {value}' instead", FutureWarning, stacklevel=3)
+    return out
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """DEFAULTS ← YAML file ← ``key.path=value`` overrides (values parsed as YAML).
 
@@ -375,7 +425,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
             tree: Any = parse_yaml(fh.read()) or {}
         source = f"config file {str(path)!r}"
         check_keys(tree, source)
-        cfg = _merge(cfg, tree)
+        cfg = upgrade_keys(_merge(cfg, tree), source)
         check_values(cfg, source)
     for item in overrides:
         if "=" not in item:
@@ -395,4 +445,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         node[parts[-1]] = value
         check_keys(cfg, f"--set {item!r}")  # a network argument, now that the network's name is known
         check_values(cfg, f"--set {item!r}", only=key.strip())
+        if key.strip() in DEPRECATED_KEYS:  # a later --set of the new key wins over the file's value
+            _pop_key(cfg, DEPRECATED_KEYS[key.strip()])
+        cfg = upgrade_keys(cfg, f"--set {item!r}")
     return cfg

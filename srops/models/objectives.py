@@ -4,12 +4,12 @@ and the attention-SRGAN GAN loop (docs/models.md §3) (discriminator step, then 
 Config blocks:
 
 * ``loss: {name: l1 | mse | charbonnier | vgg | l1+vgg | ..., weights: {l1: 1.0, vgg: 0.006}, eps: 1e-3,
-  pyramid: false, vgg: {weights: <file>, arch: vgg19 | vgg16, n_layers, feature_scale, optional: false}}``:
+  vgg: {weights: <file>, arch: vgg19 | vgg16, n_layers, feature_scale, optional: false}}``:
   the terms joined by ``+`` are summed with their ``weights`` (default 1). ``vgg`` is
   :class:`srops.models.losses.VGGFeatureLoss` (its ImageNet weights from ``loss.vgg.weights`` or the
   ``SROPS_VGG_WEIGHTS`` variable); with ``optional: true`` a missing weights file drops the term, and the
-  run says so. ``pyramid``: train on ``net.forward_pyramid``, LapSRN, each level against
-  MATLAB-bicubic-downscaled HR.
+  run says so. A list of outputs (``train.pyramid: true``: :class:`NetIO` runs ``net.forward_pyramid``,
+  LapSRN) sums the loss of each level against MATLAB-bicubic-downscaled HR.
 * ``gan: {discriminator: {name: srgan_discriminator, ...kwargs}, adv_weight: 1e-3,
   optim: {...Adam...}, schedule: {...}}``
 """

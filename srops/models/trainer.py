@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from srops.models import build
-from srops.models.config import check_keys, check_values, resolve_folder
+from srops.models.config import check_keys, check_values, resolve_folder, upgrade_keys
 from srops.models.data import TrainPatches, ValImages
 from srops.models.objectives import ContentLoss, GanObjective, NetIO, model_rgb_range
 from srops.models.registry import import_modules
@@ -84,6 +84,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: dict, resume: bool = False, clock=time.perf_counter, archive: bool = False) -> None:
+        cfg = upgrade_keys(cfg, "the config")
         check_values(cfg, "the config")
         self.cfg, self.clock = cfg, clock
         tc = cfg["train"]
@@ -170,7 +171,7 @@ class Trainer:
         self.gan = GanObjective(cfg["gan"], self.scale, self.device, ipe, self.total) if cfg.get("gan") else None
         self.ema = ModelEMA(self.net, float(tc["ema_decay"])) if tc.get("ema_decay") else None
         self.eval_model = NetIO(self.ema.module if self.ema else self.net, io_range)
-        train_model = NetIO(self.net, io_range, pyramid=bool(cfg["loss"].get("pyramid", False)))
+        train_model = NetIO(self.net, io_range, pyramid=bool(tc.get("pyramid", False)))
         self.model: nn.Module = train_model
         if self.world > 1:
             ids = [self.device.index] if use_cuda else None

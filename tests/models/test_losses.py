@@ -34,7 +34,7 @@ def test_charbonnier_formula() -> None:
 
 
 def test_pyramid_charbonnier_sums_levels() -> None:
-    """LapSRN's loss as training computes it (``loss: {name: charbonnier, pyramid: true}``): the Charbonnier
+    """LapSRN's loss as training computes it (``loss: {name: charbonnier}``, ``train.pyramid: true``): the Charbonnier
     loss of every pyramid level against HR downscaled to that level by MATLAB bicubic, summed."""
     net = M.build("lapsrn", scale=4, n_units=1)
     lr, hr = torch.rand(2, 3, 6, 6), torch.rand(2, 3, 24, 24)

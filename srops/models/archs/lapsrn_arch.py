@@ -65,7 +65,7 @@ class LapSRN(nn.Module):
     branch of 10 conv3 + LReLU then convT 4×4/2 64→64 + LReLU, a residual conv3 64→3,
     and an image branch convT 4×4/2 3→3 (bilinear init) added to the residual; convs
     without bias; 27 layers at ×4; Charbonnier loss (ε = 1e-3) summed over the pyramid
-    outputs (training: ``loss: {name: charbonnier, pyramid: true}``, each level against HR
+    outputs (training: ``loss: {name: charbonnier}`` with ``train.pyramid: true``, each level against HR
     downscaled by MATLAB bicubic; :func:`srops.models.objectives.content_loss`).
 
     Our choices [C]: the 10 convs form ``n_units`` = 5 residual units [conv3 → LReLU →
