@@ -27,6 +27,7 @@ from torch import nn
 from srops.models import build
 from srops.models.config import check_keys, check_values, resolve_folder, upgrade_keys
 from srops.models.data import TrainPatches, ValImages
+from srops.models.loop import fit as _fit_loop
 from srops.models.objectives import ContentLoss, GanObjective, NetIO, model_rgb_range
 from srops.models.registry import import_modules
 from srops.models.rundir import RunLock, archive_run, earlier_run, refuse_earlier_run
@@ -333,9 +334,8 @@ class Trainer:
 
     # ---- loop ----------------------------------------------------------------------------------
     def fit(self) -> dict:
-        from srops.models.loop import fit
-
-        return fit(self)
+        """Train to ``total`` (or the budget, or a stop signal): :func:`srops.models.loop.fit`."""
+        return _fit_loop(self)
 
 
 def run(cfg: dict, resume: bool = False, archive: bool = False) -> tuple[Trainer, dict]:
