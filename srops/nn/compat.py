@@ -30,6 +30,14 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 import torch
 from torch import nn
 
+from srops.nn.peer_writers import (
+    write_cbam,
+    write_channel,
+    write_nonlocal,
+    write_second_order,
+    write_spatial,
+)
+
 if TYPE_CHECKING:  # srops.nn.cbam imports this module
     from srops.nn.cbam import ChannelAttention, SpatialAttention
 
@@ -45,7 +53,9 @@ class PeerLayouts:
     ``markers`` maps each layout's name to the key (relative to the module) whose presence marks it;
     ``convert(module, state_dict, prefix, layout)`` renames that layout's keys under ``prefix`` to the
     module's, in place, refusing a configuration the keys contradict; ``config(state_dict, layout)``
-    reads the peer's constructor arguments from its keys and shapes. Layouts in ``detected_only``
+    reads the peer's constructor arguments from its keys and shapes; ``write(module, state_dict, layout)``
+    is the way back, the module's entries under the peer's keys (:mod:`srops.nn.peer_writers`, used by
+    :func:`srops.nn.peer_state_dict`). Layouts in ``detected_only``
     are recognised when loading but cannot be asked for by name. A module class of any package takes
     peers' checkpoints by setting the attribute and registering :func:`peer_load_hook`; subclasses
     inherit it.
@@ -55,12 +65,19 @@ class PeerLayouts:
     markers: Mapping[str, str]
     convert: Callable[[Any, dict, str, str], None]
     config: Callable[[Mapping[str, torch.Tensor], str], dict[str, Any]]
+    write: Callable[[Any, Mapping[str, torch.Tensor], str], dict[str, torch.Tensor]]
     detected_only: tuple[str, ...] = ()
 
     @property
     def public(self) -> tuple[str, ...]:
         """The layouts one may name in ``from_state_dict``/``convert_state_dict``."""
         return tuple(name for name in self.markers if name not in self.detected_only)
+
+
+def has_peers(module: Any) -> bool:
+    """Whether a module (or module class) declares its peers' layouts (``PEER_LAYOUTS``)."""
+    cls = module if isinstance(module, type) else type(module)
+    return isinstance(getattr(cls, "PEER_LAYOUTS", None), PeerLayouts)
 
 
 def peers_of(module: Any) -> PeerLayouts:
@@ -289,16 +306,16 @@ def _cbam_config(sd: Mapping[str, torch.Tensor], layout: str) -> dict[str, Any]:
 
 NONLOCAL2D = PeerLayouts(
     "NonLocal2d", {"san": "theta.weight", "alexhex7": "theta.weight", "san_ca": "non_local.theta.weight"},
-    _nonlocal, _nonlocal_config, detected_only=("san_ca",))
+    _nonlocal, _nonlocal_config, write_nonlocal, detected_only=("san_ca",))
 SECOND_ORDER = PeerLayouts("SecondOrderAttention", {"san": "conv_du.0.weight"}, _second_order,
-                           _second_order_config)
+                           _second_order_config, write_second_order)
 CHANNEL = PeerLayouts("ChannelAttention",
                       {"rcan": "conv_du.0.weight", "timm": "fc1.weight", "official": "mlp.1.weight"},
-                      _channel, _channel_config)
+                      _channel, _channel_config, write_channel)
 SPATIAL = PeerLayouts("SpatialAttention", {"official": "spatial.conv.weight", "timm": "conv.conv.weight"},
-                      _spatial, _spatial_config)
+                      _spatial, _spatial_config, write_spatial)
 CBAM_PEERS = PeerLayouts("CBAM", {"official": "ChannelGate.mlp.1.weight", "timm": "channel.fc1.weight"},
-                         _cbam, _cbam_config)
+                         _cbam, _cbam_config, write_cbam)
 
 
 def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

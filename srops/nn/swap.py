@@ -32,12 +32,13 @@ from typing import Callable, Iterable, TypeGuard
 from torch import nn
 
 from srops.nn.cbam import CBAM, ChannelAttention, SpatialAttention
-from srops.nn.compat import from_state_dict
+from srops.nn.compat import from_state_dict, has_peers
 from srops.nn.nonlocal2d import NonLocal2d
+from srops.nn.peer_writers import PEER_ATTR
 from srops.nn.second_order import SecondOrderAttention
 
+#: The srops attention modules of this package (a module of any class with ``PEER_LAYOUTS`` counts as one).
 SROPS_CLASSES = (NonLocal2d, SecondOrderAttention, CBAM, ChannelAttention, SpatialAttention)
-PEER_ATTR = "_srops_peer"  # on a swapped-in module: (peer name, layout, tensors the swap dropped)
 
 
 @dataclass
@@ -287,7 +288,7 @@ def swap(model: nn.Module, peers: Iterable[str] | None = None, backend: str | No
 def _walk(module: nn.Module, prefix: str, wanted: set, backend: str | None, report: SwapReport) -> None:
     for name, child in list(module.named_children()):
         full = prefix + name
-        if isinstance(child, SROPS_CLASSES):
+        if has_peers(child):
             if _double_split(module, name, child):
                 raise ValueError(
                     f"srops.nn.swap: {full!r} is a NonLocal2d with regions={child.regions} inside a module shaped like "

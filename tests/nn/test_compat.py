@@ -231,7 +231,8 @@ class _Gate(nn.Module):
                 sd[p + "proj." + name] = sd.pop(p + "fc." + name)
 
     PEER_LAYOUTS = compat.PeerLayouts("Gate", {"peer": "fc.weight"}, _convert,
-                                      lambda sd, _layout: {"c": sd["fc.weight"].shape[0]})
+                                      lambda sd, _layout: {"c": sd["fc.weight"].shape[0]},
+                                      lambda _m, sd, _layout: {"fc." + k[len("proj."):]: v for k, v in sd.items()})
 
 
 def test_a_module_of_any_package_declares_its_peers_as_a_class_attribute():
@@ -246,6 +247,11 @@ def test_a_module_of_any_package_declares_its_peers_as_a_class_attribute():
     assert torch.equal(parent[0].proj.bias, peer_sd["fc.bias"])
     with pytest.raises(ValueError, match=r"srops\.Gate: 'layout' must be one of \('peer',\), got 'san'"):
         compat.convert_state_dict(gate, peer_sd, "san")
+    from srops.nn import peer_state_dict
+
+    back = peer_state_dict(nn.Sequential(nn.Conv2d(4, 4, 1), gate), layout="peer")  # and the way back
+    assert set(back) == {"0.weight", "0.bias", "1.fc.weight", "1.fc.bias"}
+    assert torch.equal(back["1.fc.weight"], peer_sd["fc.weight"])
 
 
 def test_every_srops_module_with_the_load_hook_declares_its_peers():
