@@ -31,14 +31,11 @@ from typing import Callable, Iterable, TypeGuard
 
 from torch import nn
 
-from srops.nn.cbam import CBAM, ChannelAttention, SpatialAttention
+from srops.nn.cbam import CBAM, ChannelAttention
 from srops.nn.compat import from_state_dict, has_peers
 from srops.nn.nonlocal2d import NonLocal2d
 from srops.nn.peer_writers import PEER_ATTR
 from srops.nn.second_order import SecondOrderAttention
-
-#: The srops attention modules of this package (a module of any class with ``PEER_LAYOUTS`` counts as one).
-SROPS_CLASSES = (NonLocal2d, SecondOrderAttention, CBAM, ChannelAttention, SpatialAttention)
 
 
 @dataclass
