@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import json
 import math
 import os
 import re
@@ -409,7 +410,7 @@ def upgrade_keys(cfg: dict, source: str) -> dict:
                              f"and both are given with different values ({value!r}, {node[leaf]!r}): give '{new}' only")
         node[leaf] = value
         warnings.warn(f"srops.models.train: config key '{old}' in {source} is deprecated and will be removed in the "
-                      f"next release: write '{new}: {value}' instead", FutureWarning, stacklevel=3)
+                      f"next release: write '{new}: {json.dumps(value)}' instead", FutureWarning, stacklevel=3)
     return out
 
 

@@ -72,7 +72,7 @@ def test_pyramid_is_a_training_key_and_the_old_loss_key_still_loads(tmp_path: Pa
     assert cfg["train"]["pyramid"] is True and "pyramid" not in cfg["loss"]
     old = tmp_path / "old.yml"
     old.write_text(yaml.safe_dump({"loss": {"name": "charbonnier", "pyramid": True}}))
-    with pytest.warns(FutureWarning, match=r"'loss\.pyramid' in config file .*old\.yml.* deprecated.*'train\.pyramid"):
+    with pytest.warns(FutureWarning, match=r"'loss\.pyramid' in config file .*old\.yml.* deprecated.*'train\.pyramid: true'"):
         cfg = load_config(old)
     assert cfg["train"]["pyramid"] is True and cfg["loss"] == {"name": "charbonnier"}
     with pytest.warns(FutureWarning, match=r"'loss\.pyramid' in --set 'loss\.pyramid=true'"):
