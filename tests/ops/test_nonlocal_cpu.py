@@ -21,8 +21,10 @@ pytestmark = pytest.mark.skipif(not _ext.has_kernel("nonlocal_attention_fwd", "C
 # feature padding (8 and 16 float lanes, 4 and 8 double lanes); N = 250 rounds to 256 queries, whose rows the
 # query-lane backward pads by one vector (lane_stride in nonlocal_attention_cpu.cpp); B = 8 gives that backward
 # one work unit per sample (it writes dq itself), with d and dv multiples of the vector (the transposed copies).
+# (2, 25, 45, 8, 16): on AVX2 the query-lane forward's tiles of two float vectors (16 queries) against chunks of 6
+# keys end in a tile of 9 queries and a chunk of 3 keys, and the backward's groups of 4 keys end in a chunk of 5.
 SHAPES = [(1, 1, 1, 1, 1), (2, 7, 7, 8, 8), (3, 17, 19, 24, 40), (2, 17 * 19, 65, 40, 24), (1, 577, 130, 8, 3),
-          (2, 33, 577, 128, 128), (1, 5, 64, 1, 17), (2, 250, 40, 16, 12), (8, 37, 20, 16, 32)]
+          (2, 33, 577, 128, 128), (1, 5, 64, 1, 17), (2, 250, 40, 16, 12), (8, 37, 20, 16, 32), (2, 25, 45, 8, 16)]
 NAMES = ("out", "dq", "dk", "dv")
 # The kernel pairs (csrc/nonlocal_attention/nonlocal_attention_cpu.cpp), each forced on every shape, so that
 # both are checked on all of them whichever the shape rule picks (the rule itself runs in every other test).
