@@ -96,13 +96,15 @@ inline T hsum(typename V::type x) {
 // exp of each lane. float: Cephes' expf polynomial on x − n·ln2 with 2ⁿ built in the exponent bits
 // (about 1 ulp; inputs below −87.34 give 0, above 88.3 give inf, NaN stays NaN, as the kernels only
 // take exp of x − max ≤ 0 or of a score minus its row's log-sum-exp). double: the C library's exp.
-template <int BYTES>
+// NonPos: the caller's inputs are <= 0 or NaN (a score minus its running max), whose results are the same
+// without the upper clamp and the inf select (two compares and two blends fewer).
+template <int BYTES, bool NonPos = false>
 inline typename Vec<float, BYTES>::type vexp(typename Vec<float, BYTES>::type x) {
   using V = Vec<float, BYTES>;
   using I = typename V::mask;
   const typename V::type orig = x;
   x = x < -88.0f ? splat<V>(-88.0f) : x;  // a NaN compares false and stays
-  x = x > 88.3f ? splat<V>(88.3f) : x;
+  if constexpr (!NonPos) x = x > 88.3f ? splat<V>(88.3f) : x;
   const float shifter = 12582912.0f;  // 1.5·2²³: adding it rounds to an integer in the low mantissa bits
   const typename V::type t = x * 1.44269504088896341f + shifter;
   const typename V::type n = t - shifter;
@@ -118,11 +120,11 @@ inline typename Vec<float, BYTES>::type vexp(typename Vec<float, BYTES>::type x)
   typename V::type y = p * (r * r) + r + 1.0f;
   y = y * reinterpret_cast<typename V::type>((ni + 127) << 23);
   y = orig < -87.33654f ? splat<V>(0.0f) : y;
-  y = orig > 88.3f ? splat<V>(std::numeric_limits<float>::infinity()) : y;
+  if constexpr (!NonPos) y = orig > 88.3f ? splat<V>(std::numeric_limits<float>::infinity()) : y;
   return y;
 }
 
-template <int BYTES>
+template <int BYTES, bool NonPos = false>
 inline typename Vec<double, BYTES>::type vexp(typename Vec<double, BYTES>::type x) {
   typename Vec<double, BYTES>::type y;
   for (int i = 0; i < Vec<double, BYTES>::lanes; ++i) y[i] = std::exp(x[i]);

@@ -96,11 +96,13 @@ inline void lane_chunk(const T* qt, int64_t ldq, const T* k, const T* v, int64_t
     const VT m_new = mx > m[h] ? mx : m[h];
     const VT shift = m_new == ninf ? zero : m_new;  // no −inf − (−inf) while a row is all −inf
     // 1 where the max stays (also a row still all −inf), 0 on a row's first finite chunk (o and l still 0)
-    alpha[h] = m_new == m[h] ? one : (m[h] == ninf ? zero : vexp<kVecBytes>(m[h] - shift));
+    // AVX2: the arguments below are <= 0 (or NaN), vexp's upper clamp left out (same results)
+    constexpr bool nonpos = QV > 1;
+    alpha[h] = m_new == m[h] ? one : (m[h] == ninf ? zero : vexp<kVecBytes, nonpos>(m[h] - shift));
     VT psum = zero;
 #pragma GCC unroll 16
     for (int jj = 0; jj < KC; ++jj) {
-      s[jj][h] = vexp<kVecBytes>(s[jj][h] - shift);
+      s[jj][h] = vexp<kVecBytes, nonpos>(s[jj][h] - shift);
       psum += s[jj][h];
     }
     l[h] = l[h] * alpha[h] + psum;
