@@ -212,6 +212,16 @@ def _describe_value(value: Any) -> str:
     return f"{value!r} ({kind})" if value is not None else "null"
 
 
+def _holder(cfg: dict, key: str) -> tuple[dict | None, str]:
+    """The block of ``cfg`` that holds dotted ``key``'s last part (None where a block on the way is missing), and
+    that part."""
+    *parents, leaf = key.split(".")
+    node: Any = cfg
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), leaf
+
+
 def check_values(cfg: dict, source: str, only: str | None = None) -> None:
     """Apply :data:`RULES` to ``cfg`` (every key present; ``only``: the keys under that dotted path):
     ValueError naming the first key whose value breaks its rule, what it expects and what it got. Integral
@@ -219,11 +229,8 @@ def check_values(cfg: dict, source: str, only: str | None = None) -> None:
     for key, rule in RULES.items():
         if only is not None and not (key == only or key.startswith(only + ".") or only.startswith(key + ".")):
             continue
-        *parents, leaf = key.split(".")
-        node: Any = cfg
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
+        node, leaf = _holder(cfg, key)
+        if node is None or leaf not in node:
             continue
         ok, value = _conform(rule, node[leaf])
         if not ok:
@@ -373,16 +380,6 @@ def resolve_folder(folder: str | os.PathLike) -> str:
     return str(folder)
 
 
-def _pop_key(cfg: dict, key: str) -> tuple[bool, Any]:
-    *parents, leaf = key.split(".")
-    node: Any = cfg
-    for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-    if not isinstance(node, dict) or leaf not in node:
-        return False, None
-    return True, node.pop(leaf)
-
-
 def upgrade_keys(cfg: dict, source: str) -> dict:
     """``cfg`` with every key of :data:`DEPRECATED_KEYS` moved to its new name (a copy where one moves).
 
@@ -391,14 +388,13 @@ def upgrade_keys(cfg: dict, source: str) -> dict:
     """
     out = cfg
     for old, new in DEPRECATED_KEYS.items():
-        *old_parents, old_leaf = old.split(".")
-        holder: Any = out
-        for part in old_parents:
-            holder = holder.get(part) if isinstance(holder, dict) else None
-        if not isinstance(holder, dict) or old_leaf not in holder:
+        holder, old_leaf = _holder(out, old)
+        if holder is None or old_leaf not in holder:
             continue
         out = copy.deepcopy(out) if out is cfg else out
-        _, value = _pop_key(out, old)
+        holder = _holder(out, old)[0]  # in the copy
+        assert holder is not None  # found above
+        value = holder.pop(old_leaf)
         *parents, leaf = new.split(".")
         node = out
         for part in parents:
@@ -447,6 +443,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         check_keys(cfg, f"--set {item!r}")  # a network argument, now that the network's name is known
         check_values(cfg, f"--set {item!r}", only=key.strip())
         if key.strip() in DEPRECATED_KEYS:  # a later --set of the new key wins over the file's value
-            _pop_key(cfg, DEPRECATED_KEYS[key.strip()])
+            block, leaf = _holder(cfg, DEPRECATED_KEYS[key.strip()])
+            if block is not None:
+                block.pop(leaf, None)
         cfg = upgrade_keys(cfg, f"--set {item!r}")
     return cfg
