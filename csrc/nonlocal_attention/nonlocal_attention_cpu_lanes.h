@@ -60,6 +60,27 @@ inline void with_keys_upto(int64_t n, F&& fn) {
   }
 }
 
+// acc[jj][h] += Σ_c xT[c·ld + h·R] · y[jj·n + c] over c < n: KG rows of y (row length n) against QV vectors of the
+// transposed xT's columns (row stride ld), each broadcast element of y feeding QV multiply-adds. The scores q·kᵀ
+// (forward and backward) and the backward's dP = g·vᵀ.
+template <typename T, int KG, int QV>
+inline void lane_products(const T* xT, int64_t ld, const T* y, int64_t n, typename KeyVec<T>::type (&acc)[KG][QV]) {
+  using V = KeyVec<T>;
+  using VT = typename V::type;
+  constexpr int R = V::lanes;
+  for (int64_t c = 0; c < n; ++c) {
+    VT xv[QV];
+#pragma GCC unroll 4
+    for (int h = 0; h < QV; ++h) xv[h] = load<V>(xT + c * ld + h * R);
+#pragma GCC unroll 16
+    for (int jj = 0; jj < KG; ++jj) {
+      const T yv = y[jj * n + c];  // one broadcast for QV vectors
+#pragma GCC unroll 4
+      for (int h = 0; h < QV; ++h) acc[jj][h] += xv[h] * yv;
+    }
+  }
+}
+
 // One chunk of KC keys (from key j0) for the QV·R queries of qt (QV vectors of R = KeyVec<T>::lanes queries;
 // column offset into qT, row stride ldq): updates the running max m[QV], sum l[QV] and output oT [dv, QV·R].
 // Each lane's arithmetic is the same whatever QV is (a query's result depends on KC, not on its tile).
@@ -71,17 +92,7 @@ inline void lane_chunk(const T* qt, int64_t ldq, const T* k, const T* v, int64_t
   constexpr int R = V::lanes;
   const T inf = std::numeric_limits<T>::infinity();
   VT s[KC][QV] = {};
-  for (int64_t c = 0; c < d; ++c) {
-    VT qv[QV];
-#pragma GCC unroll 4
-    for (int h = 0; h < QV; ++h) qv[h] = load<V>(qt + c * ldq + h * R);
-#pragma GCC unroll 16
-    for (int jj = 0; jj < KC; ++jj) {
-      const T kv = k[jj * d + c];  // one broadcast for QV vectors of queries
-#pragma GCC unroll 4
-      for (int h = 0; h < QV; ++h) s[jj][h] += qv[h] * kv;
-    }
-  }
+  lane_products<T, KC, QV>(qt, ldq, k, d, s);
   const VT ninf = splat<V>(-inf), zero = splat<V>(T(0)), one = splat<V>(T(1));
   VT alpha[QV];
 #pragma GCC unroll 4
@@ -301,34 +312,14 @@ inline void lane_backward_group(const T* qT, const T* gT, const T* lse, const T*
   using VT = typename V::type;
   constexpr int R = V::lanes;
   VT a[KG][QV] = {};
-  for (int64_t c = 0; c < d; ++c) {
-    VT qv[QV];
-#pragma GCC unroll 4
-    for (int h = 0; h < QV; ++h) qv[h] = load<V>(qT + c * Np + i0 + h * R);
-#pragma GCC unroll 8
-    for (int jj = 0; jj < KG; ++jj) {
-      const T kv = k[jj * d + c];
-#pragma GCC unroll 4
-      for (int h = 0; h < QV; ++h) a[jj][h] += qv[h] * kv;
-    }
-  }
+  lane_products<T, KG, QV>(qT + i0, Np, k, d, a);
   for (int h = 0; h < QV; ++h) {
     const VT lv = load<V>(lse + i0 + h * R);
 #pragma GCC unroll 8
     for (int jj = 0; jj < KG; ++jj) store<V>(P + jj * Np + i0 + h * R, vexp<kVecBytes>(a[jj][h] * scale - lv));
   }
   VT b[KG][QV] = {};
-  for (int64_t f = 0; f < dv; ++f) {
-    VT gv[QV];
-#pragma GCC unroll 4
-    for (int h = 0; h < QV; ++h) gv[h] = load<V>(gT + f * Np + i0 + h * R);
-#pragma GCC unroll 8
-    for (int jj = 0; jj < KG; ++jj) {
-      const T vv = v[jj * dv + f];
-#pragma GCC unroll 4
-      for (int h = 0; h < QV; ++h) b[jj][h] += gv[h] * vv;
-    }
-  }
+  lane_products<T, KG, QV>(gT + i0, Np, v, dv, b);
   for (int h = 0; h < QV; ++h) {
     const VT dlt = load<V>(delta + i0 + h * R);
 #pragma GCC unroll 8
